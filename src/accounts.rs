@@ -1,0 +1,281 @@
+//! What is done for a local user by name, through the pairing store and the service: pair, unpair,
+//! status, TOTP enrolment and checks. The CLI and the C API both call these, so the rules (roll back a
+//! half-done pairing, unpairing removes the TOTP, local codes are rate-limited and never replayed) live
+//! in one place.
+
+use crate::config::{Config, OperationRule, Secret, TotpSource};
+use crate::service::{Access, LockService, ServiceError};
+use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};
+use crate::totp;
+use std::fmt;
+use std::time::Instant;
+
+/// Why an account action did not happen. Nothing was changed, unless the variant says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountError {
+    /// A pairing code must be 6 letters or digits.
+    InvalidCode,
+    /// The user has no pairing.
+    NotPaired,
+    /// The user is paired already.
+    AlreadyPaired,
+    /// The operation NAME is not in the config.
+    UnknownOperation(String),
+    /// The TOTP operations flag is off.
+    TotpDisabled,
+    /// The user has no TOTP enrolled.
+    TotpNotEnrolled,
+    /// The user has a TOTP already.
+    TotpAlreadyEnrolled,
+    /// Too many wrong local codes in the rate-limit period.
+    RateLimited,
+    Service(ServiceError),
+    Store(StoreError),
+}
+
+impl fmt::Display for AccountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountError::InvalidCode => f.write_str("a pairing code is 6 letters or digits"),
+            AccountError::NotPaired => f.write_str("the user is not paired"),
+            AccountError::AlreadyPaired => f.write_str("the user is already paired"),
+            AccountError::UnknownOperation(name) => write!(f, "no operation named {name} in the config"),
+            AccountError::TotpDisabled => f.write_str("TOTP is switched off (operations flag TOTP)"),
+            AccountError::TotpNotEnrolled => f.write_str("the user has no TOTP"),
+            AccountError::TotpAlreadyEnrolled => f.write_str("the user has a TOTP already"),
+            AccountError::RateLimited => f.write_str("too many wrong codes; try again later"),
+            AccountError::Service(e) => e.fmt(f),
+            AccountError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AccountError {}
+
+impl From<ServiceError> for AccountError {
+    fn from(e: ServiceError) -> Self {
+        AccountError::Service(e)
+    }
+}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyPaired => AccountError::AlreadyPaired,
+            StoreError::NotPaired => AccountError::NotPaired,
+            other => AccountError::Store(other),
+        }
+    }
+}
+
+/// The lock status answer for a user: what [`user_status`] found.
+#[derive(Debug)]
+pub enum UserStatus {
+    /// The lock check is off for that operation (config).
+    CheckOff,
+    Checked(Access),
+}
+
+/// A TOTP just enrolled: what to show the user.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    /// The QR value: from the service (image data URI, URL or otpauth URI), or a local otpauth URI.
+    pub qr: String,
+}
+
+/// Everything an action needs.
+pub struct Accounts<'a> {
+    pub config: &'a Config,
+    pub store: &'a dyn PairingStore,
+    pub service: &'a dyn LockService,
+    /// Deadline of each service call.
+    pub deadline: fn(&Config) -> Instant,
+}
+
+/// The usual deadline: now + `timeout_ms`.
+pub fn default_deadline(config: &Config) -> Instant {
+    Instant::now() + config.timeout
+}
+
+/// Checks the shape of a pairing code before it reaches the service.
+pub fn check_pairing_code(code: &str) -> Result<&str, AccountError> {
+    let code = code.trim();
+    if code.len() == 6 && code.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(code)
+    } else {
+        Err(AccountError::InvalidCode)
+    }
+}
+
+impl Accounts<'_> {
+    fn deadline(&self) -> Instant {
+        (self.deadline)(self.config)
+    }
+
+    fn pairing(&self, user: &str) -> Result<Pairing, AccountError> {
+        self.store.get(user)?.ok_or(AccountError::NotPaired)
+    }
+
+    /// Pairs `user` with a code from the phone. If the store refuses after the service paired, the
+    /// service pairing is undone, so the phone is never left paired to an account this host forgot.
+    pub fn pair(&self, user: &str, code: &str, common_name: &str) -> Result<Pairing, AccountError> {
+        let code = check_pairing_code(code)?;
+        store::check_user(user)?;
+        if self.store.get(user)?.is_some() {
+            return Err(AccountError::AlreadyPaired);
+        }
+        let account_id = self.service.pair(code, Some(common_name), self.deadline())?;
+        let pairing = Pairing {
+            user: user.to_string(),
+            account_id,
+            enabled: true,
+            totp_enabled: false,
+            totp_id: None,
+        };
+        if let Err(e) = self.store.insert(&pairing) {
+            let _ = self.service.unpair(&pairing.account_id, self.deadline());
+            return Err(e.into());
+        }
+        Ok(pairing)
+    }
+
+    /// Unpairs `user` at the service and in the store, TOTP included (seed: unpairing Latch also
+    /// removes the TOTP). With `force`, service failures are returned as warnings and the local
+    /// pairing is removed anyway.
+    pub fn unpair(&self, user: &str, force: bool) -> Result<Vec<ServiceError>, AccountError> {
+        let pairing = self.pairing(user)?;
+        let mut warnings = Vec::new();
+        let mut tolerate = |e: ServiceError| {
+            if !force {
+                return Err(e);
+            }
+            warnings.push(e);
+            Ok(())
+        };
+        if let Some(totp_id) = &pairing.totp_id {
+            match self.service.totp_delete(totp_id, self.deadline()) {
+                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
+                Err(e) => tolerate(e)?,
+            }
+        }
+        match self.service.unpair(&pairing.account_id, self.deadline()) {
+            Ok(()) | Err(ServiceError::NotPaired) => {}
+            Err(e) => tolerate(e)?,
+        }
+        self.store.remove(user)?;
+        Ok(warnings)
+    }
+
+    /// The lock status of `user`, application-wide or for the operation NAME, without asking the
+    /// service for a one-time code (`want_code = false`) unless asked.
+    pub fn status(&self, user: &str, operation: Option<&str>, want_code: bool) -> Result<UserStatus, AccountError> {
+        let pairing = self.pairing(user)?;
+        let op_id = match operation {
+            None => None,
+            Some(name) if !self.config.has_operation(name) => {
+                return Err(AccountError::UnknownOperation(name.to_string()));
+            }
+            Some(name) => match self.config.operation_rule(name) {
+                OperationRule::Check(id) => Some(id),
+                _ => return Ok(UserStatus::CheckOff),
+            },
+        };
+        let access = self
+            .service
+            .status(&pairing.account_id, op_id.as_deref(), want_code, self.deadline())?;
+        Ok(UserStatus::Checked(access))
+    }
+
+    fn totp_pairing(&self, user: &str) -> Result<Pairing, AccountError> {
+        if !self.config.totp_enabled() {
+            return Err(AccountError::TotpDisabled);
+        }
+        self.pairing(user)
+    }
+
+    /// Enrols a TOTP for a paired user (the service's, or a local secret) and records it.
+    pub fn totp_create(&self, user: &str, label: &str) -> Result<Enrolment, AccountError> {
+        let pairing = self.totp_pairing(user)?;
+        if pairing.totp_enabled {
+            return Err(AccountError::TotpAlreadyEnrolled);
+        }
+        match self.config.totp.source {
+            TotpSource::Latch => {
+                let enrolment = self.service.totp_create(label, user, self.deadline())?;
+                if let Err(e) = self.store.set_totp(user, true, Some(&enrolment.totp_id)) {
+                    // Do not leave a TOTP at the service that no login will ever ask for.
+                    let _ = self.service.totp_delete(&enrolment.totp_id, self.deadline());
+                    return Err(e.into());
+                }
+                Ok(Enrolment { qr: enrolment.qr })
+            }
+            TotpSource::Local => {
+                let secret = totp::generate_secret()
+                    .map_err(|e| AccountError::Store(StoreError::Unavailable(format!("no randomness: {e}"))))?;
+                let state = LocalTotp {
+                    secret: Secret::new(secret.clone()),
+                    last_step: None,
+                    failures: 0,
+                    window_start: 0,
+                };
+                let stored = self
+                    .store
+                    .set_local_totp(user, Some(&state))
+                    .and_then(|()| self.store.set_totp(user, true, None));
+                if let Err(e) = stored {
+                    let _ = self.store.set_local_totp(user, None);
+                    return Err(e.into());
+                }
+                let params = totp::Params::from(&self.config.totp);
+                Ok(Enrolment {
+                    qr: totp::otpauth_uri(&self.config.totp.issuer, label, &secret, &params),
+                })
+            }
+        }
+    }
+
+    /// Switches TOTP off for `user`, deleting it at the service.
+    pub fn totp_disable(&self, user: &str) -> Result<(), AccountError> {
+        let pairing = self.totp_pairing(user)?;
+        if !pairing.totp_enabled {
+            return Err(AccountError::TotpNotEnrolled);
+        }
+        if let Some(totp_id) = &pairing.totp_id {
+            match self.service.totp_delete(totp_id, self.deadline()) {
+                // Already gone at the service: clearing it here is what was asked.
+                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.store.set_totp(user, false, None)?;
+        self.store.set_local_totp(user, None)?;
+        Ok(())
+    }
+
+    /// Checks a TOTP code of `user` without logging in. Local codes are checked under the login's
+    /// rate limit (so this is no guessing oracle) and a right code is not consumed.
+    pub fn totp_verify(&self, user: &str, code: &str, now: u64) -> Result<bool, AccountError> {
+        let pairing = self.totp_pairing(user)?;
+        if !pairing.totp_enabled {
+            return Err(AccountError::TotpNotEnrolled);
+        }
+        if let (Some(totp_id), TotpSource::Latch) = (&pairing.totp_id, self.config.totp.source) {
+            return match self.service.totp_validate(totp_id, code, self.deadline()) {
+                Ok(ok) => Ok(ok),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let t = &self.config.totp;
+        if self.store.totp_failures(user, now, t.rate_limit_period_secs)? >= t.rate_limit_count {
+            return Err(AccountError::RateLimited);
+        }
+        let state = self.store.local_totp(user)?.ok_or(AccountError::TotpNotEnrolled)?;
+        let secret = totp::decode_secret(state.secret.expose())
+            .ok_or_else(|| AccountError::Store(StoreError::Invalid("the stored TOTP secret is not base32".into())))?;
+        let ok = totp::verify(&secret, code, now, &totp::Params::from(t), state.last_step).is_some();
+        if !ok {
+            self.store.record_totp_failure(user, now, t.rate_limit_period_secs)?;
+        }
+        Ok(ok)
+    }
+}

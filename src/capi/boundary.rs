@@ -1,0 +1,250 @@
+//! The boundary between C and Rust: result codes, input strings, output strings, per-thread last error,
+//! and the panic guard every export goes through.
+
+use crate::service::ServiceError;
+use crate::store::StoreError;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Longest string argument accepted, in bytes (without the terminating NUL).
+pub const LOCKSERVER_MAX_INPUT: usize = 4096;
+
+/// What a `lockserver_*` call did. `LOCKSERVER_OK` is 0; every other value is a failure whose text
+/// [`lockserver_result_message`] gives.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum lockserver_result {
+    /// Done.
+    LOCKSERVER_OK = 0,
+    /// A required pointer argument was NULL.
+    LOCKSERVER_ERROR_NULL_ARGUMENT = 1,
+    /// A string argument is not valid UTF-8.
+    LOCKSERVER_ERROR_INVALID_UTF8 = 2,
+    /// A string argument is longer than LOCKSERVER_MAX_INPUT bytes.
+    LOCKSERVER_ERROR_TOO_LONG = 3,
+    /// The handle is NULL, closed, or was never returned by lockserver_open*.
+    LOCKSERVER_ERROR_INVALID_HANDLE = 4,
+    /// An argument has a wrong value (a pairing code of the wrong shape, an empty user name, ...).
+    LOCKSERVER_ERROR_INVALID_ARGUMENT = 5,
+    /// The configuration cannot be used (see lockserver_last_error_message).
+    LOCKSERVER_ERROR_CONFIG = 6,
+    /// The service is unreachable, too slow, or answered nonsense.
+    LOCKSERVER_ERROR_UNAVAILABLE = 7,
+    /// The service's answer proves a misconfiguration (bad app id or secret, clock off, unknown operation).
+    LOCKSERVER_ERROR_MISCONFIGURED = 8,
+    /// The account (or local user) is not paired.
+    LOCKSERVER_ERROR_NOT_PAIRED = 9,
+    /// The local user is already paired.
+    LOCKSERVER_ERROR_ALREADY_PAIRED = 10,
+    /// The service refused the request; lockserver_last_error_code gives its code (e.g. 206).
+    LOCKSERVER_ERROR_SERVICE = 11,
+    /// The pairing store cannot be used.
+    LOCKSERVER_ERROR_STORE = 12,
+    /// A bug inside the library was caught; the handle stays usable.
+    LOCKSERVER_ERROR_PANIC = 13,
+    /// The operation needs TOTP to be on (the TOTP operations flag) or enrolled for the user.
+    LOCKSERVER_ERROR_TOTP_DISABLED = 14,
+}
+
+use lockserver_result::*;
+
+/// The text of a result code. The pointer is static: do not free it. Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn lockserver_result_message(result: lockserver_result) -> *const c_char {
+    let text: &'static CStr = match result {
+        LOCKSERVER_OK => c"ok",
+        LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
+        LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",
+        LOCKSERVER_ERROR_TOO_LONG => c"a string argument is too long",
+        LOCKSERVER_ERROR_INVALID_HANDLE => c"the handle is NULL, closed or unknown",
+        LOCKSERVER_ERROR_INVALID_ARGUMENT => c"an argument has a wrong value",
+        LOCKSERVER_ERROR_CONFIG => c"the configuration cannot be used",
+        LOCKSERVER_ERROR_UNAVAILABLE => c"the service is unreachable, too slow, or answered nonsense",
+        LOCKSERVER_ERROR_MISCONFIGURED => c"the service rejects this host's configuration",
+        LOCKSERVER_ERROR_NOT_PAIRED => c"not paired",
+        LOCKSERVER_ERROR_ALREADY_PAIRED => c"already paired",
+        LOCKSERVER_ERROR_SERVICE => c"the service refused the request",
+        LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
+        LOCKSERVER_ERROR_PANIC => c"internal error",
+        LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
+    };
+    text.as_ptr()
+}
+
+/// A failure: the result code and the details kept for `lockserver_last_error_*`.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub result: lockserver_result,
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(result: lockserver_result, message: impl Into<String>) -> Failure {
+        Failure {
+            result,
+            code: 0,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Failure {
+        let message = e.to_string();
+        match e {
+            ServiceError::Unavailable(_) => Failure::new(LOCKSERVER_ERROR_UNAVAILABLE, message),
+            ServiceError::Misconfigured { code, .. } => Failure {
+                result: LOCKSERVER_ERROR_MISCONFIGURED,
+                code: i32::try_from(code).unwrap_or(i32::MAX),
+                message,
+            },
+            ServiceError::NotPaired => Failure {
+                result: LOCKSERVER_ERROR_NOT_PAIRED,
+                code: 201,
+                message,
+            },
+            ServiceError::Api { code, .. } => Failure {
+                result: LOCKSERVER_ERROR_SERVICE,
+                code: i32::try_from(code).unwrap_or(i32::MAX),
+                message,
+            },
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        let message = e.to_string();
+        match e {
+            StoreError::AlreadyPaired => Failure::new(LOCKSERVER_ERROR_ALREADY_PAIRED, message),
+            StoreError::NotPaired | StoreError::Missing => Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message),
+            StoreError::Invalid(_) => Failure::new(LOCKSERVER_ERROR_INVALID_ARGUMENT, message),
+            StoreError::Unavailable(_) => Failure::new(LOCKSERVER_ERROR_STORE, message),
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<(i32, String)>> = const { RefCell::new(None) };
+}
+
+/// Runs an export's body: catches panics, records the last error of this thread.
+pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> lockserver_result {
+    let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        Err(Failure::new(
+            LOCKSERVER_ERROR_PANIC,
+            "internal error (a panic was caught)",
+        ))
+    });
+    match outcome {
+        Ok(()) => {
+            LAST_ERROR.with(|e| *e.borrow_mut() = None);
+            LOCKSERVER_OK
+        }
+        Err(f) => {
+            LAST_ERROR.with(|e| *e.borrow_mut() = Some((f.code, f.message)));
+            f.result
+        }
+    }
+}
+
+/// Reads a required string argument.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string that stays valid during the call.
+pub(crate) unsafe fn input<'a>(ptr: *const c_char) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::new(
+            LOCKSERVER_ERROR_NULL_ARGUMENT,
+            "a required string argument is NULL",
+        ));
+    }
+    // Look for the NUL within the limit only, so an unterminated buffer is not read far past it.
+    let mut len = 0;
+    // SAFETY: the caller guarantees a NUL-terminated string; we stop at the NUL or the limit + 1.
+    while unsafe { *ptr.add(len) } != 0 {
+        len += 1;
+        if len > LOCKSERVER_MAX_INPUT {
+            return Err(Failure::new(LOCKSERVER_ERROR_TOO_LONG, "a string argument is too long"));
+        }
+    }
+    // SAFETY: `len` bytes were just read as non-NUL; the one after is the NUL.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    std::str::from_utf8(bytes).map_err(|_| Failure::new(LOCKSERVER_ERROR_INVALID_UTF8, "a string is not UTF-8"))
+}
+
+/// Reads an optional string argument (NULL means absent).
+///
+/// # Safety
+/// As [`input`].
+pub(crate) unsafe fn optional_input<'a>(ptr: *const c_char) -> Result<Option<&'a str>, Failure> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null, and the caller's guarantee carries over.
+    unsafe { input(ptr) }.map(Some)
+}
+
+/// Checks an output pointer before any work is done.
+pub(crate) fn out_ptr<T>(ptr: *mut T) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Err(Failure::new(
+            LOCKSERVER_ERROR_NULL_ARGUMENT,
+            "a required output pointer is NULL",
+        ));
+    }
+    Ok(())
+}
+
+/// A string for the caller, to be freed with [`lockserver_string_free`].
+pub(crate) fn output(s: &str) -> Result<*mut c_char, Failure> {
+    CString::new(s).map(CString::into_raw).map_err(|_| {
+        Failure::new(
+            LOCKSERVER_ERROR_UNAVAILABLE,
+            "the service returned a string with a NUL byte",
+        )
+    })
+}
+
+/// Frees a string returned by the library. NULL is allowed and does nothing.
+///
+/// # Safety
+/// `s` is NULL or a string returned by a `lockserver_*` function and not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes back a pointer from CString::into_raw (see `output`), once.
+    let owned = unsafe { CString::from_raw(s) };
+    // Strings may hold tokens or secrets: wipe before freeing.
+    let mut bytes = owned.into_bytes_with_nul();
+    zeroize::Zeroize::zeroize(&mut bytes);
+}
+
+/// The service's error code of this thread's last failed call (e.g. 206 "token expired", 306 "invalid
+/// TOTP code"), or 0 when the failure had none or the last call succeeded.
+#[unsafe(no_mangle)]
+pub extern "C" fn lockserver_last_error_code() -> i32 {
+    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
+}
+
+/// The message of this thread's last failed call, or NULL when the last call succeeded. The caller
+/// frees it with lockserver_string_free.
+#[unsafe(no_mangle)]
+pub extern "C" fn lockserver_last_error_message() -> *mut c_char {
+    let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
+    match message {
+        Some(m) => CString::new(m.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// The library's version, e.g. "0.1.0". Static: do not free.
+#[unsafe(no_mangle)]
+pub extern "C" fn lockserver_version() -> *const c_char {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}

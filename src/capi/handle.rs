@@ -1,0 +1,609 @@
+//! The opaque handle and the calls made with it.
+//!
+//! A `lockserver *` is a token looked up in a registry on every call, so a closed, stale or forged
+//! pointer gives `LOCKSERVER_ERROR_INVALID_HANDLE` instead of a crash, and a handle closed by one thread
+//! while another uses it stays alive until that call returns.
+
+use super::boundary::lockserver_result::{self, *};
+use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
+use crate::accounts::{self, AccountError, Accounts, UserStatus};
+use crate::config::{Config, LoadOptions, TotpAlgorithm};
+use crate::login::system_clock;
+use crate::service::{self, Access, Challenge, SharedService};
+use crate::store::{self, OpenMode, PairingStore};
+use crate::totp;
+use once_cell::sync::Lazy;
+use std::collections::HashMap;
+use std::ffi::c_char;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+/// An open lockserver: a config, a kept-alive service client and (on first use) the pairing store.
+/// Opaque to C; made by lockserver_open or lockserver_open_config_str, released by lockserver_close.
+pub struct lockserver {
+    config: Config,
+    service: SharedService,
+    store: Mutex<Option<Arc<dyn PairingStore + Send + Sync>>>,
+}
+
+/// The answer of a status check.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum lockserver_access {
+    /// The latch is open.
+    LOCKSERVER_ACCESS_OPEN = 0,
+    /// The latch is locked.
+    LOCKSERVER_ACCESS_LOCKED = 1,
+    /// The latch is open, and the service issued a one-time password the user must type.
+    LOCKSERVER_ACCESS_CODE_REQUIRED = 2,
+    /// The lock check is off for that operation (config).
+    LOCKSERVER_ACCESS_CHECK_OFF = 3,
+}
+
+/// Hash algorithm of a TOTP.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum lockserver_totp_algorithm {
+    LOCKSERVER_TOTP_SHA1 = 0,
+    LOCKSERVER_TOTP_SHA256 = 1,
+    LOCKSERVER_TOTP_SHA512 = 2,
+}
+
+/// Parameters of an RFC 6238 TOTP. `lockserver_totp_params_default()` gives SHA1, 6 digits, 30 s, ±1 step.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct lockserver_totp_params {
+    pub algorithm: lockserver_totp_algorithm,
+    /// 6, 7 or 8.
+    pub digits: u32,
+    /// Seconds per step, 1 or more.
+    pub step_secs: u64,
+    /// Steps accepted either side of now, at most 10.
+    pub window: u32,
+}
+
+static REGISTRY: Lazy<Mutex<HashMap<usize, Arc<lockserver>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+fn registry() -> std::sync::MutexGuard<'static, HashMap<usize, Arc<lockserver>>> {
+    // A panic while holding the lock cannot leave the map inconsistent (single inserts/removes).
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
+    registry()
+        .get(&(h as usize))
+        .cloned()
+        .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_HANDLE, "the handle is NULL, closed or unknown"))
+}
+
+fn register(handle: lockserver, out: *mut *mut lockserver) {
+    let arc = Arc::new(handle);
+    let ptr = Arc::as_ptr(&arc).cast_mut();
+    registry().insert(ptr as usize, arc);
+    // SAFETY: `out` was checked non-null by the caller before any work.
+    unsafe { *out = ptr };
+}
+
+fn open_with(config: Config) -> Result<lockserver, Failure> {
+    let service = service::from_config(&config)?;
+    Ok(lockserver {
+        config,
+        service,
+        store: Mutex::new(None),
+    })
+}
+
+impl lockserver {
+    fn store(&self) -> Result<Arc<dyn PairingStore + Send + Sync>, Failure> {
+        let mut slot = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = slot.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let opened: Arc<dyn PairingStore + Send + Sync> = Arc::from(store::open(&self.config.store, OpenMode::Create)?);
+        *slot = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.timeout
+    }
+
+    fn with_accounts<T>(&self, action: impl FnOnce(&Accounts<'_>) -> Result<T, AccountError>) -> Result<T, Failure> {
+        let store = self.store()?;
+        let accounts = Accounts {
+            config: &self.config,
+            store: store.as_ref(),
+            service: self.service.as_ref(),
+            deadline: accounts::default_deadline,
+        };
+        action(&accounts).map_err(Failure::from)
+    }
+}
+
+impl From<AccountError> for Failure {
+    fn from(e: AccountError) -> Failure {
+        let message = e.to_string();
+        match e {
+            AccountError::Service(s) => s.into(),
+            AccountError::Store(s) => s.into(),
+            AccountError::InvalidCode | AccountError::UnknownOperation(_) => {
+                Failure::new(LOCKSERVER_ERROR_INVALID_ARGUMENT, message)
+            }
+            AccountError::NotPaired => Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message),
+            AccountError::AlreadyPaired | AccountError::TotpAlreadyEnrolled => {
+                Failure::new(LOCKSERVER_ERROR_ALREADY_PAIRED, message)
+            }
+            AccountError::TotpDisabled | AccountError::TotpNotEnrolled => {
+                Failure::new(LOCKSERVER_ERROR_TOTP_DISABLED, message)
+            }
+            AccountError::RateLimited => Failure::new(LOCKSERVER_ERROR_SERVICE, message),
+        }
+    }
+}
+
+/// Writes an access answer and, if asked, its one-time password (NULL when none was issued).
+///
+/// # Safety
+/// `out_access` is valid; `out_token` is NULL or valid.
+unsafe fn write_access(
+    access: Access,
+    out_access: *mut lockserver_access,
+    out_token: *mut *mut c_char,
+) -> Result<(), Failure> {
+    let (kind, token) = match access {
+        Access::Open => (lockserver_access::LOCKSERVER_ACCESS_OPEN, None),
+        Access::Locked => (lockserver_access::LOCKSERVER_ACCESS_LOCKED, None),
+        Access::CodeRequired(Challenge::LocalToken(t)) => (
+            lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED,
+            Some(t.expose().to_string()),
+        ),
+        Access::CodeRequired(Challenge::Remote(_)) => (lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED, None),
+    };
+    let token_ptr = match (&token, out_token.is_null()) {
+        (Some(t), false) => output(t)?,
+        _ => std::ptr::null_mut(),
+    };
+    // SAFETY: checked by the caller (out_access non-null; out_token non-null when written).
+    unsafe {
+        *out_access = kind;
+        if !out_token.is_null() {
+            *out_token = token_ptr;
+        }
+    }
+    Ok(())
+}
+
+/// Opens a handle from a config file (the same file and checks as the PAM module: owned by root, not
+/// writable by others, not readable by others when it holds secrets).
+///
+/// `config_path`: NUL-terminated path, borrowed. `out`: receives the handle, owned by the caller and
+/// released with lockserver_close. Thread-safe.
+///
+/// # Safety
+/// `config_path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_open(config_path: *const c_char, out: *mut *mut lockserver) -> lockserver_result {
+    guard(|| {
+        out_ptr(out)?;
+        // SAFETY: the caller's guarantee on config_path.
+        let path = unsafe { input(config_path) }?;
+        let config = Config::load(Path::new(path), LoadOptions::default())
+            .map_err(|e| Failure::new(LOCKSERVER_ERROR_CONFIG, e.to_string()))?;
+        register(open_with(config)?, out);
+        Ok(())
+    })
+}
+
+/// Opens a handle from a config given as TOML text (same keys as the file; `*_file` secrets are not
+/// allowed). `config_toml`: borrowed. `out`: as lockserver_open.
+///
+/// # Safety
+/// `config_toml` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_open_config_str(
+    config_toml: *const c_char,
+    out: *mut *mut lockserver,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out)?;
+        // SAFETY: the caller's guarantee on config_toml.
+        let text = unsafe { input(config_toml) }?;
+        let config = Config::parse_str(text).map_err(|e| Failure::new(LOCKSERVER_ERROR_CONFIG, e.to_string()))?;
+        register(open_with(config)?, out);
+        Ok(())
+    })
+}
+
+/// Releases a handle. Calls still running on other threads finish first; later calls with it return
+/// LOCKSERVER_ERROR_INVALID_HANDLE. Closing NULL or a closed handle returns that error too.
+///
+/// # Safety
+/// Any pointer value is accepted: it is looked up, never dereferenced.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_close(handle: *mut lockserver) -> lockserver_result {
+    guard(|| {
+        registry()
+            .remove(&(handle as usize))
+            .map(drop)
+            .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_HANDLE, "the handle is NULL, closed or unknown"))
+    })
+}
+
+/// The lock status of a service account id, application-wide (`operation_id` NULL) or for one
+/// operation id. With `want_code` false the service issues no one-time password.
+///
+/// `account_id`, `operation_id`: borrowed. `out_access`: required. `out_token`: may be NULL; else it
+/// receives the one-time password when the answer is LOCKSERVER_ACCESS_CODE_REQUIRED (free it with
+/// lockserver_string_free), or NULL. Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_status(
+    handle: *const lockserver,
+    account_id: *const c_char,
+    operation_id: *const c_char,
+    want_code: bool,
+    out_access: *mut lockserver_access,
+    out_token: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_access)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (account, operation) = unsafe { (input(account_id)?, optional_input(operation_id)?) };
+        let access = h.service.status(account, operation, want_code, h.deadline())?;
+        // SAFETY: out_access checked above; out_token NULL or writable per the contract.
+        unsafe { write_access(access, out_access, out_token) }
+    })
+}
+
+/// Pairs with a code from the Latch app. `common_name` may be NULL. `out_account_id` receives the
+/// service's account id (free it with lockserver_string_free). Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `out_account_id` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_pair(
+    handle: *const lockserver,
+    code: *const c_char,
+    common_name: *const c_char,
+    out_account_id: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_account_id)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (code, name) = unsafe { (input(code)?, optional_input(common_name)?) };
+        let code = accounts::check_pairing_code(code)?;
+        let account = h.service.pair(code, name, h.deadline())?;
+        let ptr = output(&account)?;
+        // SAFETY: checked non-null above.
+        unsafe { *out_account_id = ptr };
+        Ok(())
+    })
+}
+
+/// Unpairs a service account id. Thread-safe.
+///
+/// # Safety
+/// `account_id` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_unpair(handle: *const lockserver, account_id: *const c_char) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on account_id.
+        let account = unsafe { input(account_id) }?;
+        h.service.unpair(account, h.deadline())?;
+        Ok(())
+    })
+}
+
+/// Creates a TOTP at the service. `out_totp_id` and `out_qr` receive strings to free with
+/// lockserver_string_free (`qr` is an image data URI, a URL or an otpauth URI). Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_totp_create(
+    handle: *const lockserver,
+    user_id: *const c_char,
+    common_name: *const c_char,
+    out_totp_id: *mut *mut c_char,
+    out_qr: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_totp_id)?;
+        out_ptr(out_qr)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (user_id, name) = unsafe { (input(user_id)?, input(common_name)?) };
+        let enrolment = h.service.totp_create(user_id, name, h.deadline())?;
+        let id = output(&enrolment.totp_id)?;
+        let qr = match output(&enrolment.qr) {
+            Ok(qr) => qr,
+            Err(e) => {
+                // SAFETY: `id` came from output() just above and was not handed out.
+                unsafe { super::boundary::lockserver_string_free(id) };
+                return Err(e);
+            }
+        };
+        // SAFETY: both checked non-null above.
+        unsafe {
+            *out_totp_id = id;
+            *out_qr = qr;
+        }
+        Ok(())
+    })
+}
+
+/// Validates a TOTP code at the service: `*out_valid` is true or false. Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `out_valid` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_totp_validate(
+    handle: *const lockserver,
+    totp_id: *const c_char,
+    code: *const c_char,
+    out_valid: *mut bool,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_valid)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (id, code) = unsafe { (input(totp_id)?, input(code)?) };
+        let valid = h.service.totp_validate(id, code, h.deadline())?;
+        // SAFETY: checked non-null above.
+        unsafe { *out_valid = valid };
+        Ok(())
+    })
+}
+
+/// Deletes a TOTP at the service. Thread-safe.
+///
+/// # Safety
+/// `totp_id` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_totp_delete(
+    handle: *const lockserver,
+    totp_id: *const c_char,
+) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on totp_id.
+        let id = unsafe { input(totp_id) }?;
+        h.service.totp_delete(id, h.deadline())?;
+        Ok(())
+    })
+}
+
+/// The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step.
+#[unsafe(no_mangle)]
+pub extern "C" fn lockserver_totp_params_default() -> lockserver_totp_params {
+    lockserver_totp_params {
+        algorithm: lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1,
+        digits: 6,
+        step_secs: 30,
+        window: 1,
+    }
+}
+
+fn params_from(p: *const lockserver_totp_params) -> Result<totp::Params, Failure> {
+    let p = if p.is_null() {
+        lockserver_totp_params_default()
+    } else {
+        // SAFETY: non-null; the caller guarantees it points to a lockserver_totp_params.
+        unsafe { *p }
+    };
+    let algorithm = match p.algorithm {
+        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1 => TotpAlgorithm::Sha1,
+        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA256 => TotpAlgorithm::Sha256,
+        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA512 => TotpAlgorithm::Sha512,
+    };
+    if !(6..=8).contains(&p.digits) || p.step_secs == 0 || p.window > 10 {
+        return Err(Failure::new(
+            LOCKSERVER_ERROR_INVALID_ARGUMENT,
+            "TOTP parameters out of range",
+        ));
+    }
+    Ok(totp::Params {
+        algorithm,
+        digits: p.digits,
+        step_secs: p.step_secs,
+        window: p.window,
+    })
+}
+
+fn secret_from(secret_base32: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
+    totp::decode_secret(secret_base32)
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_ARGUMENT, "the secret is not base32"))
+}
+
+/// Checks an RFC 6238 code locally, with no service and no handle. `params` may be NULL (defaults);
+/// `unix_time` is the time to check at (seconds). No replay protection here: the caller keeps the
+/// last accepted step if it needs it (the user-level calls do). Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `params` is NULL or valid; `out_valid` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_totp_verify(
+    secret_base32: *const c_char,
+    code: *const c_char,
+    unix_time: u64,
+    params: *const lockserver_totp_params,
+    out_valid: *mut bool,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_valid)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (secret, code) = unsafe { (input(secret_base32)?, input(code)?) };
+        let secret = secret_from(secret)?;
+        let valid = totp::verify(&secret, code, unix_time, &params_from(params)?, None).is_some();
+        // SAFETY: checked non-null above.
+        unsafe { *out_valid = valid };
+        Ok(())
+    })
+}
+
+/// Computes the RFC 6238 code of a secret at `unix_time` (for tests and enrolment screens).
+/// `out_code` receives a string to free with lockserver_string_free. Thread-safe.
+///
+/// # Safety
+/// `secret_base32` is NULL or NUL-terminated; `params` NULL or valid; `out_code` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_totp_code(
+    secret_base32: *const c_char,
+    unix_time: u64,
+    params: *const lockserver_totp_params,
+    out_code: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_code)?;
+        // SAFETY: the caller's guarantee on secret_base32.
+        let secret = secret_from(unsafe { input(secret_base32) }?)?;
+        let code = totp::code_at(&secret, unix_time, &params_from(params)?);
+        let ptr = output(&code)?;
+        // SAFETY: checked non-null above.
+        unsafe { *out_code = ptr };
+        Ok(())
+    })
+}
+
+/// The lock status of a local user through the pairing store, application-wide (`operation_name`
+/// NULL) or for an operation NAME of the config. `out_token` as in lockserver_status. Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_status(
+    handle: *const lockserver,
+    user: *const c_char,
+    operation_name: *const c_char,
+    want_code: bool,
+    out_access: *mut lockserver_access,
+    out_token: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_access)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (user, operation) = unsafe { (input(user)?, optional_input(operation_name)?) };
+        match h.with_accounts(|a| a.status(user, operation, want_code))? {
+            UserStatus::CheckOff => {
+                // SAFETY: checked non-null above; out_token NULL or writable.
+                unsafe {
+                    *out_access = lockserver_access::LOCKSERVER_ACCESS_CHECK_OFF;
+                    if !out_token.is_null() {
+                        *out_token = std::ptr::null_mut();
+                    }
+                }
+                Ok(())
+            }
+            // SAFETY: as above.
+            UserStatus::Checked(access) => unsafe { write_access(access, out_access, out_token) },
+        }
+    })
+}
+
+/// Pairs a local user with a code from the Latch app and records it in the store. Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_pair(
+    handle: *const lockserver,
+    user: *const c_char,
+    code: *const c_char,
+) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (user, code) = unsafe { (input(user)?, input(code)?) };
+        h.with_accounts(|a| a.pair(user, code, user))?;
+        Ok(())
+    })
+}
+
+/// Unpairs a local user at the service and in the store (their TOTP too). Thread-safe.
+///
+/// # Safety
+/// `user` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_unpair(handle: *const lockserver, user: *const c_char) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on user.
+        let user = unsafe { input(user) }?;
+        h.with_accounts(|a| a.unpair(user, false))?;
+        Ok(())
+    })
+}
+
+/// Enrols a TOTP for a paired local user (at the service, or a local secret per `[totp] source`).
+/// `out_qr` receives what to show (free with lockserver_string_free). Thread-safe.
+///
+/// # Safety
+/// `user` is NULL or NUL-terminated; `out_qr` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_totp_create(
+    handle: *const lockserver,
+    user: *const c_char,
+    out_qr: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_qr)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on user.
+        let user = unsafe { input(user) }?;
+        let enrolment = h.with_accounts(|a| a.totp_create(user, user))?;
+        let ptr = output(&enrolment.qr)?;
+        // SAFETY: checked non-null above.
+        unsafe { *out_qr = ptr };
+        Ok(())
+    })
+}
+
+/// Switches TOTP off for a local user (deleting it at the service). Thread-safe.
+///
+/// # Safety
+/// `user` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_totp_disable(
+    handle: *const lockserver,
+    user: *const c_char,
+) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on user.
+        let user = unsafe { input(user) }?;
+        h.with_accounts(|a| a.totp_disable(user))?;
+        Ok(())
+    })
+}
+
+/// Checks a local user's TOTP code (at the service, or locally under the rate limit) without
+/// logging in. Thread-safe.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `out_valid` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_user_totp_verify(
+    handle: *const lockserver,
+    user: *const c_char,
+    code: *const c_char,
+    out_valid: *mut bool,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_valid)?;
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (user, code) = unsafe { (input(user)?, input(code)?) };
+        let valid = h.with_accounts(|a| a.totp_verify(user, code, system_clock()))?;
+        // SAFETY: checked non-null above.
+        unsafe { *out_valid = valid };
+        Ok(())
+    })
+}

@@ -1,0 +1,257 @@
+//! The CLI verbs. Messages a user reads come from the dictionary; each error says what to do next.
+
+use super::{Exit, fail};
+use crate::accounts::{self, AccountError, Accounts, UserStatus};
+use crate::config::Config;
+use crate::dictionary::{Dictionary, Section};
+use crate::service::{self, Access, ServiceError, SharedService};
+use crate::store::{self, OpenMode, PairingStore, StoreError};
+use std::time::Instant;
+
+pub(super) type Store = Box<dyn PairingStore + Send + Sync>;
+
+pub(super) struct Context<'a> {
+    pub config: &'a Config,
+    pub dictionary: &'a Dictionary,
+}
+
+impl Context<'_> {
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now() + self.config.timeout
+    }
+
+    pub(super) fn store(&self) -> Result<Store, Exit> {
+        store::open(&self.config.store, OpenMode::Create)
+            .map_err(|e| fail(Exit::Store, &format!("{e} ({})", self.config.store)))
+    }
+
+    pub(super) fn service(&self) -> Result<SharedService, Exit> {
+        service::from_config(self.config).map_err(|e| fail(Exit::Config, &format!("configuration error: {e}")))
+    }
+
+    pub(super) fn text(&self, section: Section, key: &str, user: &str) -> String {
+        self.dictionary.format(section, key, &[("user", user)])
+    }
+
+    /// Maps a service error of a pairing request to the user's message and exit code.
+    pub(super) fn pairing_error(&self, e: ServiceError) -> Exit {
+        match e {
+            ServiceError::Api { code, message } => fail(
+                Exit::Refused,
+                &self
+                    .dictionary
+                    .service_error(Section::Pairing, "pairerror", code, &message),
+            ),
+            ServiceError::Misconfigured { code, message } => fail(
+                Exit::Config,
+                &format!(
+                    "the service rejects this host's configuration ({code}: {message}); check app_id, secret \
+                     and this host's clock"
+                ),
+            ),
+            ServiceError::NotPaired => fail(Exit::PairingState, "the service says the account is not paired"),
+            ServiceError::Unavailable(why) => fail(
+                Exit::Unavailable,
+                &format!("{}: {why}", self.dictionary.get(Section::Lock, "unavailable")),
+            ),
+        }
+    }
+
+    /// Runs `action` with the store and the service, mapping failures to messages and exit codes.
+    pub(super) fn with_accounts(
+        &self,
+        user: &str,
+        action: impl FnOnce(&Accounts<'_>) -> Result<Exit, AccountError>,
+    ) -> Exit {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let service = match self.service() {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let accounts = Accounts {
+            config: self.config,
+            store: store.as_ref(),
+            service: service.as_ref(),
+            deadline: accounts::default_deadline,
+        };
+        match action(&accounts) {
+            Ok(code) => code,
+            Err(e) => self.account_error(user, e),
+        }
+    }
+
+    /// The user's message and exit code for a failed action.
+    pub(super) fn account_error(&self, user: &str, e: AccountError) -> Exit {
+        let d = self.dictionary;
+        match e {
+            AccountError::InvalidCode => fail(Exit::Usage, d.get(Section::Pairing, "invalid_code")),
+            AccountError::NotPaired => fail(Exit::PairingState, &self.text(Section::Pairing, "not_paired", user)),
+            AccountError::AlreadyPaired => {
+                fail(Exit::PairingState, &self.text(Section::Pairing, "already_paired", user))
+            }
+            AccountError::UnknownOperation(name) => {
+                fail(Exit::Usage, &format!("no operation named {name} in the config"))
+            }
+            AccountError::TotpDisabled => fail(Exit::Refused, d.get(Section::Totp, "operationdisabled")),
+            AccountError::TotpNotEnrolled => fail(Exit::PairingState, &self.text(Section::Totp, "not_enabled", user)),
+            AccountError::TotpAlreadyEnrolled => fail(
+                Exit::PairingState,
+                &format!("{user} already has TOTP on; run `lockserver totp disable` first to make a new one"),
+            ),
+            AccountError::RateLimited => fail(Exit::Refused, d.get(Section::Totp, "too_many_attempts")),
+            AccountError::Store(e) => fail(Exit::Store, &e.to_string()),
+            AccountError::Service(ServiceError::NotPaired) => fail(
+                Exit::PairingState,
+                &format!("{user} was unpaired from the phone: run `lockserver unpair` and pair again"),
+            ),
+            AccountError::Service(e) => self.pairing_error(e),
+        }
+    }
+
+    pub fn pair(&self, user: &str, code: &str) -> Exit {
+        if let Err(e) = accounts::check_pairing_code(code) {
+            return self.account_error(user, e);
+        }
+        if super::actor::user_exists(user) == Some(false) {
+            return fail(Exit::Usage, &format!("no such user on this system: {user}"));
+        }
+        let common_name = format!("{user}@{}", hostname());
+        self.with_accounts(user, |a| {
+            a.pair(user, code, &common_name)?;
+            println!("{}", self.text(Section::Pairing, "paired", user));
+            Ok(Exit::Ok)
+        })
+    }
+
+    pub fn unpair(&self, user: &str, force: bool) -> Exit {
+        let exit = self.with_accounts(user, |a| {
+            for warning in a.unpair(user, force)? {
+                eprintln!("lockserver: warning: the service could not finish unpairing ({warning}); removed locally");
+            }
+            println!("{}", self.text(Section::Pairing, "unpaired", user));
+            Ok(Exit::Ok)
+        });
+        if matches!(exit, Exit::Unavailable | Exit::Refused) {
+            eprintln!("lockserver: nothing was changed; run again, or add --force to remove the local pairing anyway");
+        }
+        exit
+    }
+
+    pub fn status(&self, user: &str, operation: Option<&str>) -> Exit {
+        let scope = operation.map_or_else(|| "application".to_string(), |name| format!("operation {name}"));
+        self.with_accounts(user, |a| {
+            Ok(match a.status(user, operation, false)? {
+                UserStatus::CheckOff => {
+                    println!("{user}: the lock check is off for {scope} (config)");
+                    Exit::Ok
+                }
+                UserStatus::Checked(Access::Locked) => {
+                    println!("{user}: locked ({scope})");
+                    Exit::Locked
+                }
+                UserStatus::Checked(_) => {
+                    println!("{user}: open ({scope})");
+                    Exit::Ok
+                }
+            })
+        })
+    }
+
+    pub fn users(&self) -> Exit {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        match store.list() {
+            Ok(list) => {
+                println!("{:<24} {:<8} {:<6} ACCOUNT", "USER", "ENABLED", "TOTP");
+                for p in list {
+                    println!(
+                        "{:<24} {:<8} {:<6} {}",
+                        p.user,
+                        if p.enabled { "yes" } else { "no" },
+                        if p.totp_enabled { "on" } else { "off" },
+                        p.account_id
+                    );
+                }
+                Exit::Ok
+            }
+            Err(e) => fail(Exit::Store, &e.to_string()),
+        }
+    }
+
+    pub fn check_config(&self) -> Exit {
+        let c = self.config;
+        println!(
+            "config: ok ({} operations, fail_mode {:?}, unpaired {:?})",
+            c.operations.len(),
+            c.fail_mode,
+            c.unpaired
+        );
+        if let Some(l) = &c.latch
+            && l.url.starts_with("http://")
+        {
+            println!("warning: {} is plain HTTP: use https:// outside tests", l.url);
+        }
+        match store::open(&c.store, OpenMode::Existing) {
+            Ok(s) => match s.list() {
+                Ok(list) => println!("store: ok ({} pairings)", list.len()),
+                Err(e) => return fail(Exit::Store, &e.to_string()),
+            },
+            Err(StoreError::Missing) => println!("store: not created yet (the first `lockserver pair` creates it)"),
+            Err(StoreError::Unavailable(why)) if why.contains("migrat") => {
+                // The CLI applies migrations: opening for writing brings the schema up to date.
+                if let Err(e) = store::open(&c.store, OpenMode::Create) {
+                    return fail(Exit::Store, &e.to_string());
+                }
+                println!("store: migrated to the current schema");
+            }
+            Err(e) => return fail(Exit::Store, &e.to_string()),
+        }
+        let service = match self.service() {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        // A status for an account nobody has: a signed request whose expected answer is "not paired".
+        let probe = "0".repeat(64);
+        match service.status(&probe, None, false, self.deadline()) {
+            Err(ServiceError::NotPaired) | Ok(_) => {
+                println!("service: ok (reachable, credentials and clock accepted)");
+                Exit::Ok
+            }
+            Err(ServiceError::Api { code, message }) => {
+                println!("service: reachable, answered {code}: {message}");
+                Exit::Ok
+            }
+            Err(e) => self.pairing_error(e),
+        }
+    }
+}
+
+pub(super) fn try_login(service: &str, user: &str) -> Exit {
+    match crate::pam::client::try_login(service, user) {
+        Ok(report) => {
+            println!("authenticate: {}", report.auth);
+            if let Some(account) = &report.account {
+                println!("account: {account}");
+            }
+            if report.success {
+                println!("result: the login would be ALLOWED");
+                Exit::Ok
+            } else {
+                println!("result: the login would be REFUSED");
+                Exit::Locked
+            }
+        }
+        Err(e) => fail(Exit::Config, &e),
+    }
+}
+
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}

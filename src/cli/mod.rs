@@ -1,0 +1,208 @@
+//! The `lockserver` command (DESIGN §6): arguments, who acts for whom, exit codes.
+//!
+//! Exit codes (also in the README):
+//! 0 done (status: open) · 1 status: locked · 2 usage · 3 configuration error · 4 service unreachable
+//! · 5 the service refused the request · 6 not paired / already paired · 7 not allowed · 8 store error.
+
+pub mod actor;
+mod commands;
+pub mod qr;
+mod totp;
+
+use crate::config::{self, Config, LoadOptions};
+use crate::dictionary::Dictionary;
+use actor::Actor;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command-line interface of lockserver.
+#[derive(Debug, Parser)]
+#[command(name = "lockserver", version, about = "Pair users with Latch and check their lock", long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Also accept a config owned by this uid (root only; for tests and staging).
+    #[arg(long, global = true, value_name = "UID")]
+    pub trust_owner: Option<u32>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pair a user with the code shown in the Latch app.
+    Pair {
+        /// The 6-character pairing code from the app.
+        code: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Unpair a user (also removes their TOTP).
+    Unpair {
+        #[arg(long)]
+        user: Option<String>,
+        /// Remove the local pairing even if the service cannot be reached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show whether a user's latch is open or locked.
+    Status {
+        #[arg(long)]
+        user: Option<String>,
+        /// Operation NAME from the config (default: the application-wide latch).
+        #[arg(long)]
+        operation: Option<String>,
+    },
+    /// TOTP codes at login: enrol, switch off, check a code.
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
+    },
+    /// List every pairing in the store (root only).
+    Users,
+    /// Parse the config, check permissions, open the store and reach the service (like `sshd -t`).
+    CheckConfig,
+    /// Run the real PAM stack of a service for a user (auth + account, no session), without changing
+    /// anything: try a new stack before closing your root shell.
+    TryLogin {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpAction {
+    /// Switch TOTP on for a paired user and show the QR code to scan.
+    Create {
+        #[arg(long)]
+        user: Option<String>,
+        /// Also save the QR code as a PNG image (mode 0600: it holds the secret).
+        #[arg(long, value_name = "PATH")]
+        qr_file: Option<PathBuf>,
+    },
+    /// Switch TOTP off for a user and delete the TOTP at the service.
+    Disable {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Check a code without logging in.
+    Verify {
+        code: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// Exit codes of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Locked = 1,
+    Usage = 2,
+    Config = 3,
+    Unavailable = 4,
+    Refused = 5,
+    PairingState = 6,
+    NotAllowed = 7,
+    Store = 8,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Runs the CLI with the process's arguments and environment.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let euid = effective_uid();
+    let actor = match Actor::detect(euid, std::env::var("SUDO_USER").ok(), std::env::var("SUDO_UID").ok()) {
+        Ok(a) => a,
+        Err(r) => return fail(Exit::NotAllowed, &r.0).into(),
+    };
+    run(cli, &actor).into()
+}
+
+/// Runs one parsed command as `actor`.
+pub fn run(cli: Cli, actor: &Actor) -> Exit {
+    if cli.trust_owner.is_some() && !actor.is_root() {
+        return fail(Exit::NotAllowed, "--trust-owner is for root only");
+    }
+    if let Command::TryLogin { service, user } = &cli.command {
+        if !actor.is_root() {
+            return fail(Exit::NotAllowed, "try-login is for root only");
+        }
+        return commands::try_login(service, user);
+    }
+    let config = match Config::load(
+        &cli.config,
+        LoadOptions {
+            trusted_owner: cli.trust_owner,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(Exit::Config, &format!("configuration error: {e}")),
+    };
+    let dictionary = match &config.dictionary {
+        None => Dictionary::builtin(),
+        Some(p) => match Dictionary::load(p) {
+            Ok(d) => d,
+            Err(e) => return fail(Exit::Config, &format!("configuration error: dictionary {e}")),
+        },
+    };
+    let ctx = commands::Context {
+        config: &config,
+        dictionary: &dictionary,
+    };
+    let target = |user: &Option<String>| actor.target(user.as_deref());
+    match &cli.command {
+        Command::Pair { code, user } => match target(user) {
+            Ok(u) => ctx.pair(&u, code),
+            Err(r) => fail(Exit::NotAllowed, &r.0),
+        },
+        Command::Unpair { user, force } => match target(user) {
+            Ok(u) => ctx.unpair(&u, *force),
+            Err(r) => fail(Exit::NotAllowed, &r.0),
+        },
+        Command::Status { user, operation } => match target(user) {
+            Ok(u) => ctx.status(&u, operation.as_deref()),
+            Err(r) => fail(Exit::NotAllowed, &r.0),
+        },
+        Command::Totp { action } => {
+            let user = match action {
+                TotpAction::Create { user, .. } | TotpAction::Disable { user } | TotpAction::Verify { user, .. } => {
+                    user
+                }
+            };
+            match target(user) {
+                Ok(u) => match action {
+                    TotpAction::Create { qr_file, .. } => ctx.totp_create(&u, qr_file.as_deref()),
+                    TotpAction::Disable { .. } => ctx.totp_disable(&u),
+                    TotpAction::Verify { code, .. } => ctx.totp_verify(&u, code),
+                },
+                Err(r) => fail(Exit::NotAllowed, &r.0),
+            }
+        }
+        Command::Users if actor.is_root() => ctx.users(),
+        Command::Users => fail(Exit::NotAllowed, "listing every pairing is for root only"),
+        Command::CheckConfig => ctx.check_config(),
+        Command::TryLogin { .. } => Exit::Usage,
+    }
+}
+
+/// Prints `message` to stderr and returns `code`.
+pub(crate) fn fail(code: Exit, message: &str) -> Exit {
+    eprintln!("lockserver: {message}");
+    code
+}
+
+/// The effective uid: the owner of `/proc/self` (no unsafe call needed outside the PAM and C layers).
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+}

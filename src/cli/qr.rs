@@ -1,0 +1,185 @@
+//! Showing a TOTP enrolment QR code in the terminal, and saving it as a PNG.
+//!
+//! The service's `qr` may be an `otpauth://` URI, a `data:image/png;base64,` image, or a URL. What can be
+//! rendered is rendered: a URI directly, an image by reading its QR code back (rqrr) and drawing that.
+
+use base64::Engine;
+use qrcode::render::unicode::Dense1x2;
+use qrcode::{Color, QrCode};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// What the terminal should show for a `qr` value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// The QR drawn with Unicode half blocks, and the text it holds.
+    Drawn { art: String, content: String },
+    /// Only a link to open (a URL of an image).
+    Link(String),
+}
+
+/// The QR code of `content` drawn for a terminal: dark modules as spaces on a light background, which
+/// scans on dark and light terminal themes alike, with the quiet zone.
+pub fn terminal_art(content: &str) -> Result<String, String> {
+    let code = QrCode::new(content.as_bytes()).map_err(|e| format!("cannot make a QR code: {e}"))?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+/// The PNG image (8 pixels a module, quiet zone of 4) of the QR code of `content`.
+pub fn png_of(content: &str) -> Result<Vec<u8>, String> {
+    let code = QrCode::new(content.as_bytes()).map_err(|e| format!("cannot make a QR code: {e}"))?;
+    let (modules, colors) = (code.width(), code.to_colors());
+    let scale = 8;
+    let size = (modules + 8) * scale;
+    let mut pixels = vec![255u8; size * size];
+    for (i, color) in colors.iter().enumerate() {
+        if *color == Color::Dark {
+            let (mx, my) = (i % modules + 4, i / modules + 4);
+            for y in my * scale..(my + 1) * scale {
+                pixels[y * size + mx * scale..y * size + (mx + 1) * scale].fill(0);
+            }
+        }
+    }
+    let side = u32::try_from(size).map_err(|_| "QR image too large".to_string())?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(&pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Reads the QR code in a PNG image.
+pub fn read_png(bytes: &[u8]) -> Result<String, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| format!("not a PNG image: {e}"))?;
+    let mut buf = vec![0; reader.output_buffer_size().ok_or("PNG image too large")?];
+    let info = reader.next_frame(&mut buf).map_err(|e| format!("bad PNG image: {e}"))?;
+    let channels = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let luma = |x: usize, y: usize| -> u8 {
+        let i = (y * w + x) * channels;
+        let px = &buf[i..i + channels];
+        match channels {
+            1 | 2 => px[0],
+            _ => ((u16::from(px[0]) + u16::from(px[1]) + u16::from(px[2])) / 3) as u8,
+        }
+    };
+    decode_grey(w, h, luma)
+}
+
+/// Reads the QR code of a greyscale picture given by `pixel(x, y)`.
+pub fn decode_grey(w: usize, h: usize, pixel: impl FnMut(usize, usize) -> u8) -> Result<String, String> {
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, pixel);
+    let grids = img.detect_grids();
+    let grid = grids.first().ok_or("no QR code found in the image")?;
+    grid.decode()
+        .map(|(_, content)| content)
+        .map_err(|e| format!("cannot read the QR code: {e}"))
+}
+
+/// Reads back a QR code drawn by [`terminal_art`] (used by tests, and to check what we print).
+pub fn read_terminal_art(art: &str) -> Result<String, String> {
+    let rows: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let height = rows.len() * 2;
+    let scale = 4;
+    // Each character holds two pixels, top and bottom; a space is dark (see terminal_art).
+    let dark = |x: usize, y: usize| -> bool {
+        let ch = rows.get(y / 2).and_then(|r| r.get(x)).copied().unwrap_or('█');
+        matches!((ch, y % 2), (' ', _) | ('▀', 1) | ('▄', 0))
+    };
+    decode_grey(width * scale, height * scale, |x, y| {
+        if dark(x / scale, y / scale) { 0 } else { 255 }
+    })
+}
+
+/// Works out what to show for the service's `qr` value, saving the image to `qr_file` if asked.
+pub fn show(qr: &str, qr_file: Option<&Path>) -> Result<Shown, String> {
+    if let Some(data) = qr.strip_prefix("data:image/png;base64,") {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|_| "the QR image from the service is not valid base64".to_string())?;
+        if let Some(path) = qr_file {
+            save(path, &png)?;
+        }
+        let content = read_png(&png)?;
+        return Ok(Shown::Drawn {
+            art: terminal_art(&content)?,
+            content,
+        });
+    }
+    if qr.starts_with("https://") || qr.starts_with("http://") {
+        return Ok(Shown::Link(qr.to_string()));
+    }
+    if let Some(path) = qr_file {
+        save(path, &png_of(qr)?)?;
+    }
+    Ok(Shown::Drawn {
+        art: terminal_art(qr)?,
+        content: qr.to_string(),
+    })
+}
+
+/// Writes the image readable by its owner only: it holds the TOTP secret.
+fn save(path: &Path, png: &[u8]) -> Result<(), String> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(png)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URI: &str = "otpauth://totp/lockserver:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=lockserver";
+
+    #[test]
+    fn terminal_art_reads_back() {
+        let art = terminal_art(URI).expect("art");
+        assert_eq!(read_terminal_art(&art).expect("decoded"), URI);
+    }
+
+    #[test]
+    fn png_reads_back_and_data_uri_is_drawn() {
+        let png = png_of(URI).expect("png");
+        assert_eq!(read_png(&png).expect("decoded"), URI);
+        let data_uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        );
+        match show(&data_uri, None).expect("shown") {
+            Shown::Drawn { content, art } => {
+                assert_eq!(content, URI);
+                assert_eq!(read_terminal_art(&art).expect("art"), URI);
+            }
+            other => panic!("expected a drawing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_are_links_and_garbage_is_an_error() {
+        assert_eq!(
+            show("https://x.example/qr.png", None),
+            Ok(Shown::Link("https://x.example/qr.png".into()))
+        );
+        assert!(show("data:image/png;base64,@@@", None).is_err());
+        assert!(read_png(b"not a png").is_err());
+    }
+}

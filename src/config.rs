@@ -1,0 +1,758 @@
+//! `lockserver.conf` (TOML) → [`Config`], validated.
+//!
+//! Every error names the file, the key and, where the key is in the file, its line: a sysadmin reading
+//! `auth.log` must be able to fix the file without guessing. Secrets are held in [`Secret`], which never
+//! prints its value.
+
+use serde::Deserialize;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the module and the CLI look when no `config=` / `-c` is given.
+pub const DEFAULT_PATH: &str = "/etc/lockserver/lockserver.conf";
+/// The store used when the config names none.
+pub const DEFAULT_STORE: &str = "sqlite:///var/lib/lockserver/lockserver.db";
+/// The operation NAME that switches the TOTP flow on or off.
+pub const TOTP_OPERATION: &str = "TOTP";
+
+/// A secret value (application secret, API key, token). Zeroed on drop; `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the few places that sign or compare with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Latch,
+    Pingid,
+}
+
+/// What a login gets when the service is unreachable, slow or incoherent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Deny (the default).
+    Secure,
+    /// Allow, and log loudly.
+    Safe,
+}
+
+/// What a login gets when the user has no pairing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpairedPolicy {
+    /// PAM_IGNORE: the rest of the stack decides.
+    Ignore,
+    /// PAM_SUCCESS.
+    Allow,
+    /// PAM_AUTH_ERR.
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TotpSource {
+    /// The Latch TOTP API (the seed's flow).
+    Latch,
+    /// RFC 6238 in-process.
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TotpAlgorithm {
+    #[serde(rename = "SHA1")]
+    Sha1,
+    #[serde(rename = "SHA256")]
+    Sha256,
+    #[serde(rename = "SHA512")]
+    Sha512,
+}
+
+/// One `NAME:ID:ENABLED` entry of `operations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub name: String,
+    pub id: String,
+    pub enabled: bool,
+}
+
+/// What the lock check does for one operation NAME (DESIGN §3, operation rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationRule {
+    /// Found and enabled: check this operation id.
+    Check(String),
+    /// Found and disabled: no lock check.
+    Off,
+    /// Not found: the application-wide status.
+    ApplicationWide,
+}
+
+#[derive(Debug, Clone)]
+pub struct LatchConfig {
+    pub app_id: String,
+    pub secret: Secret,
+    /// Base URL without a trailing slash, e.g. `https://latch.tu.com`.
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub proxy: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PingIdConfig {
+    pub account_id: String,
+    pub application_id: String,
+    pub token: Secret,
+    pub api_key: Secret,
+    pub url: String,
+    pub pairing_scope: PairingScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairingScope {
+    Application,
+    Organization,
+}
+
+#[derive(Debug, Clone)]
+pub struct TotpConfig {
+    pub source: TotpSource,
+    pub max_attempts: u32,
+    pub algorithm: TotpAlgorithm,
+    pub digits: u32,
+    pub step_secs: u64,
+    /// Accepted steps either side of now.
+    pub window: u32,
+    /// Local mode: at most `rate_limit_count` failures per `rate_limit_period_secs` per user.
+    pub rate_limit_count: u32,
+    pub rate_limit_period_secs: u64,
+    pub issuer: String,
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        TotpConfig {
+            source: TotpSource::Latch,
+            max_attempts: 3,
+            algorithm: TotpAlgorithm::Sha1,
+            digits: 6,
+            step_secs: 30,
+            window: 1,
+            rate_limit_count: 5,
+            rate_limit_period_secs: 300,
+            issuer: "lockserver".to_string(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (for messages); `None` for a config given as a string.
+    pub path: Option<PathBuf>,
+    pub enabled: bool,
+    pub service: ServiceKind,
+    pub operations: Vec<Operation>,
+    pub fail_mode: FailMode,
+    pub unpaired: UnpairedPolicy,
+    pub timeout: Duration,
+    pub store: String,
+    pub dictionary: Option<PathBuf>,
+    pub latch: Option<LatchConfig>,
+    pub pingid: Option<PingIdConfig>,
+    pub totp: TotpConfig,
+}
+
+/// A configuration problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}", p.display())?,
+            None => f.write_str("<config>")?,
+        }
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How strictly [`Config::load`] checks the file's owner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Also accept files owned by this uid (besides root). Only for tests and for a root-run CLI that
+    /// was told so explicitly; the module takes it from its own `trust_owner=` argument, never silently.
+    pub trusted_owner: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOperations {
+    List(Vec<String>),
+    Joined(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    enabled: Option<bool>,
+    service: Option<ServiceKind>,
+    operations: Option<RawOperations>,
+    fail_mode: Option<FailMode>,
+    unpaired: Option<UnpairedPolicy>,
+    timeout_ms: Option<u64>,
+    store: Option<String>,
+    dictionary: Option<PathBuf>,
+    latch: Option<RawLatch>,
+    pingid: Option<RawPingId>,
+    totp: Option<RawTotp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLatch {
+    app_id: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    url: Option<String>,
+    ca_file: Option<PathBuf>,
+    proxy: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPingId {
+    account_id: Option<String>,
+    application_id: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    url: Option<String>,
+    pairing_scope: Option<PairingScope>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTotp {
+    source: Option<TotpSource>,
+    max_attempts: Option<u32>,
+    algorithm: Option<TotpAlgorithm>,
+    digits: Option<u32>,
+    step_secs: Option<u64>,
+    window: Option<u32>,
+    rate_limit_count: Option<u32>,
+    rate_limit_period_secs: Option<u64>,
+    issuer: Option<String>,
+}
+
+/// Reads the text and the semantic checks against one source, so errors can point at lines.
+struct Checker<'a> {
+    path: Option<&'a Path>,
+    text: &'a str,
+    trusted_owner: Option<u32>,
+    check_files: bool,
+}
+
+impl Checker<'_> {
+    fn error(&self, section: Option<&str>, key: &str, message: impl Into<String>) -> ConfigError {
+        let full_key = match section {
+            Some(s) => format!("{s}.{key}"),
+            None => key.to_string(),
+        };
+        ConfigError {
+            path: self.path.map(Path::to_path_buf),
+            line: line_of(self.text, section, key),
+            key: Some(full_key),
+            message: message.into(),
+        }
+    }
+
+    fn required(&self, section: &str, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            Some(_) => Err(self.error(Some(section), key, "is empty")),
+            None => Err(ConfigError {
+                path: self.path.map(Path::to_path_buf),
+                line: section_line(self.text, section),
+                key: Some(format!("{section}.{key}")),
+                message: "is missing".into(),
+            }),
+        }
+    }
+
+    /// A secret given inline as `key` or in a file as `key_file`, exactly one of them.
+    fn secret(
+        &self,
+        section: &str,
+        key: &str,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Secret, ConfigError> {
+        let file_key = format!("{key}_file");
+        match (inline, file) {
+            (Some(_), Some(_)) => Err(self.error(
+                Some(section),
+                &file_key,
+                format!("give either `{key}` or `{file_key}`, not both"),
+            )),
+            (Some(v), None) => Ok(Secret::new(self.required(section, key, Some(v))?)),
+            (None, Some(path)) => {
+                if !self.check_files {
+                    return Err(self.error(Some(section), &file_key, "secret files are not allowed here"));
+                }
+                let err = |m: String| self.error(Some(section), &file_key, m);
+                check_permissions(&path, true, self.trusted_owner).map_err(err)?;
+                let text = fs::read_to_string(&path)
+                    .map_err(|e| self.error(Some(section), &file_key, format!("{}: {e}", path.display())))?;
+                let value = text.trim().to_string();
+                if value.is_empty() {
+                    return Err(self.error(Some(section), &file_key, format!("{} is empty", path.display())));
+                }
+                Ok(Secret::new(value))
+            }
+            (None, None) => Err(ConfigError {
+                path: self.path.map(Path::to_path_buf),
+                line: section_line(self.text, section),
+                key: Some(format!("{section}.{key}")),
+                message: format!("is missing (give `{key}` or `{file_key}`)"),
+            }),
+        }
+    }
+
+    fn url(&self, section: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+        let url = value.unwrap_or_else(|| default.to_string());
+        let url = url.trim().trim_end_matches('/').to_string();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                self.error(
+                    Some(section),
+                    "url",
+                    "must start with https:// (or http:// for an emulator)",
+                )
+            })?;
+        if rest.is_empty() || rest.contains(char::is_whitespace) {
+            return Err(self.error(Some(section), "url", "has no host"));
+        }
+        Ok(url)
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, with the permission checks of DESIGN §3.
+    pub fn load(path: &Path, options: LoadOptions) -> Result<Config, ConfigError> {
+        let whole = |message: String| ConfigError {
+            path: Some(path.to_path_buf()),
+            line: None,
+            key: None,
+            message,
+        };
+        let bytes = fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
+        let checker = Checker {
+            path: Some(path),
+            text: &text,
+            trusted_owner: options.trusted_owner,
+            check_files: true,
+        };
+        let config = parse(&checker)?;
+        check_permissions(path, config.holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
+        Ok(config)
+    }
+
+    /// Parses a config given as a string (the C API's `lockserver_open_config_str`). No file is
+    /// involved, so there is no permission check, and `*_file` secrets are refused.
+    pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(&Checker {
+            path: None,
+            text,
+            trusted_owner: None,
+            check_files: false,
+        })
+    }
+
+    /// The lock check rule for the operation NAME (PAM service or `operation=` argument).
+    pub fn operation_rule(&self, name: &str) -> OperationRule {
+        match self.operations.iter().find(|op| op.name == name) {
+            Some(op) if op.enabled => OperationRule::Check(op.id.clone()),
+            Some(_) => OperationRule::Off,
+            None => OperationRule::ApplicationWide,
+        }
+    }
+
+    /// Whether `name` is an operation of the file (an `operation=` argument must name one).
+    pub fn has_operation(&self, name: &str) -> bool {
+        self.operations.iter().any(|op| op.name == name)
+    }
+
+    /// The `TOTP:TOTP:ENABLED` flag: on only when present and enabled.
+    pub fn totp_enabled(&self) -> bool {
+        self.operations.iter().any(|op| op.name == TOTP_OPERATION && op.enabled)
+    }
+
+    fn holds_inline_secrets(&self, text: &str) -> bool {
+        let has = |section: &str, key: &str| line_of(text, Some(section), key).is_some();
+        has("latch", "secret") || has("pingid", "token") || has("pingid", "api_key")
+    }
+}
+
+fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(c.text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| c.text[..s.start.min(c.text.len())].lines().count().max(1));
+        ConfigError {
+            path: c.path.map(Path::to_path_buf),
+            line,
+            key: None,
+            message: e.message().to_string(),
+        }
+    })?;
+
+    let service = raw.service.ok_or_else(|| ConfigError {
+        path: c.path.map(Path::to_path_buf),
+        line: None,
+        key: Some("service".into()),
+        message: "is missing (\"latch\" or \"pingid\")".into(),
+    })?;
+
+    let operations = match raw.operations {
+        None => Vec::new(),
+        Some(RawOperations::List(items)) => parse_operations(c, items.iter().map(String::as_str))?,
+        Some(RawOperations::Joined(s)) => parse_operations(c, s.split(',').map(str::trim).filter(|s| !s.is_empty()))?,
+    };
+
+    let timeout_ms = raw.timeout_ms.unwrap_or(3000);
+    if !(100..=60_000).contains(&timeout_ms) {
+        return Err(c.error(None, "timeout_ms", "must be between 100 and 60000"));
+    }
+
+    let store = raw.store.unwrap_or_else(|| DEFAULT_STORE.to_string());
+    if !(store.starts_with("sqlite://") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+        return Err(c.error(None, "store", "must be sqlite:///PATH or postgres://..."));
+    }
+
+    let latch = match raw.latch {
+        None => None,
+        Some(l) => {
+            let app_id = c.required("latch", "app_id", l.app_id)?;
+            if app_id.len() != 20 || !app_id.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                return Err(c.error(Some("latch"), "app_id", "must be 20 letters or digits"));
+            }
+            let secret = c.secret("latch", "secret", l.secret, l.secret_file)?;
+            if secret.expose().len() != 40 || !secret.expose().chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                return Err(c.error(Some("latch"), "secret", "must be 40 letters or digits"));
+            }
+            let url = c.url("latch", l.url, "https://latch.tu.com")?;
+            if let Some(proxy) = &l.proxy
+                && !(proxy.starts_with("http://") || proxy.starts_with("https://") || proxy.starts_with("socks5://"))
+            {
+                return Err(c.error(Some("latch"), "proxy", "must be an http://, https:// or socks5:// URL"));
+            }
+            if let Some(ca) = &l.ca_file
+                && c.check_files
+                && !ca.is_file()
+            {
+                return Err(c.error(
+                    Some("latch"),
+                    "ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+            Some(LatchConfig {
+                app_id,
+                secret,
+                url,
+                ca_file: l.ca_file,
+                proxy: l.proxy,
+            })
+        }
+    };
+
+    let pingid = match raw.pingid {
+        None => None,
+        Some(p) => Some(PingIdConfig {
+            account_id: c.required("pingid", "account_id", p.account_id)?,
+            application_id: c.required("pingid", "application_id", p.application_id)?,
+            token: c.secret("pingid", "token", p.token, p.token_file)?,
+            api_key: c.secret("pingid", "api_key", p.api_key, p.api_key_file)?,
+            url: c.url("pingid", p.url, "https://sdk.pingid.com/pingid")?,
+            pairing_scope: p.pairing_scope.unwrap_or(PairingScope::Application),
+        }),
+    };
+
+    match service {
+        ServiceKind::Latch if latch.is_none() => {
+            return Err(c.error(None, "service", "is \"latch\" but there is no [latch] section"));
+        }
+        ServiceKind::Pingid if pingid.is_none() => {
+            return Err(c.error(None, "service", "is \"pingid\" but there is no [pingid] section"));
+        }
+        _ => {}
+    }
+
+    let totp = parse_totp(c, raw.totp)?;
+
+    Ok(Config {
+        path: c.path.map(Path::to_path_buf),
+        enabled: raw.enabled.unwrap_or(true),
+        service,
+        operations,
+        fail_mode: raw.fail_mode.unwrap_or(FailMode::Secure),
+        unpaired: raw.unpaired.unwrap_or(UnpairedPolicy::Ignore),
+        timeout: Duration::from_millis(timeout_ms),
+        store,
+        dictionary: raw.dictionary,
+        latch,
+        pingid,
+        totp,
+    })
+}
+
+fn parse_totp(c: &Checker<'_>, raw: Option<RawTotp>) -> Result<TotpConfig, ConfigError> {
+    let d = TotpConfig::default();
+    let Some(t) = raw else { return Ok(d) };
+    let cfg = TotpConfig {
+        source: t.source.unwrap_or(d.source),
+        max_attempts: t.max_attempts.unwrap_or(d.max_attempts),
+        algorithm: t.algorithm.unwrap_or(d.algorithm),
+        digits: t.digits.unwrap_or(d.digits),
+        step_secs: t.step_secs.unwrap_or(d.step_secs),
+        window: t.window.unwrap_or(d.window),
+        rate_limit_count: t.rate_limit_count.unwrap_or(d.rate_limit_count),
+        rate_limit_period_secs: t.rate_limit_period_secs.unwrap_or(d.rate_limit_period_secs),
+        issuer: t.issuer.unwrap_or(d.issuer),
+    };
+    let t = Some("totp");
+    if !(1..=10).contains(&cfg.max_attempts) {
+        return Err(c.error(t, "max_attempts", "must be between 1 and 10"));
+    }
+    if !(6..=8).contains(&cfg.digits) {
+        return Err(c.error(t, "digits", "must be 6, 7 or 8"));
+    }
+    if !(10..=300).contains(&cfg.step_secs) {
+        return Err(c.error(t, "step_secs", "must be between 10 and 300"));
+    }
+    if cfg.window > 10 {
+        return Err(c.error(t, "window", "must be at most 10 steps"));
+    }
+    if cfg.rate_limit_count == 0 || cfg.rate_limit_period_secs == 0 {
+        return Err(c.error(t, "rate_limit_count", "rate limit count and period must be positive"));
+    }
+    Ok(cfg)
+}
+
+fn parse_operations<'a>(c: &Checker<'_>, items: impl Iterator<Item = &'a str>) -> Result<Vec<Operation>, ConfigError> {
+    let mut out: Vec<Operation> = Vec::new();
+    for item in items {
+        let bad = |why: &str| c.error(None, "operations", format!("entry \"{item}\": {why}"));
+        let parts: Vec<&str> = item.split(':').map(str::trim).collect();
+        let [name, id, enabled] = parts[..] else {
+            return Err(bad("must be NAME:ID:ENABLED"));
+        };
+        if name.is_empty() || id.is_empty() {
+            return Err(bad("NAME and ID must not be empty"));
+        }
+        if !id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err(bad("ID must be letters, digits, '-' or '_'"));
+        }
+        let enabled = match enabled.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad("ENABLED must be true or false")),
+        };
+        if out.iter().any(|op| op.name == name) {
+            return Err(bad("NAME appears twice"));
+        }
+        out.push(Operation {
+            name: name.to_string(),
+            id: id.to_string(),
+            enabled,
+        });
+    }
+    Ok(out)
+}
+
+/// Refuses a file not owned by root (or the trusted uid), writable by group/other, or — when it holds
+/// secrets — readable by group/other.
+pub fn check_permissions(path: &Path, holds_secrets: bool, trusted_owner: Option<u32>) -> Result<(), String> {
+    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let uid = meta.uid();
+    if uid != 0 && Some(uid) != trusted_owner {
+        return Err(format!("{} is owned by uid {uid}, not root", path.display()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {mode:o})",
+            path.display()
+        ));
+    }
+    if holds_secrets && mode & 0o044 != 0 {
+        return Err(format!(
+            "{} holds secrets and is readable by group or others (mode {mode:o}); chmod 600 it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line where `key` is assigned inside `[section]` (or at the top level).
+fn line_of(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
+    let mut current: Option<String> = None;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            current = Some(name.trim().to_string());
+            continue;
+        }
+        if current.as_deref() == section
+            && let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+fn section_line(text: &str, section: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim()
+                .strip_prefix('[')
+                .and_then(|r| r.split(']').next())
+                .map(str::trim)
+                == Some(section)
+        })
+        .map(|n| n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "AbCdEfGhIjKlMnOpQrSt";
+    const SECRET: &str = "0123456789abcdefghij0123456789abcdefghij";
+
+    fn base(extra: &str) -> String {
+        format!(
+            "service = \"latch\"\n{extra}\n[latch]\napp_id = \"{APP}\"\nsecret = \"{SECRET}\"\nurl = \"http://127.0.0.1:1\"\n"
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse_str(&base("")).expect("valid");
+        assert!(c.enabled);
+        assert_eq!(c.fail_mode, FailMode::Secure);
+        assert_eq!(c.unpaired, UnpairedPolicy::Ignore);
+        assert_eq!(c.timeout, Duration::from_millis(3000));
+        assert_eq!(c.store, DEFAULT_STORE);
+        assert_eq!(c.latch.as_ref().map(|l| l.url.as_str()), Some("http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn operations_as_list_or_joined_string() {
+        let list = Config::parse_str(&base(
+            r#"operations = ["sshd:OPA:true", "sudo:OPB:false", "TOTP:TOTP:true"]"#,
+        ))
+        .expect("list");
+        let joined =
+            Config::parse_str(&base(r#"operations = "sshd:OPA:true, sudo:OPB:false,TOTP:TOTP:true""#)).expect("joined");
+        assert_eq!(list.operations, joined.operations);
+        assert_eq!(list.operation_rule("sshd"), OperationRule::Check("OPA".into()));
+        assert_eq!(list.operation_rule("sudo"), OperationRule::Off);
+        assert_eq!(list.operation_rule("login"), OperationRule::ApplicationWide);
+        assert!(list.totp_enabled());
+    }
+
+    #[test]
+    fn bad_operation_entry_names_key_and_line() {
+        let e = Config::parse_str(&base("operations = [\"sshd:OPA\"]")).expect_err("bad");
+        assert_eq!(e.key.as_deref(), Some("operations"));
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("NAME:ID:ENABLED"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = Config::parse_str("service = \"latch\"\nfail_mode = \n").expect_err("bad");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_enum_are_errors() {
+        let e = Config::parse_str(&base("colour = 1")).expect_err("unknown");
+        assert!(e.message.contains("colour"), "{e}");
+        let e = Config::parse_str(&base("fail_mode = \"open\"")).expect_err("enum");
+        assert!(e.message.contains("secure"), "{e}");
+    }
+
+    #[test]
+    fn latch_section_is_validated() {
+        let text = base("").replace(APP, "short");
+        let e = Config::parse_str(&text).expect_err("short app id");
+        assert_eq!(e.key.as_deref(), Some("latch.app_id"));
+        assert_eq!(e.line, Some(4));
+        let e = Config::parse_str("service = \"latch\"\n").expect_err("no section");
+        assert_eq!(e.key.as_deref(), Some("service"));
+        let e = Config::parse_str(&base("").replace("secret = ", "secretx = ")).expect_err("no secret");
+        assert!(e.to_string().contains("secretx"), "{e}");
+    }
+
+    #[test]
+    fn timeout_range() {
+        assert!(Config::parse_str(&base("timeout_ms = 50")).is_err());
+        assert!(Config::parse_str(&base("timeout_ms = 500")).is_ok());
+    }
+
+    #[test]
+    fn secret_never_printed() {
+        let c = Config::parse_str(&base("")).expect("valid");
+        assert!(!format!("{c:?}").contains(SECRET));
+    }
+}

@@ -1,0 +1,24 @@
+//! lockserver: a phone-controlled lock (Latch, PingID) and a TOTP second factor in front of PAM logins.
+//!
+//! Module map:
+//! - [`config`]: `lockserver.conf` → [`config::Config`], validated, with permission checks.
+//! - [`dictionary`]: every text a user sees.
+//! - [`service`]: one trait for "a lock server", one module per service.
+//! - [`store`]: the pairing store (SQLite by default).
+//! - [`totp`]: RFC 6238 codes for local verification.
+//! - [`login`]: the login decision, free of PAM types.
+//! - [`pam`]: the PAM hooks (`pam_sm_*`) and their syslog lines.
+//! - [`accounts`]: pair, unpair, status and TOTP for a local user (shared by the CLI and the C API).
+//! - [`cli`]: the `lockserver` command's verbs.
+//! - [`capi`]: the C API (`lockserver_*`).
+
+pub mod accounts;
+pub mod capi;
+pub mod cli;
+pub mod config;
+pub mod dictionary;
+pub mod login;
+pub mod pam;
+pub mod service;
+pub mod store;
+pub mod totp;

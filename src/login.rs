@@ -1,0 +1,457 @@
+//! The login decision: config + store + service + a prompter → [`Verdict`]. No PAM types here, so every
+//! rule is testable with fakes; `crate::pam` only translates.
+//!
+//! Rules (DESIGN §3, §5): a configuration error never lets anyone in; `fail_mode` covers only a service
+//! that is unreachable, slow or incoherent; answers that prove a misconfiguration always deny.
+
+use crate::config::{Config, FailMode, OperationRule, TotpSource, UnpairedPolicy};
+use crate::dictionary::{Dictionary, Section};
+use crate::service::{Access, Challenge, LockService, ServiceError};
+use crate::store::{Pairing, PairingStore, StoreError};
+use crate::totp;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Which PAM phase asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `pam_sm_authenticate`: lock check, then codes.
+    Auth,
+    /// `pam_sm_acct_mgmt`: the lock check alone, never a prompt.
+    Account,
+}
+
+/// What the caller (PAM, C API) should answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the login go on (PAM_SUCCESS).
+    Allow,
+    /// Not ours to decide (PAM_IGNORE): lockserver disabled, user unpaired with `unpaired = "ignore"`.
+    Ignore,
+    /// Refused: latch locked, wrong code, service down with `fail_mode = "secure"`, unpaired with "deny".
+    Deny,
+    /// Too many wrong codes (PAM_MAXTRIES).
+    MaxTries,
+    /// The service cannot be asked and `fail_mode = "secure"` (PAM_AUTHINFO_UNAVAIL).
+    Unavailable,
+    /// This host is misconfigured: config, store, or an answer proving it (PAM_SERVICE_ERR).
+    ConfigError,
+}
+
+/// Talks to the person logging in. Implemented over the PAM conversation, and by fakes in tests.
+pub trait Prompter {
+    /// Asks for a hidden answer. `None` when the user gave none or the conversation failed.
+    fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>>;
+    /// Shows an error text.
+    fn error(&mut self, text: &str);
+    /// Shows an informational text.
+    fn info(&mut self, text: &str);
+}
+
+/// Where the decision gets its store and service. Both are made on first use, so a login that does not
+/// need them (disabled, unpaired) never opens a database or builds a TLS client.
+pub trait Resources {
+    fn store(&mut self) -> Result<&dyn PairingStore, StoreError>;
+    fn service(&mut self) -> Result<&dyn LockService, ServiceError>;
+}
+
+/// The time the login's service calls may still take. Prompt time (a person typing) is not counted:
+/// `timeout_ms` bounds what the service costs, not how fast people type.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    remaining: Duration,
+}
+
+impl Budget {
+    pub fn new(total: Duration) -> Budget {
+        Budget { remaining: total }
+    }
+
+    /// Runs one service call with a deadline of what is left, and charges its time.
+    pub fn spend<T>(&mut self, call: impl FnOnce(Instant) -> T) -> T {
+        let start = Instant::now();
+        let result = call(start + self.remaining);
+        self.remaining = self.remaining.saturating_sub(start.elapsed());
+        result
+    }
+}
+
+/// One login to decide.
+pub struct Login<'a> {
+    pub config: &'a Config,
+    pub dictionary: &'a Dictionary,
+    /// Local user name.
+    pub user: &'a str,
+    /// The operation NAME: `operation=` argument, else the PAM service name.
+    pub operation: &'a str,
+    /// Whether `operation` came from an explicit `operation=` argument (which must name something).
+    pub explicit_operation: bool,
+    pub phase: Phase,
+    /// Unix time in seconds (injected so tests can pin it).
+    pub clock: fn() -> u64,
+}
+
+/// The system clock as unix seconds.
+pub fn system_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Login<'_> {
+    /// Decides the login. Logs every outcome (via `log`) with the reason; never a secret or a code.
+    pub fn decide(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Verdict {
+        let config = self.config;
+        if !config.enabled {
+            log::info!("lockserver is disabled in the config (enabled = false): stepping aside");
+            return Verdict::Ignore;
+        }
+        if self.explicit_operation && !config.has_operation(self.operation) {
+            log::error!(
+                "configuration error: operation={} names no entry of `operations` in the config",
+                self.operation
+            );
+            prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
+            return Verdict::ConfigError;
+        }
+
+        let pairing = match self.pairing(res) {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.unpaired(prompter, "no pairing in the store"),
+            Err(verdict) => {
+                prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
+                return verdict;
+            }
+        };
+
+        let mut budget = Budget::new(config.timeout);
+        let operation_id = match config.operation_rule(self.operation) {
+            OperationRule::Off => {
+                log::info!("lock check is off for operation {} (config)", self.operation);
+                None
+            }
+            OperationRule::Check(id) => Some(Some(id)),
+            OperationRule::ApplicationWide => Some(None),
+        };
+        if let Some(op_id) = operation_id {
+            let verdict = self.lock_check(res, prompter, &pairing, op_id.as_deref(), &mut budget);
+            if verdict != Verdict::Allow {
+                return verdict;
+            }
+        }
+        if self.phase == Phase::Auth {
+            let verdict = self.totp_check(res, prompter, &pairing, &mut budget);
+            if verdict != Verdict::Allow {
+                return verdict;
+            }
+        }
+        log::info!("access granted");
+        Verdict::Allow
+    }
+
+    fn pairing(&self, res: &mut dyn Resources) -> Result<Option<Pairing>, Verdict> {
+        let store = match res.store() {
+            Ok(store) => store,
+            Err(StoreError::Missing) => {
+                log::warn!("the pairing store does not exist yet: treating the user as unpaired");
+                return Ok(None);
+            }
+            Err(e) => {
+                log::error!("configuration error: {e}");
+                return Err(Verdict::ConfigError);
+            }
+        };
+        match store.get(self.user) {
+            Ok(Some(p)) if p.enabled => Ok(Some(p)),
+            Ok(_) => Ok(None),
+            Err(StoreError::Missing) => Ok(None),
+            Err(StoreError::Invalid(why)) => {
+                log::warn!("user name cannot be paired ({why}): treating as unpaired");
+                Ok(None)
+            }
+            Err(e) => {
+                log::error!("configuration error: {e}");
+                Err(Verdict::ConfigError)
+            }
+        }
+    }
+
+    fn unpaired(&self, prompter: &mut dyn Prompter, why: &str) -> Verdict {
+        match self.config.unpaired {
+            UnpairedPolicy::Ignore => {
+                log::info!("user not paired ({why}): ignored (unpaired = \"ignore\")");
+                Verdict::Ignore
+            }
+            UnpairedPolicy::Allow => {
+                log::info!("user not paired ({why}): allowed (unpaired = \"allow\")");
+                Verdict::Allow
+            }
+            UnpairedPolicy::Deny => {
+                log::warn!("user not paired ({why}): denied (unpaired = \"deny\")");
+                prompter.error(self.dictionary.get(Section::Lock, "not_paired"));
+                Verdict::Deny
+            }
+        }
+    }
+
+    fn service<'r>(&self, res: &'r mut dyn Resources) -> Result<&'r dyn LockService, Verdict> {
+        res.service().map_err(|e| {
+            log::error!("configuration error: cannot build the service client: {e}");
+            Verdict::ConfigError
+        })
+    }
+
+    fn lock_check(
+        &self,
+        res: &mut dyn Resources,
+        prompter: &mut dyn Prompter,
+        pairing: &Pairing,
+        operation_id: Option<&str>,
+        budget: &mut Budget,
+    ) -> Verdict {
+        let service = match self.service(res) {
+            Ok(s) => s,
+            Err(v) => return v,
+        };
+        let want_code = self.phase == Phase::Auth;
+        let answer = budget.spend(|deadline| service.status(&pairing.account_id, operation_id, want_code, deadline));
+        let scope = operation_id.map_or_else(|| "application".to_string(), |id| format!("operation {id}"));
+        match answer {
+            Ok(Access::Open) => {
+                log::info!("latch open ({scope})");
+                Verdict::Allow
+            }
+            Ok(Access::Locked) => {
+                log::warn!("access denied: latch locked ({scope})");
+                prompter.error(self.dictionary.get(Section::Lock, "locked"));
+                Verdict::Deny
+            }
+            Ok(Access::CodeRequired(challenge)) => {
+                log::info!("latch open ({scope}); the service asks for a one-time password");
+                self.one_time_password(service, prompter, challenge, budget)
+            }
+            Err(ServiceError::NotPaired) => {
+                log::warn!("the service says the account is not paired (unpaired on the phone?)");
+                self.unpaired(prompter, "the service says not paired")
+            }
+            Err(e) => self.service_failure(prompter, e),
+        }
+    }
+
+    /// What a failed service call means for the login.
+    fn service_failure(&self, prompter: &mut dyn Prompter, error: ServiceError) -> Verdict {
+        match error {
+            ServiceError::Misconfigured { code, message } => {
+                log::error!(
+                    "access denied: the service rejects this host's configuration ({code}: {message}); \
+                     check app_id/secret, the clock (108/109) and the operation ids"
+                );
+                prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
+                Verdict::ConfigError
+            }
+            other => match self.config.fail_mode {
+                FailMode::Secure => {
+                    log::error!("access denied (fail_mode = secure): {other}");
+                    prompter.error(self.dictionary.get(Section::Lock, "unavailable"));
+                    Verdict::Unavailable
+                }
+                FailMode::Safe => {
+                    log::warn!("FAIL-OPEN: access granted without a lock check (fail_mode = safe): {other}");
+                    Verdict::Allow
+                }
+            },
+        }
+    }
+
+    fn one_time_password(
+        &self,
+        service: &dyn LockService,
+        prompter: &mut dyn Prompter,
+        challenge: Challenge,
+        budget: &mut Budget,
+    ) -> Verdict {
+        if self.phase == Phase::Account {
+            // The account phase never prompts; a status asked with want_code = false carries no token.
+            log::warn!("access denied: the service asks for a one-time password, which the account phase cannot ask");
+            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
+            return Verdict::Deny;
+        }
+        for attempt in 1..=self.config.totp.max_attempts {
+            let Some(answer) = prompter.prompt_secret(self.dictionary.get(Section::Lock, "otp_prompt")) else {
+                log::warn!("access denied: no one-time password given");
+                return Verdict::Deny;
+            };
+            let answer = answer.trim();
+            let ok = match &challenge {
+                Challenge::LocalToken(token) => {
+                    let expected = token.expose().as_bytes();
+                    answer.len() == expected.len() && bool::from(answer.as_bytes().ct_eq(expected))
+                }
+                Challenge::Remote(session) => {
+                    match budget.spend(|deadline| service.verify_remote(session, answer, deadline)) {
+                        Ok(ok) => ok,
+                        Err(e) => return self.service_failure(prompter, e),
+                    }
+                }
+            };
+            if ok {
+                log::info!("one-time password accepted");
+                return Verdict::Allow;
+            }
+            log::warn!(
+                "wrong one-time password (attempt {attempt} of {})",
+                self.config.totp.max_attempts
+            );
+            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
+        }
+        log::warn!("access denied: too many wrong one-time passwords");
+        Verdict::MaxTries
+    }
+
+    fn totp_check(
+        &self,
+        res: &mut dyn Resources,
+        prompter: &mut dyn Prompter,
+        pairing: &Pairing,
+        budget: &mut Budget,
+    ) -> Verdict {
+        if !pairing.totp_enabled {
+            return Verdict::Allow;
+        }
+        if !self.config.totp_enabled() {
+            log::info!("TOTP is switched off (operations flag TOTP): no code asked");
+            return Verdict::Allow;
+        }
+        match self.config.totp.source {
+            TotpSource::Latch => self.latch_totp(res, prompter, pairing, budget),
+            TotpSource::Local => self.local_totp(res, prompter),
+        }
+    }
+
+    /// RFC 6238 in-process: no service call; replayed codes refused; failures rate-limited per user.
+    fn local_totp(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Verdict {
+        let dict = self.dictionary;
+        let t = &self.config.totp;
+        let store = match res.store() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("configuration error: {e}");
+                return Verdict::ConfigError;
+            }
+        };
+        let state = match store.local_totp(self.user) {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                log::error!("TOTP is enabled for the user but the store has no local secret: denied");
+                return Verdict::ConfigError;
+            }
+            Err(e) => {
+                log::error!("configuration error: {e}");
+                return Verdict::ConfigError;
+            }
+        };
+        let Some(secret) = totp::decode_secret(state.secret.expose()) else {
+            log::error!("the stored TOTP secret is not valid base32: denied");
+            return Verdict::ConfigError;
+        };
+        let secret = Zeroizing::new(secret);
+        let params = totp::Params::from(t);
+        for attempt in 1..=t.max_attempts {
+            let now = (self.clock)();
+            match store.totp_failures(self.user, now, t.rate_limit_period_secs) {
+                Ok(failures) if failures >= t.rate_limit_count => {
+                    log::warn!(
+                        "access denied: {failures} wrong codes within {} s (rate limit)",
+                        t.rate_limit_period_secs
+                    );
+                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
+                    return Verdict::MaxTries;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!("configuration error: {e}");
+                    return Verdict::ConfigError;
+                }
+            }
+            let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
+                log::warn!("access denied: no verification code given");
+                return Verdict::Deny;
+            };
+            let now = (self.clock)();
+            let accepted = match totp::verify(&secret, &code, now, &params, None) {
+                // The store accepts a step only if it is newer than the last one accepted, atomically, so
+                // two logins racing with one code cannot both get in.
+                Some(step) => match store.accept_totp_step(self.user, step) {
+                    Ok(fresh) => {
+                        if !fresh {
+                            log::warn!("a verification code was replayed");
+                        }
+                        fresh
+                    }
+                    Err(e) => {
+                        log::error!("configuration error: {e}");
+                        return Verdict::ConfigError;
+                    }
+                },
+                None => false,
+            };
+            if accepted {
+                log::info!("verification code accepted");
+                return Verdict::Allow;
+            }
+            if let Err(e) = store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
+                log::error!("configuration error: {e}");
+                return Verdict::ConfigError;
+            }
+            log::warn!("wrong verification code (attempt {attempt} of {})", t.max_attempts);
+            prompter.error(dict.get(Section::Totp, "invalidcode"));
+        }
+        log::warn!("access denied: too many wrong verification codes");
+        Verdict::MaxTries
+    }
+
+    fn latch_totp(
+        &self,
+        res: &mut dyn Resources,
+        prompter: &mut dyn Prompter,
+        pairing: &Pairing,
+        budget: &mut Budget,
+    ) -> Verdict {
+        let Some(totp_id) = pairing.totp_id.as_deref() else {
+            log::error!("TOTP is enabled for the user but the store has no TOTP id: denied");
+            return Verdict::ConfigError;
+        };
+        let service = match self.service(res) {
+            Ok(s) => s,
+            Err(v) => return v,
+        };
+        let dict = self.dictionary;
+        for attempt in 1..=self.config.totp.max_attempts {
+            let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
+                log::warn!("access denied: no verification code given");
+                return Verdict::Deny;
+            };
+            let code = code.trim();
+            match budget.spend(|deadline| service.totp_validate(totp_id, code, deadline)) {
+                Ok(true) => {
+                    log::info!("verification code accepted");
+                    return Verdict::Allow;
+                }
+                Ok(false) => {
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", 306, "Invalid totp code"))
+                }
+                Err(ServiceError::Api { code, message }) => {
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", code, &message))
+                }
+                Err(e) => return self.service_failure(prompter, e),
+            }
+            log::warn!(
+                "wrong verification code (attempt {attempt} of {})",
+                self.config.totp.max_attempts
+            );
+        }
+        log::warn!("access denied: too many wrong verification codes");
+        Verdict::MaxTries
+    }
+}

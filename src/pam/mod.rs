@@ -1,0 +1,329 @@
+//! The PAM hooks: module arguments, the conversation as a [`Prompter`], the verdict as a PAM code.
+//!
+//! ```text
+//! auth     required  pam_lockserver.so [config=PATH] [operation=NAME] [debug]
+//! account  required  pam_lockserver.so [config=PATH] [operation=NAME] [debug]
+//! ```
+//! Extra arguments: `trust_owner=UID` accepts a config owned by that uid besides root (tests only);
+//! `log_socket=PATH` sends log lines to that syslog socket instead of `/dev/log`.
+//!
+//! pam-bindings catches panics at the boundary (→ PAM_ABORT) and checks argc/argv; nothing here writes
+//! to stdout or stderr, and the environment is never read (sshd's keyboard-interactive child has none).
+
+pub mod client;
+pub mod syslog;
+
+use crate::config::{Config, LoadOptions};
+use crate::dictionary::Dictionary;
+use crate::login::{Login, Phase, Prompter, Resources, Verdict};
+use crate::service::{self, LockService, ServiceError, SharedService};
+use crate::store::{self, OpenMode, PairingStore, StoreError};
+use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
+use pam::conv::Conv;
+use pam::items::{RHost, Service, User};
+use pam::module::{PamHandle, PamHooks};
+use std::ffi::CStr;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// `pam_set_data` key under which the auth phase records the user it checked, so the account phase
+/// of the same transaction does not ask the service twice.
+const CHECKED_KEY: &str = "lockserver_checked_user";
+
+struct Module;
+pam::pam_hooks!(Module);
+
+impl PamHooks for Module {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        hook(pamh, &args, Phase::Auth)
+    }
+
+    fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        hook(pamh, &args, Phase::Account)
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        // No credentials to set; success keeps stacks where we are the only auth module working.
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+/// The module arguments.
+#[derive(Debug, Default)]
+struct Args {
+    config: Option<PathBuf>,
+    operation: Option<String>,
+    debug: bool,
+    trust_owner: Option<u32>,
+    log_socket: Option<PathBuf>,
+}
+
+fn parse_args(args: &[&CStr]) -> Result<Args, String> {
+    let mut out = Args::default();
+    for arg in args {
+        let arg = arg
+            .to_str()
+            .map_err(|_| "a module argument is not valid UTF-8".to_string())?;
+        match arg.split_once('=') {
+            None if arg == "debug" => out.debug = true,
+            Some(("config", v)) if !v.is_empty() => out.config = Some(PathBuf::from(v)),
+            Some(("operation", v)) if !v.is_empty() => out.operation = Some(v.to_string()),
+            Some(("log_socket", v)) if !v.is_empty() => out.log_socket = Some(PathBuf::from(v)),
+            Some(("trust_owner", v)) => {
+                out.trust_owner = Some(v.parse().map_err(|_| format!("trust_owner={v}: not a uid"))?);
+            }
+            _ => return Err(format!("unknown module argument {arg:?}")),
+        }
+    }
+    Ok(out)
+}
+
+fn item_string(item: Option<&CStr>) -> Option<String> {
+    item.map(|s| String::from_utf8_lossy(s.to_bytes()).into_owned())
+}
+
+fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode {
+    let phase_name = match phase {
+        Phase::Auth => "auth",
+        Phase::Account => "account",
+    };
+    let service_name = item_string(pamh.get_item::<Service>().ok().flatten().map(|s| s.0)).unwrap_or_default();
+    let rhost = item_string(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0)).unwrap_or_default();
+    let user_item = match pamh.get_item::<User>() {
+        Ok(Some(u)) => Some(u.0.to_bytes().to_vec()),
+        _ => None,
+    };
+    let user_bytes = match user_item {
+        Some(u) => u,
+        None => pamh.get_user(None).map(String::into_bytes).unwrap_or_default(),
+    };
+    let user_display = String::from_utf8_lossy(&user_bytes).into_owned();
+
+    let args = parse_args(raw_args);
+    let (debug, log_socket) = match &args {
+        Ok(a) => (a.debug, a.log_socket.clone()),
+        Err(_) => (false, None),
+    };
+    syslog::begin(
+        syslog::Context {
+            ident: if service_name.is_empty() {
+                "pam_lockserver".into()
+            } else {
+                syslog::printable(&service_name)
+            },
+            prefix: syslog::prefix(&service_name, phase_name, &user_display, &rhost),
+            socket: log_socket.unwrap_or_else(|| PathBuf::from(syslog::DEFAULT_SOCKET)),
+        },
+        debug,
+    );
+    let code = match args {
+        Ok(args) => run(pamh, &args, phase, &service_name, &user_bytes),
+        Err(why) => {
+            log::error!("configuration error: {why}; denying");
+            PamResultCode::PAM_SERVICE_ERR
+        }
+    };
+    log::debug!("returning {code:?}");
+    syslog::end();
+    code
+}
+
+fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user_bytes: &[u8]) -> PamResultCode {
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let config = match Config::load(
+        &path,
+        LoadOptions {
+            trusted_owner: args.trust_owner,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("configuration error: {e}; denying");
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    let dictionary = match &config.dictionary {
+        None => Dictionary::builtin(),
+        Some(p) => match Dictionary::load(p) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("configuration error: dictionary {e}; denying");
+                return PamResultCode::PAM_SERVICE_ERR;
+            }
+        },
+    };
+    // A user name that is not UTF-8 cannot be in the store: the empty name is refused by the store's
+    // check and so takes the unpaired path, as any unknown user does.
+    let user = match std::str::from_utf8(user_bytes) {
+        Ok(u) => u,
+        Err(_) => {
+            log::warn!("the user name is not valid UTF-8");
+            ""
+        }
+    };
+
+    if phase == Phase::Account && already_checked(pamh, user) {
+        log::info!("lock already checked in the auth phase of this transaction: access granted");
+        return PamResultCode::PAM_SUCCESS;
+    }
+
+    let operation = args.operation.as_deref().unwrap_or(service_name);
+    let login = Login {
+        config: &config,
+        dictionary: &dictionary,
+        user,
+        operation,
+        explicit_operation: args.operation.is_some(),
+        phase,
+        clock: crate::login::system_clock,
+    };
+    let mut resources = LazyResources::new(&config);
+    let verdict = {
+        let mut prompter = ConvPrompter::new(pamh);
+        login.decide(&mut resources, &mut prompter)
+    };
+    if phase == Phase::Auth && verdict == Verdict::Allow {
+        // Failing to record only costs the account phase a second service call.
+        let _ = pamh.set_data(CHECKED_KEY, Box::new(user.to_string()));
+    }
+    to_pam_code(&verdict, phase)
+}
+
+fn already_checked(pamh: &PamHandle, user: &str) -> bool {
+    // SAFETY: only this module stores data under CHECKED_KEY, and always a `String` (see `run`).
+    match unsafe { pamh.get_data::<String>(CHECKED_KEY) } {
+        Ok(checked) => checked == user,
+        Err(_) => false,
+    }
+}
+
+fn to_pam_code(verdict: &Verdict, phase: Phase) -> PamResultCode {
+    use PamResultCode::*;
+    match (verdict, phase) {
+        (Verdict::Allow, _) => PAM_SUCCESS,
+        (Verdict::Ignore, _) => PAM_IGNORE,
+        (Verdict::ConfigError, _) => PAM_SERVICE_ERR,
+        (Verdict::Deny, Phase::Auth) => PAM_AUTH_ERR,
+        (Verdict::MaxTries, Phase::Auth) => PAM_MAXTRIES,
+        (Verdict::Unavailable, Phase::Auth) => PAM_AUTHINFO_UNAVAIL,
+        (Verdict::Deny | Verdict::MaxTries | Verdict::Unavailable, Phase::Account) => PAM_PERM_DENIED,
+    }
+}
+
+/// Opens the store and builds the service client on first use.
+struct LazyResources<'c> {
+    config: &'c Config,
+    store: Option<Box<dyn PairingStore + Send + Sync>>,
+    service: Option<SharedService>,
+}
+
+impl<'c> LazyResources<'c> {
+    fn new(config: &'c Config) -> Self {
+        LazyResources {
+            config,
+            store: None,
+            service: None,
+        }
+    }
+}
+
+impl Resources for LazyResources<'_> {
+    fn store(&mut self) -> Result<&dyn PairingStore, StoreError> {
+        if self.store.is_none() {
+            // A busy store (a CLI writing) may hold a login up to its own budget, not longer.
+            self.store = Some(store::open_with_timeout(
+                &self.config.store,
+                OpenMode::Existing,
+                self.config.timeout,
+            )?);
+        }
+        match &self.store {
+            Some(s) => Ok(s.as_ref()),
+            None => Err(StoreError::Unavailable("store not opened".into())),
+        }
+    }
+
+    fn service(&mut self) -> Result<&dyn LockService, ServiceError> {
+        if self.service.is_none() {
+            self.service = Some(service::from_config(self.config)?);
+        }
+        match &self.service {
+            Some(s) => Ok(s.as_ref()),
+            None => Err(ServiceError::Unavailable("service not built".into())),
+        }
+    }
+}
+
+/// The PAM conversation as a [`Prompter`]. Each message goes in its own call: some applications
+/// truncate messages at PAM_MAX_MSG_SIZE.
+struct ConvPrompter<'h> {
+    conv: Option<Conv<'h>>,
+}
+
+impl<'h> ConvPrompter<'h> {
+    fn new(pamh: &'h PamHandle) -> Self {
+        ConvPrompter {
+            conv: pamh.get_item::<Conv>().ok().flatten(),
+        }
+    }
+
+    fn say(&self, style: pam::constants::PamMessageStyle, text: &str) {
+        if let Some(conv) = &self.conv {
+            let _ = conv.send(style, text);
+        }
+    }
+}
+
+impl Prompter for ConvPrompter<'_> {
+    fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>> {
+        let conv = self.conv.as_ref()?;
+        let reply = conv.send(PAM_PROMPT_ECHO_OFF, prompt).ok()??;
+        // A reply that is not UTF-8 cannot match any code: give back an empty answer.
+        Some(Zeroizing::new(reply.as_str().map(str::to_string).unwrap_or_default()))
+    }
+
+    fn error(&mut self, text: &str) {
+        self.say(PAM_ERROR_MSG, text);
+    }
+
+    fn info(&mut self, text: &str) {
+        self.say(PAM_TEXT_INFO, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let a = parse_args(&[c"config=/x.conf", c"operation=sudo", c"debug", c"trust_owner=1000"]).expect("ok");
+        assert_eq!(a.config, Some(PathBuf::from("/x.conf")));
+        assert_eq!(a.operation.as_deref(), Some("sudo"));
+        assert!(a.debug);
+        assert_eq!(a.trust_owner, Some(1000));
+        assert!(parse_args(&[c"bogus"]).is_err());
+        assert!(parse_args(&[c"config="]).is_err());
+        assert!(parse_args(&[c"trust_owner=me"]).is_err());
+    }
+
+    #[test]
+    fn codes_per_phase() {
+        assert_eq!(to_pam_code(&Verdict::Deny, Phase::Auth), PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(
+            to_pam_code(&Verdict::Deny, Phase::Account),
+            PamResultCode::PAM_PERM_DENIED
+        );
+        assert_eq!(
+            to_pam_code(&Verdict::ConfigError, Phase::Account),
+            PamResultCode::PAM_SERVICE_ERR
+        );
+        assert_eq!(
+            to_pam_code(&Verdict::Unavailable, Phase::Auth),
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        );
+    }
+}

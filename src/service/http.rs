@@ -1,0 +1,892 @@
+//! The HTTP transport shared by the service clients.
+//!
+//! One [`Transport`] wraps one `ureq::Agent`, built once per client and reused for every call, so a
+//! C API handle keeps its connections alive between status checks. Every call takes the deadline of
+//! the whole login and returns by it, whatever the server does (refuses, hangs, dribbles bytes,
+//! closes mid-answer). Every failure becomes [`ServiceError::Unavailable`] with a short reason that
+//! never holds a header, a body or a secret.
+//!
+//! The proxy and the extra CA come from the config only, never from the environment (sshd's
+//! keyboard-interactive child has an empty one anyway, DESIGN §5): ureq's `Config::default()` does
+//! read the `*_PROXY` variables, and the agent built here overwrites whatever it found.
+
+use super::ServiceError;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ureq::Agent;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// Answers larger than this are refused without being read into memory (DESIGN §10).
+pub const MAX_ANSWER_BYTES: u64 = 1 << 20;
+
+/// The body type of Latch requests (and of any form POST).
+pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// Idle keep-alive connections kept per client. The default (3 per host) would make a C API handle
+/// used from many threads close and reopen connections on every call.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
+/// How long a resolved host name is reused (see [`CachingResolver`]).
+const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Where Linux distributions keep the system CA bundle, most common first (the same list openssl
+/// and rustls-native-certs probe). Only read when `ca_file` is given; see [`root_certs`].
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// Error code of the [`ServiceError::Misconfigured`] errors this crate finds itself, before any
+/// request (unreadable `ca_file`, bad proxy URL, an id that cannot be put in a path): the service
+/// never uses 0.
+pub const LOCAL_ERROR_CODE: u32 = 0;
+
+/// What a [`Transport`] is built from. Everything comes from the config file.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportOptions<'a> {
+    /// `https://host[:port][/prefix]` (or `http://` for an emulator), without a trailing slash.
+    pub base_url: &'a str,
+    /// Extra trusted CA certificates (PEM), added to the system trust store.
+    pub ca_file: Option<&'a Path>,
+    /// `http://[user:pass@]host:port` (CONNECT tunnel for https). Never taken from the environment.
+    pub proxy: Option<&'a str>,
+}
+
+/// HTTP methods the services use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request body and its `Content-Type`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestBody<'a> {
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// What the server answered: any status (4xx/5xx are answers too, the caller decides) and the body,
+/// at most [`MAX_ANSWER_BYTES`]. The body is wiped on drop: it may hold one-time tokens.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
+impl fmt::Debug for Reply {
+    // The body may hold tokens: show its size only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// A reusable HTTP client for one service base URL.
+pub struct Transport {
+    agent: Agent,
+    base_url: String,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport").field("base_url", &self.base_url).finish()
+    }
+}
+
+impl Transport {
+    /// Builds the client. Fails with [`ServiceError::Misconfigured`] (code [`LOCAL_ERROR_CODE`]) when
+    /// the URL, the CA file or the proxy in the config cannot be used: a configuration error must
+    /// deny whatever `fail_mode` says, so it is not [`ServiceError::Unavailable`].
+    pub fn new(options: &TransportOptions<'_>) -> Result<Transport, ServiceError> {
+        let base_url = options.base_url.trim_end_matches('/').to_string();
+        let plain = base_url.starts_with("http://");
+        if !plain && !base_url.starts_with("https://") {
+            return Err(local_error("the service URL must start with https:// (or http://)"));
+        }
+        let Ok(uri) = base_url.parse::<Uri>() else {
+            return Err(local_error("the service URL is not a valid URL"));
+        };
+        let proxy = match options.proxy {
+            // ureq gives no detail worth showing, and the URL may hold a password: name the key only.
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| local_error("the proxy URL is not valid"))?),
+            None => None,
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(root_certs(options.ca_file)?)
+            .build();
+        let config = agent_config(tls, proxy);
+        if plain {
+            // The host only: a URL may carry credentials.
+            let host = uri.host().unwrap_or("?");
+            log::warn!("http://{host}: plain HTTP, the connection to the service is not encrypted");
+        }
+        let agent = Agent::with_parts(config, DefaultConnector::default(), CachingResolver::default());
+        Ok(Transport { agent, base_url })
+    }
+
+    /// The base URL requests are sent to (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
+        self.send(Method::Get, path, headers, None, deadline)
+    }
+
+    pub fn delete(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
+        self.send(Method::Delete, path, headers, None, deadline)
+    }
+
+    /// POST with an `application/x-www-form-urlencoded` body (already encoded).
+    pub fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        deadline: Instant,
+    ) -> Result<Reply, ServiceError> {
+        let body = RequestBody {
+            content_type: FORM_CONTENT_TYPE,
+            bytes: body.as_bytes(),
+        };
+        self.send(Method::Post, path, headers, Some(body), deadline)
+    }
+
+    /// One request to `base_url + path` (`path` starts with `/`). Returns by `deadline`; fails at
+    /// once when it has already passed.
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<RequestBody<'_>>,
+        deadline: Instant,
+    ) -> Result<Reply, ServiceError> {
+        let remaining = time_left(deadline)?;
+        if !path.starts_with('/') {
+            return Err(ServiceError::Unavailable(
+                "internal error: request path without a leading /".into(),
+            ));
+        }
+        if body.is_some() && matches!(method, Method::Get | Method::Delete) {
+            return Err(ServiceError::Unavailable(format!(
+                "internal error: a {method} request has no body"
+            )));
+        }
+        let url = format!("{}{path}", self.base_url);
+        let mut response = self.call(method, &url, headers, body, remaining).map_err(unavailable)?;
+        let status = response.status().as_u16();
+        let body = read_body(response.body_mut())?;
+        Ok(Reply { status, body })
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<RequestBody<'_>>,
+        remaining: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        match body {
+            Some(b) => self.run(builder.header("Content-Type", b.content_type).body(b.bytes)?, remaining),
+            None => self.run(builder.body(())?, remaining),
+        }
+    }
+
+    fn run<S: ureq::AsSendBody>(
+        &self,
+        request: ureq::http::Request<S>,
+        remaining: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        // `timeout_global` is the only ureq timeout that bounds the whole exchange (each phase
+        // timeout restarts when the previous phase ends, so their sum could exceed the budget). It
+        // makes ureq's default resolver run each lookup on a detached thread; [`CachingResolver`]
+        // keeps that to one lookup per host name per 30 s, and none for IP literals.
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(remaining))
+            .build();
+        self.agent.run(request)
+    }
+}
+
+/// The agent settings every service call shares.
+fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
+    Agent::config_builder()
+        // 4xx/5xx bodies are answers the caller maps (Latch puts its errors in 200 bodies anyway).
+        .http_status_as_error(false)
+        // Only the config's proxy: `Config::default()` picked one from the environment, this replaces it.
+        .proxy(proxy)
+        // The services never redirect; following one would resend the request elsewhere.
+        .max_redirects(0)
+        .max_redirects_will_error(true)
+        .max_idle_connections(MAX_IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+        .user_agent(concat!("lockserver/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .build()
+}
+
+/// The trust store. Without `ca_file`: the platform verifier (the system store, DESIGN §3).
+///
+/// ureq 3.5 cannot give the platform verifier extra roots (rustls-platform-verifier has
+/// `new_with_extra_roots`, but ureq builds the verifier itself), so with `ca_file` the roots are
+/// the system PEM bundle (first of [`SYSTEM_CA_BUNDLES`] that exists) plus the file's certificates.
+fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
+    let Some(ca_file) = ca_file else {
+        return Ok(RootCerts::PlatformVerifier);
+    };
+    let mut certs = pem_certificates(ca_file)?;
+    if certs.is_empty() {
+        return Err(local_error(format!(
+            "ca_file {}: no PEM certificate in it",
+            ca_file.display()
+        )));
+    }
+    match SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        // A broken system bundle is the system's problem, not this config's: keep the extra CA.
+        Some(bundle) => match pem_certificates(&bundle) {
+            Ok(system) => certs.extend(system),
+            Err(e) => log::warn!("system CA bundle unusable, trusting only ca_file: {e}"),
+        },
+        None => log::warn!(
+            "no system CA bundle found; trusting only the certificates of {}",
+            ca_file.display()
+        ),
+    }
+    Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
+fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, ServiceError> {
+    let pem = std::fs::read(path).map_err(|e| local_error(format!("cannot read {}: {e}", path.display())))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            // Keys and CRLs in a bundle are not roots: skip them.
+            Ok(_) => {}
+            Err(_) => return Err(local_error(format!("{}: malformed PEM", path.display()))),
+        }
+    }
+    Ok(certs)
+}
+
+/// Time left before `deadline`, or the error of a call that must not start.
+fn time_left(deadline: Instant) -> Result<Duration, ServiceError> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(ServiceError::Unavailable(
+            "time budget exhausted before the request".into(),
+        )),
+    }
+}
+
+/// Reads at most [`MAX_ANSWER_BYTES`]. A declared length over the cap is refused before reading;
+/// an undeclared (chunked) one stops at the cap.
+fn read_body(body: &mut ureq::Body) -> Result<Vec<u8>, ServiceError> {
+    if body.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES) {
+        return Err(too_large());
+    }
+    body.with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_vec()
+        .map_err(unavailable)
+}
+
+fn too_large() -> ServiceError {
+    ServiceError::Unavailable(format!("answer larger than {MAX_ANSWER_BYTES} bytes refused"))
+}
+
+/// A short reason for a transport failure. ureq's own texts are used only for variants that hold no
+/// request data (a bad URI would echo the path; a proxy error its answer).
+fn unavailable(error: ureq::Error) -> ServiceError {
+    use ureq::Error as E;
+    let why = match error {
+        E::Timeout(_) => "timed out".to_string(),
+        E::BodyExceedsLimit(_) => return too_large(),
+        E::Io(e) => match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timed out".to_string(),
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            std::io::ErrorKind::UnexpectedEof => "connection closed mid-answer".to_string(),
+            // rustls reports a refused certificate or a broken handshake this way; its text names
+            // the problem (e.g. "invalid peer certificate: UnknownIssuer") and holds no request data.
+            std::io::ErrorKind::InvalidData => match e.get_ref() {
+                Some(inner) => format!("TLS or protocol error: {}", short(&inner.to_string())),
+                None => "TLS or protocol error".to_string(),
+            },
+            kind => format!("I/O error ({kind})"),
+        },
+        E::HostNotFound => "host not found".to_string(),
+        E::ConnectionFailed => "connection failed".to_string(),
+        E::TooManyRedirects | E::RedirectFailed => "the service answered with a redirect".to_string(),
+        E::ConnectProxyFailed(_) => "the proxy refused the connection".to_string(),
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => format!("TLS error: {}", short(&error.to_string())),
+        E::Protocol(_) | E::LargeResponseHeader(..) => "malformed HTTP answer".to_string(),
+        E::BadUri(_) | E::Http(_) => "invalid request (URL or header)".to_string(),
+        other => format!("HTTP client error: {}", variant_name(&other)),
+    };
+    ServiceError::Unavailable(why)
+}
+
+/// At most 200 characters of a library's error text, on one line.
+fn short(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// The Debug name of an error variant without its payload.
+fn variant_name(error: &ureq::Error) -> String {
+    let debug = format!("{error:?}");
+    debug.split(['(', ' ', '{']).next().unwrap_or("unknown").to_string()
+}
+
+fn local_error(message: impl Into<String>) -> ServiceError {
+    ServiceError::Misconfigured {
+        code: LOCAL_ERROR_CODE,
+        message: message.into(),
+    }
+}
+
+/// ureq's resolver, minus most of its threads.
+///
+/// With any overall timeout set, ureq's `DefaultResolver` runs every lookup on a detached thread
+/// (and resolution happens before the pool is consulted, so on every request, even on a kept-alive
+/// connection). That would be one thread per status check, and a thread left running whenever
+/// DNS outlasts the deadline. This resolver answers IP literals directly (no thread, no lookup:
+/// the emulator and most fleet setups) and reuses a host's addresses for [`DNS_CACHE_TTL`], so a
+/// thread is only spawned once per host name per 30 s; a lookup that outlasts the deadline still
+/// leaves its thread running until getaddrinfo returns (bounded by resolv.conf), which is the
+/// price of bounding DNS by the deadline at all.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<Vec<CachedLookup>>,
+}
+
+#[derive(Debug)]
+struct CachedLookup {
+    host_port: String,
+    at: Instant,
+    addrs: Vec<SocketAddr>,
+}
+
+impl CachingResolver {
+    fn cached(&self, host_port: &str) -> Option<Vec<SocketAddr>> {
+        let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .iter()
+            .find(|c| c.host_port == host_port && c.at.elapsed() < DNS_CACHE_TTL)
+            .map(|c| c.addrs.clone())
+    }
+
+    fn remember(&self, host_port: String, addrs: &[SocketAddr]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A client talks to one service host and maybe one proxy: a few entries are plenty.
+        cache.retain(|c| c.host_port != host_port && c.at.elapsed() < DNS_CACHE_TTL);
+        cache.truncate(7);
+        cache.push(CachedLookup {
+            host_port,
+            at: Instant::now(),
+            addrs: addrs.to_vec(),
+        });
+    }
+
+    fn to_resolved(&self, addrs: &[SocketAddr]) -> ResolvedSocketAddrs {
+        let mut out = self.empty();
+        for addr in addrs.iter().take(16) {
+            out.push(*addr);
+        }
+        out
+    }
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(&self, uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let Some((host, port)) = host_and_port(uri) else {
+            // Let ureq produce its usual error for a URI it cannot use.
+            return self.inner.resolve(uri, config, timeout);
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(self.to_resolved(&[SocketAddr::new(ip, port)]));
+        }
+        let host_port = format!("{host}:{port}");
+        if let Some(addrs) = self.cached(&host_port) {
+            return Ok(self.to_resolved(&addrs));
+        }
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        self.remember(host_port, &resolved);
+        Ok(resolved)
+    }
+}
+
+/// Host (without IPv6 brackets) and port (explicit or the scheme's default) of a URI.
+fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
+    let authority = uri.authority()?;
+    let port = match (authority.port_u16(), uri.scheme_str()) {
+        (Some(p), _) => p,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        _ => return None,
+    };
+    let host = authority.host();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
+    fn transport(url: &str) -> Transport {
+        let options = TransportOptions {
+            base_url: url,
+            ca_file: None,
+            proxy: None,
+        };
+        match Transport::new(&options) {
+            Ok(t) => t,
+            Err(e) => panic!("transport: {e}"),
+        }
+    }
+
+    /// A one-connection-at-a-time server that runs `handler` on each accepted connection.
+    fn serve(handler: impl Fn(TcpStream) + Send + 'static) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                handler(stream);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Reads one request: the head, then a body of the declared Content-Length.
+    fn read_request(stream: &mut TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    fn assert_unavailable(result: Result<Reply, ServiceError>) -> String {
+        match result {
+            Err(ServiceError::Unavailable(why)) => why,
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn passed_deadline_fails_without_connecting() {
+        // Nothing listens on port 9 of a TEST-NET address; a connect attempt would hang, not fail.
+        let t = transport("http://192.0.2.1:9");
+        let start = Instant::now();
+        let why = assert_unavailable(t.get("/x", &[], Instant::now()));
+        assert!(why.contains("budget"), "{why}");
+        let past = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        assert_unavailable(t.get("/x", &[], past));
+        assert!(start.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn reads_status_and_body_and_sends_headers() {
+        let url = serve(|mut s| {
+            let req = read_request(&mut s);
+            let ok = req.starts_with("GET /api/x HTTP/1.1") && req.to_ascii_lowercase().contains("x-test: 1");
+            let body = if ok { "{}" } else { "bad" };
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        });
+        let reply = transport(&url).get("/api/x", &[("X-Test", "1")], soon(2000)).unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, b"{}");
+    }
+
+    #[test]
+    fn error_statuses_are_answers_not_errors() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 6\r\n\r\n<html>");
+        });
+        let reply = transport(&url).get("/", &[], soon(2000)).unwrap();
+        assert_eq!(reply.status, 500);
+    }
+
+    #[test]
+    fn post_form_sends_body_and_content_type() {
+        let url = serve(|mut s| {
+            let req = read_request(&mut s);
+            let lower = req.to_ascii_lowercase();
+            let ok = lower.contains("content-type: application/x-www-form-urlencoded") && req.ends_with("code=123456");
+            let status = if ok { 204 } else { 400 };
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        });
+        let reply = transport(&url).post_form("/v", &[], "code=123456", soon(2000)).unwrap();
+        assert_eq!(reply.status, 204);
+    }
+
+    #[test]
+    fn refused_connection_is_unavailable() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let t = transport(&format!("http://127.0.0.1:{port}"));
+        let why = assert_unavailable(t.get("/", &[], soon(2000)));
+        assert!(why.contains("refused") || why.contains("connection"), "{why}");
+    }
+
+    #[test]
+    fn hanging_server_returns_by_the_deadline() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            thread::sleep(Duration::from_secs(3));
+        });
+        let start = Instant::now();
+        let why = assert_unavailable(transport(&url).get("/", &[], soon(300)));
+        assert!(why.contains("timed out"), "{why}");
+        assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn dribbling_server_returns_by_the_deadline() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            for _ in 0..1000 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        let why = assert_unavailable(transport(&url).get("/", &[], soon(300)));
+        assert!(why.contains("timed out"), "{why}");
+        assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn dribbling_headers_return_by_the_deadline() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            for _ in 0..1000 {
+                if s.write_all(b"X-A: b\r\n").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        assert_unavailable(transport(&url).get("/", &[], soon(300)));
+        assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn close_mid_answer_is_unavailable() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"da");
+        });
+        assert_unavailable(transport(&url).get("/", &[], soon(2000)));
+    }
+
+    #[test]
+    fn declared_oversized_answer_is_refused_before_reading() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_ANSWER_BYTES + 1);
+            thread::sleep(Duration::from_secs(2));
+        });
+        let start = Instant::now();
+        let why = assert_unavailable(transport(&url).get("/", &[], soon(1500)));
+        assert!(why.contains("larger"), "{why}");
+        assert!(start.elapsed() < Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn chunked_oversized_answer_stops_at_the_cap() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let chunk = vec![b'a'; 64 * 1024];
+            for _ in 0..40 {
+                if write!(s, "{:x}\r\n", chunk.len()).is_err() || s.write_all(&chunk).is_err() {
+                    return;
+                }
+                let _ = s.write_all(b"\r\n");
+            }
+            let _ = s.write_all(b"0\r\n\r\n");
+        });
+        let why = assert_unavailable(transport(&url).get("/", &[], soon(3000)));
+        assert!(why.contains("larger"), "{why}");
+    }
+
+    #[test]
+    fn answer_exactly_at_the_cap_is_read() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {MAX_ANSWER_BYTES}\r\n\r\n");
+            let _ = s.write_all(&vec![b' '; MAX_ANSWER_BYTES as usize]);
+        });
+        let reply = transport(&url).get("/", &[], soon(3000)).unwrap();
+        assert_eq!(reply.body.len() as u64, MAX_ANSWER_BYTES);
+    }
+
+    #[test]
+    fn keep_alive_reuses_one_connection() {
+        let connections = Arc::new(Mutex::new(0usize));
+        let counter = connections.clone();
+        let url = serve(move |mut s| {
+            *counter.lock().unwrap() += 1;
+            loop {
+                let req = read_request(&mut s);
+                if req.is_empty() {
+                    return;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").is_err() {
+                    return;
+                }
+            }
+        });
+        let t = transport(&url);
+        for _ in 0..20 {
+            assert_eq!(t.get("/", &[], soon(2000)).unwrap().status, 200);
+        }
+        assert_eq!(*connections.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn redirects_are_not_followed() {
+        let url = serve(|mut s| {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/\r\nContent-Length: 0\r\n\r\n");
+        });
+        let start = Instant::now();
+        match transport(&url).get("/", &[], soon(2000)) {
+            Ok(reply) => assert_eq!(reply.status, 302),
+            Err(ServiceError::Unavailable(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn construction_errors_are_configuration_errors() {
+        let bad = |options: TransportOptions<'_>| match Transport::new(&options) {
+            Err(ServiceError::Misconfigured {
+                code: LOCAL_ERROR_CODE,
+                message,
+            }) => message,
+            other => panic!("expected Misconfigured, got {other:?}"),
+        };
+        let base = TransportOptions {
+            base_url: "https://latch.tu.com",
+            ca_file: None,
+            proxy: None,
+        };
+        bad(TransportOptions {
+            base_url: "ftp://x",
+            ..base
+        });
+        let msg = bad(TransportOptions {
+            proxy: Some("http://user:pa ss@[bad"),
+            ..base
+        });
+        assert!(!msg.contains("pa ss"), "{msg}");
+        bad(TransportOptions {
+            ca_file: Some(Path::new("/nonexistent/ca.pem")),
+            ..base
+        });
+        let dir = std::env::temp_dir().join(format!("lockserver-http-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        bad(TransportOptions {
+            ca_file: Some(&empty),
+            ..base
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A throwaway self-signed CA (parsing only; it signs nothing the tests trust).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBijCCAS+gAwIBAgIUJPIOTclR13UxBDw5IeNlvzMgkMowCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHVGVzdCBDQTAeFw0yNjExMjMxNDM4MDBaFw0yNjExMjUxNDM4
+MDBaMBIxEDAOBgNVBAMMB1Rlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AASttq9uu6OF4wXEg1d5QoDENKecjPjB72mBubWCZF5/77Pa7l0hux6d0uZ8B3yv
+JO7hPNSoH3bAf98L5cWqrNFYo2MwYTAdBgNVHQ4EFgQUYOQ1L8+1V3+Dabt6vpzx
+ZDgx58kwHwYDVR0jBBgwFoAUYOQ1L8+1V3+Dabt6vpzxZDgx58kwDwYDVR0TAQH/
+BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQwCgYIKoZIzj0EAwIDSQAwRgIhAPh/J4ut
+CxHHRIAuOVchAdhn7x17caHB7CAtcuoeAWAPAiEAtufGtv/vvD8fFSYof5lePJ2r
+BQCnU7lIVg/zhm2IvnI=
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn ca_file_is_added_to_the_system_bundle() {
+        assert!(matches!(root_certs(None), Ok(RootCerts::PlatformVerifier)));
+        let dir = std::env::temp_dir().join(format!("lockserver-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, TEST_CA).unwrap();
+        let roots = root_certs(Some(&ca));
+        let _ = std::fs::remove_dir_all(&dir);
+        let Ok(RootCerts::Specific(certs)) = roots else {
+            panic!("expected specific roots, got {roots:?}");
+        };
+        let system = SYSTEM_CA_BUNDLES.iter().any(|p| Path::new(p).is_file());
+        // The extra CA, plus every system root where the system has a bundle.
+        if system {
+            assert!(certs.len() > 10, "{} roots", certs.len());
+        } else {
+            assert_eq!(certs.len(), 1);
+        }
+    }
+
+    #[test]
+    fn clients_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Transport>();
+    }
+
+    #[test]
+    fn proxy_and_https_options_build() {
+        let options = TransportOptions {
+            base_url: "https://latch.tu.com/",
+            ca_file: None,
+            proxy: Some("http://proxy.example:3128"),
+        };
+        let t = Transport::new(&options).unwrap();
+        assert_eq!(t.base_url(), "https://latch.tu.com");
+    }
+
+    /// With `proxy` set, the connection goes to the proxy (a CONNECT tunnel, also for http://),
+    /// never to the service host directly.
+    #[test]
+    fn requests_go_through_the_configured_proxy() {
+        let proxy = serve(|mut s| {
+            let connect = read_request(&mut s);
+            if !connect.starts_with("CONNECT service.invalid:80 HTTP/1.1") {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\n");
+                return;
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let req = read_request(&mut s);
+            let status = if req.starts_with("GET /api/p HTTP/1.1") {
+                200
+            } else {
+                400
+            };
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        });
+        let options = TransportOptions {
+            base_url: "http://service.invalid",
+            ca_file: None,
+            proxy: Some(&proxy),
+        };
+        let reply = Transport::new(&options)
+            .unwrap()
+            .get("/api/p", &[], soon(2000))
+            .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+
+    #[test]
+    fn resolver_answers_ip_literals_without_lookup() {
+        let uri: Uri = "http://[::1]:8080/x".parse().unwrap();
+        assert_eq!(host_and_port(&uri), Some(("::1", 8080)));
+        let uri: Uri = "https://latch.tu.com/x".parse().unwrap();
+        assert_eq!(host_and_port(&uri), Some(("latch.tu.com", 443)));
+        let r = CachingResolver::default();
+        let uri: Uri = "http://127.0.0.1:81/".parse().unwrap();
+        let got = r.resolve(&uri, &Config::default(), NextTimeout::default()).unwrap();
+        assert_eq!(&got[..], &["127.0.0.1:81".parse::<SocketAddr>().unwrap()][..]);
+        assert!(r.cache.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn resolver_caches_host_names() {
+        let r = CachingResolver::default();
+        let uri: Uri = "http://localhost:81/".parse().unwrap();
+        let first = r.resolve(&uri, &Config::default(), NextTimeout::default()).unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(r.cache.lock().unwrap().len(), 1);
+        let again = r.resolve(&uri, &Config::default(), NextTimeout::default()).unwrap();
+        assert_eq!(&first[..], &again[..]);
+    }
+
+    #[test]
+    fn reply_debug_hides_the_body() {
+        let reply = Reply {
+            status: 200,
+            body: b"token".to_vec(),
+        };
+        let shown = format!("{reply:?}");
+        assert!(!shown.contains("token"), "{shown}");
+    }
+}

@@ -1,0 +1,844 @@
+//! SQLite pairing store: one root-only file, WAL journal, numbered migrations.
+//!
+//! # Schema
+//! One table, `pairings`, one row per local user name (see [`MIGRATIONS`] for the exact SQL):
+//! `user_name` (key), `account_id` (LOCK_ACCOUNT_ID), `enabled` (LOCK_ENABLED), `totp_enabled`
+//! (LOCK_TOTP_ENABLED), `totp_id` (LOCK_TOTP_ID), the local TOTP state `totp_secret` (base32 text),
+//! `totp_last_step`, `totp_failures`, `totp_window_start`, and `created` / `updated` (unix seconds).
+//! The schema version is `PRAGMA user_version`: the number of migrations applied.
+//!
+//! # Opening
+//! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and the file (0600) if
+//!   missing, switches the file to WAL, and applies pending migrations in one IMMEDIATE transaction.
+//! - [`OpenMode::Existing`] (every login, in a fresh process): never creates, never migrates, never
+//!   vacuums. A missing file (or one no migration has ever run on) is [`StoreError::Missing`]; a schema
+//!   older or newer than this build is [`StoreError::Unavailable`] saying what to run.
+//!
+//! Both modes refuse a database file (or its `-wal` / `-shm` companions) that group or others may write,
+//! and a parent directory that group or others may write (unless it is sticky). SQLite gives the `-wal`
+//! and `-shm` files the permissions of the database file, so they are 0600 as well.
+//!
+//! # Waiting for locks
+//! Every connection waits for a locked database up to its busy timeout ([`DEFAULT_BUSY_TIMEOUT`] unless
+//! opened with [`SqliteStore::open_with_timeout`] or changed with [`SqliteStore::set_busy_timeout`]);
+//! after that an operation fails with `Unavailable("store busy")`. A login should pass what is left of
+//! its time budget, so the store never makes it wait past it. Within one process, operations on one
+//! [`SqliteStore`] are serialized by a mutex; each holds it for at most one busy timeout plus the
+//! statement's own time.
+//!
+//! # Concurrency
+//! Every write runs in an `IMMEDIATE` transaction (the write lock is taken up front, so a writer never
+//! fails half-way on a lock upgrade). `insert` relies on the primary key (no check-then-insert race),
+//! `remove` is one `DELETE … RETURNING`, and the TOTP counters (`accept_totp_step`,
+//! `record_totp_failure`) are read-modify-writes inside one transaction.
+
+use super::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError, check_user};
+use crate::config::Secret;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, ffi, params};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The schema migrations, in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
+/// Never edit a released migration; append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the pairing table.
+    "CREATE TABLE pairings (
+        user_name         TEXT    NOT NULL PRIMARY KEY,
+        account_id        TEXT    NOT NULL,
+        enabled           INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        totp_enabled      INTEGER NOT NULL DEFAULT 0 CHECK (totp_enabled IN (0, 1)),
+        totp_id           TEXT,
+        totp_secret       TEXT,
+        totp_last_step    INTEGER CHECK (totp_last_step >= 0),
+        totp_failures     INTEGER NOT NULL DEFAULT 0 CHECK (totp_failures >= 0),
+        totp_window_start INTEGER NOT NULL DEFAULT 0 CHECK (totp_window_start >= 0),
+        created           INTEGER NOT NULL,
+        updated           INTEGER NOT NULL
+    ) STRICT;",
+];
+
+/// The schema version this build reads and writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long an operation waits for another process's lock when no timeout is given.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest account id, TOTP id or TOTP secret the store accepts.
+const MAX_VALUE_LEN: usize = 1024;
+
+const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, totp_id";
+
+/// The SQLite pairing store. `Send + Sync`: one handle may be shared by threads.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path` with [`DEFAULT_BUSY_TIMEOUT`].
+    pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
+        Self::open_with_timeout(path, mode, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// Opens the store at `path`; every operation (and the opening itself) waits at most `busy_timeout`
+    /// for another process's lock. A zero timeout fails at once when the database is locked.
+    pub fn open_with_timeout(path: &Path, mode: OpenMode, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+        if path.as_os_str().is_empty() {
+            return Err(StoreError::Unavailable("the store path is empty".into()));
+        }
+        if mode == OpenMode::Create {
+            prepare_file(path)?;
+        }
+        check_permissions(path)?;
+        // No SQLITE_OPEN_CREATE: the file exists (made above with 0600, or the caller gets Missing), and
+        // SQLite must never create it with umask-dependent permissions. No SQLITE_OPEN_URI: the path is a
+        // path. The mutex is ours.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing,
+            _ => unavailable(&format!("cannot open {}", path.display()), e),
+        })?;
+        set_timeout(&conn, busy_timeout)?;
+        match mode {
+            OpenMode::Create => {
+                let journal: String = conn
+                    .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                    .map_err(db_err)?;
+                if !journal.eq_ignore_ascii_case("wal") {
+                    // Switching needs an exclusive lock, and SQLite answers BUSY at once (without the busy
+                    // handler) while another connection has the file open: retry within the timeout.
+                    let now: String = retry_busy(busy_timeout, || {
+                        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                    })
+                    .map_err(db_err)?;
+                    if !now.eq_ignore_ascii_case("wal") {
+                        return Err(StoreError::Unavailable(format!(
+                            "cannot switch {} to WAL journal mode (it stays {now})",
+                            path.display()
+                        )));
+                    }
+                }
+                conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+                migrate(&mut conn, path)?;
+            }
+            OpenMode::Existing => {
+                conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+                check_version(&conn, path)?;
+            }
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Changes how long each later operation waits for another process's lock (e.g. what is left of a
+    /// login's time budget). Durations beyond `i32::MAX` milliseconds are capped.
+    pub fn set_busy_timeout(&self, busy_timeout: Duration) -> Result<(), StoreError> {
+        set_timeout(&self.lock(), busy_timeout)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        read_version(&self.lock())
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"` when the file is sound, else SQLite's findings, one per line.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(db_err)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut lines = Vec::new();
+        for row in rows {
+            lines.push(row.map_err(db_err)?);
+        }
+        Ok(lines.join("\n"))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open (Transaction rolls back on drop),
+        // so the connection is still usable.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction: committed if `f` succeeds, rolled back otherwise.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+}
+
+impl PairingStore for SqliteStore {
+    fn get(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+        check_user(user)?;
+        let conn = self.lock();
+        let raw = conn
+            .query_row(
+                &format!("SELECT {PAIRING_COLUMNS} FROM pairings WHERE user_name = ?1"),
+                [user],
+                RawPairing::from_row,
+            )
+            .optional()
+            .map_err(db_err)?;
+        raw.map(RawPairing::into_pairing).transpose()
+    }
+
+    fn insert(&self, pairing: &Pairing) -> Result<(), StoreError> {
+        check_user(&pairing.user)?;
+        check_value("account id", &pairing.account_id)?;
+        if let Some(id) = &pairing.totp_id {
+            check_value("TOTP id", id)?;
+        }
+        let now = unix_now();
+        self.write(|tx| {
+            let inserted = tx.execute(
+                "INSERT INTO pairings (user_name, account_id, enabled, totp_enabled, totp_id, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    pairing.user,
+                    pairing.account_id,
+                    pairing.enabled,
+                    pairing.totp_enabled,
+                    pairing.totp_id,
+                    now
+                ],
+            );
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(e) if is_key_violation(&e) => Err(StoreError::AlreadyPaired),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+    }
+
+    fn remove(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+        check_user(user)?;
+        let raw = self.write(|tx| {
+            tx.query_row(
+                &format!("DELETE FROM pairings WHERE user_name = ?1 RETURNING {PAIRING_COLUMNS}"),
+                [user],
+                RawPairing::from_row,
+            )
+            .optional()
+            .map_err(db_err)
+        })?;
+        raw.map(RawPairing::into_pairing).transpose()
+    }
+
+    fn list(&self) -> Result<Vec<Pairing>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!("SELECT {PAIRING_COLUMNS} FROM pairings ORDER BY user_name"))
+            .map_err(db_err)?;
+        let rows = stmt.query_map([], RawPairing::from_row).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(db_err)?.into_pairing()?);
+        }
+        Ok(out)
+    }
+
+    fn set_totp(&self, user: &str, enabled: bool, totp_id: Option<&str>) -> Result<(), StoreError> {
+        check_user(user)?;
+        if let Some(id) = totp_id {
+            check_value("TOTP id", id)?;
+        }
+        let now = unix_now();
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE pairings SET totp_enabled = ?2, totp_id = ?3, updated = ?4 WHERE user_name = ?1",
+                    params![user, enabled, totp_id, now],
+                )
+                .map_err(db_err)?;
+            if changed == 0 {
+                Err(StoreError::NotPaired)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn local_totp(&self, user: &str) -> Result<Option<LocalTotp>, StoreError> {
+        check_user(user)?;
+        let conn = self.lock();
+        let raw = conn
+            .query_row(
+                "SELECT totp_secret, totp_last_step, totp_failures, totp_window_start
+                 FROM pairings WHERE user_name = ?1",
+                [user],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some((Some(secret), last_step, failures, window_start)) = raw else {
+            return Ok(None);
+        };
+        let secret = Secret::new(secret);
+        Ok(Some(LocalTotp {
+            secret,
+            last_step: last_step.map(|s| from_db("totp_last_step", s)).transpose()?,
+            failures: from_db("totp_failures", failures)?,
+            window_start: from_db("totp_window_start", window_start)?,
+        }))
+    }
+
+    fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>) -> Result<(), StoreError> {
+        check_user(user)?;
+        let now = unix_now();
+        let changed = match state {
+            Some(state) => {
+                check_value("TOTP secret", state.secret.expose())?;
+                let last_step = state.last_step.map(|s| to_db("last TOTP step", s)).transpose()?;
+                let window_start = to_db("TOTP window start", state.window_start)?;
+                self.write(|tx| {
+                    tx.execute(
+                        "UPDATE pairings SET totp_secret = ?2, totp_last_step = ?3, totp_failures = ?4,
+                         totp_window_start = ?5, updated = ?6 WHERE user_name = ?1",
+                        params![
+                            user,
+                            state.secret.expose(),
+                            last_step,
+                            state.failures,
+                            window_start,
+                            now
+                        ],
+                    )
+                    .map_err(db_err)
+                })?
+            }
+            None => self.write(|tx| {
+                tx.execute(
+                    "UPDATE pairings SET totp_secret = NULL, totp_last_step = NULL, totp_failures = 0,
+                     totp_window_start = 0, updated = ?2 WHERE user_name = ?1",
+                    params![user, now],
+                )
+                .map_err(db_err)
+            })?,
+        };
+        if changed == 0 {
+            Err(StoreError::NotPaired)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        check_user(user)?;
+        let step = to_db("TOTP step", step)?;
+        let now = unix_now();
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE pairings SET totp_last_step = ?2, updated = ?3
+                     WHERE user_name = ?1 AND totp_secret IS NOT NULL
+                       AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+                    params![user, step, now],
+                )
+                .map_err(db_err)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn record_totp_failure(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError> {
+        check_user(user)?;
+        let stamp = unix_now();
+        self.write(|tx| {
+            let Some((failures, window_start)) = read_failures(tx, user)? else {
+                return Err(StoreError::NotPaired);
+            };
+            let (failures, window_start) = if in_window(now, window_start, period_secs) {
+                (failures.saturating_add(1), window_start)
+            } else {
+                (1, now)
+            };
+            tx.execute(
+                "UPDATE pairings SET totp_failures = ?2, totp_window_start = ?3, updated = ?4 WHERE user_name = ?1",
+                params![user, failures, to_db("TOTP window start", window_start)?, stamp],
+            )
+            .map_err(db_err)?;
+            Ok(failures)
+        })
+    }
+
+    fn totp_failures(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError> {
+        check_user(user)?;
+        let conn = self.lock();
+        Ok(match read_failures(&conn, user)? {
+            Some((failures, window_start)) if in_window(now, window_start, period_secs) => failures,
+            _ => 0,
+        })
+    }
+}
+
+/// A pairing row as stored, before its integers are checked.
+struct RawPairing {
+    user: String,
+    account_id: String,
+    enabled: i64,
+    totp_enabled: i64,
+    totp_id: Option<String>,
+}
+
+impl RawPairing {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPairing> {
+        Ok(RawPairing {
+            user: r.get(0)?,
+            account_id: r.get(1)?,
+            enabled: r.get(2)?,
+            totp_enabled: r.get(3)?,
+            totp_id: r.get(4)?,
+        })
+    }
+
+    fn into_pairing(self) -> Result<Pairing, StoreError> {
+        Ok(Pairing {
+            enabled: flag("enabled", self.enabled)?,
+            totp_enabled: flag("totp_enabled", self.totp_enabled)?,
+            user: self.user,
+            account_id: self.account_id,
+            totp_id: self.totp_id,
+        })
+    }
+}
+
+/// The failure counter and window start of `user`; `None` when the user has no pairing.
+fn read_failures(conn: &Connection, user: &str) -> Result<Option<(u32, u64)>, StoreError> {
+    let raw = conn
+        .query_row(
+            "SELECT totp_failures, totp_window_start FROM pairings WHERE user_name = ?1",
+            [user],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    raw.map(|(f, w)| Ok((from_db("totp_failures", f)?, from_db("totp_window_start", w)?)))
+        .transpose()
+}
+
+/// Whether the rate-limit window that started at `window_start` still runs at `now`. A window that
+/// starts after `now` (the clock went back) still runs: stepping the clock back must not reset the count.
+fn in_window(now: u64, window_start: u64, period_secs: u64) -> bool {
+    // `window_start + period` is never below `window_start`, so this also holds when `now < window_start`.
+    now < window_start.saturating_add(period_secs)
+}
+
+/// Create mode: the parent directory (0700) and an empty 0600 file, whatever the umask.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err(&format!("cannot create directory {}", dir.display()), e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err(&format!("cannot chmod directory {}", dir.display()), e))?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err(&format!("cannot chmod {}", path.display()), e)),
+        // Another process made it first (or it was there): fine, its permissions are checked next.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(&format!("cannot create {}", path.display()), e)),
+    }
+}
+
+/// Refuses a store that someone other than its owner could change. A missing file is [`StoreError::Missing`].
+fn check_permissions(path: &Path) -> Result<(), StoreError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing),
+        Err(e) => return Err(io_err(&format!("cannot stat {}", path.display()), e)),
+    };
+    if !meta.is_file() {
+        return Err(StoreError::Unavailable(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    refuse_writable(path, meta.mode())?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_os_string();
+        companion.push(suffix);
+        let companion = PathBuf::from(companion);
+        match fs::metadata(&companion) {
+            Ok(m) => refuse_writable(&companion, m.mode())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&format!("cannot stat {}", companion.display()), e)),
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_mode = fs::metadata(dir)
+        .map_err(|e| io_err(&format!("cannot stat {}", dir.display()), e))?
+        .mode();
+    if dir_mode & 0o022 != 0 && dir_mode & 0o1000 == 0 {
+        return Err(StoreError::Unavailable(format!(
+            "the directory {} is writable by group or others (mode {:03o}), so the store in it could be \
+             replaced; make it root-only: chmod 700 {}",
+            dir.display(),
+            dir_mode & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn refuse_writable(path: &Path, mode: u32) -> Result<(), StoreError> {
+    if mode & 0o022 != 0 {
+        return Err(StoreError::Unavailable(format!(
+            "{} is writable by group or others (mode {:03o}); the store must be root-only: chmod 600 {}",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn set_timeout(conn: &Connection, timeout: Duration) -> Result<(), StoreError> {
+    // rusqlite panics above i32::MAX milliseconds; cap it (that is 24 days).
+    let max = Duration::from_millis(i32::MAX as u64);
+    conn.busy_timeout(timeout.min(max)).map_err(db_err)
+}
+
+/// Runs `f` again while it fails with SQLITE_BUSY, for at most `timeout` in all: for the few statements
+/// that return BUSY without consulting the busy handler.
+fn retry_busy<T>(timeout: Duration, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && start.elapsed() + pause <= timeout => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn read_version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err)?;
+    // A negative version is no version of ours: report it as a huge (newer) one.
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+fn newer_error(path: &Path, found: u32) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the pairing store {} has schema version {found}, newer than this build's version {SCHEMA_VERSION}: \
+         upgrade lockserver (or restore a store made by this version)",
+        path.display()
+    ))
+}
+
+/// Existing mode: the file must be at exactly this build's schema version.
+fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found = read_version(conn)?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if found > SCHEMA_VERSION {
+        return Err(newer_error(path, found));
+    }
+    if found == 0 {
+        // No migration has ever committed (an empty file, or the CLI is making it right now): nobody can
+        // have paired yet.
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if objects == 0 {
+            return Err(StoreError::Missing);
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "the pairing store {} has schema version {found}, older than this build's version {SCHEMA_VERSION}: \
+         run any `lockserver` command as root (e.g. `lockserver users`) to migrate it",
+        path.display()
+    )))
+}
+
+/// Create mode: applies the pending migrations in one IMMEDIATE transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found = read_version(conn)?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    // Read again under the write lock: another CLI may have migrated meanwhile.
+    let found = read_version(&tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(newer_error(path, found));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| unavailable(&format!("migration {} of {} failed", n + 1, path.display()), e))?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
+        log::info!(
+            "pairing store {} migrated from schema version {found} to {SCHEMA_VERSION}",
+            path.display()
+        );
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn check_value(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be 1-{MAX_VALUE_LEN} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn flag(column: &str, v: i64) -> Result<bool, StoreError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(StoreError::Unavailable(format!("corrupt store: {column} = {v}"))),
+    }
+}
+
+fn from_db<T: TryFrom<i64>>(column: &str, v: i64) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| StoreError::Unavailable(format!("corrupt store: {column} = {v}")))
+}
+
+fn to_db(what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} is too large")))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn is_key_violation(e: &rusqlite::Error) -> bool {
+    e.sqlite_error().is_some_and(|err| {
+        err.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY || err.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+    })
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    if is_busy(&e) {
+        StoreError::Unavailable("store busy".into())
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn unavailable(context: &str, e: rusqlite::Error) -> StoreError {
+    if is_busy(&e) {
+        StoreError::Unavailable("store busy".into())
+    } else {
+        StoreError::Unavailable(format!("{context}: {e}"))
+    }
+}
+
+fn io_err(context: &str, e: io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lockserver-sqlite-unit-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn pairing(user: &str) -> Pairing {
+        Pairing {
+            user: user.into(),
+            account_id: format!("acct-{user}"),
+            enabled: true,
+            totp_enabled: false,
+            totp_id: None,
+        }
+    }
+
+    #[test]
+    fn send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SqliteStore>();
+    }
+
+    #[test]
+    fn schema_version_counts_migrations() {
+        const { assert!(SCHEMA_VERSION >= 1) };
+        assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn window_rules() {
+        assert!(in_window(100, 90, 60));
+        assert!(!in_window(150, 90, 60));
+        assert!(!in_window(151, 90, 60));
+        // The clock went back: the window keeps counting.
+        assert!(in_window(50, 90, 60));
+        // Huge values do not overflow.
+        assert!(in_window(u64::MAX - 1, u64::MAX - 10, u64::MAX));
+        assert!(!in_window(u64::MAX, 0, 10));
+    }
+
+    #[test]
+    fn create_twice_is_idempotent_and_wal() {
+        let dir = temp_dir("twice");
+        let path = dir.join("sub").join("store.db");
+        let a = SqliteStore::open(&path, OpenMode::Create).expect("create");
+        a.insert(&pairing("alice")).expect("insert");
+        drop(a);
+        let b = SqliteStore::open(&path, OpenMode::Create).expect("create again");
+        assert_eq!(b.schema_version(), Ok(SCHEMA_VERSION));
+        assert_eq!(b.list().map(|l| l.len()), Ok(1));
+        let journal: String = b
+            .lock()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(journal, "wal");
+        drop(b);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn huge_values_are_refused_not_panicked() {
+        let dir = temp_dir("huge");
+        let path = dir.join("store.db");
+        let s = SqliteStore::open(&path, OpenMode::Create).expect("create");
+        s.insert(&pairing("bob")).expect("insert");
+        let state = LocalTotp {
+            secret: Secret::new("JBSWY3DPEHPK3PXP"),
+            last_step: Some(u64::MAX),
+            failures: u32::MAX,
+            window_start: 0,
+        };
+        assert!(matches!(
+            s.set_local_totp("bob", Some(&state)),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.accept_totp_step("bob", u64::MAX),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(s.set_busy_timeout(Duration::MAX).is_ok());
+        assert!(matches!(
+            s.insert(&Pairing {
+                account_id: String::new(),
+                ..pairing("carol")
+            }),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(s.get("bad\nname"), Err(StoreError::Invalid(_))));
+        drop(s);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_flags_are_unavailable() {
+        let dir = temp_dir("corrupt");
+        let path = dir.join("store.db");
+        let s = SqliteStore::open(&path, OpenMode::Create).expect("create");
+        s.insert(&pairing("dave")).expect("insert");
+        // Bypass the CHECK constraints as a hand-edited file would.
+        let conn = s.lock();
+        conn.execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE pairings SET enabled = 7;")
+            .expect("corrupt");
+        drop(conn);
+        assert!(matches!(s.get("dave"), Err(StoreError::Unavailable(m)) if m.contains("corrupt")));
+        drop(s);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn busy_maps_to_store_busy() {
+        let dir = temp_dir("busy");
+        let path = dir.join("store.db");
+        let a = SqliteStore::open(&path, OpenMode::Create).expect("create");
+        let b = SqliteStore::open_with_timeout(&path, OpenMode::Existing, Duration::ZERO).expect("open");
+        a.insert(&pairing("erin")).expect("insert");
+        let mut held = a.lock();
+        let tx = held
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("lock");
+        let start = std::time::Instant::now();
+        assert_eq!(
+            b.insert(&pairing("frank")),
+            Err(StoreError::Unavailable("store busy".into()))
+        );
+        // Reads still work under WAL while a writer holds the lock.
+        assert!(matches!(b.get("erin"), Ok(Some(_))));
+        b.set_busy_timeout(Duration::from_millis(200)).expect("timeout");
+        assert_eq!(
+            b.set_totp("erin", true, None),
+            Err(StoreError::Unavailable("store busy".into()))
+        );
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(150), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+        drop(tx);
+        drop(held);
+        b.set_totp("erin", true, None).expect("after the lock is gone");
+        drop((a, b));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

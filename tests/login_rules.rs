@@ -1,0 +1,358 @@
+//! The login decision's rules (DESIGN §3, §5) with fakes behind the traits: no PAM, no network, no
+//! database. The same rules are exercised through the real libpam in `pam_login.rs`.
+
+use lockserver::config::{Config, Secret};
+use lockserver::dictionary::{Dictionary, Section};
+use lockserver::login::{Login, Phase, Prompter, Resources, Verdict};
+use lockserver::service::{Access, Challenge, LockService, ServiceError, TotpEnrolment};
+use lockserver::store::{LocalTotp, Pairing, PairingStore, StoreError};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::Instant;
+use zeroize::Zeroizing;
+
+const APP: &str = "AbCdEfGhIjKlMnOpQrSt";
+const SECRET: &str = "0123456789abcdefghij0123456789abcdefghij";
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "service = \"latch\"\n{extra}\n[latch]\napp_id = \"{APP}\"\nsecret = \"{SECRET}\"\nurl = \"http://127.0.0.1:9\"\n"
+    );
+    Config::parse_str(&text).expect("test config")
+}
+
+fn paired(user: &str) -> Pairing {
+    Pairing {
+        user: user.into(),
+        account_id: format!("acc-{user}"),
+        enabled: true,
+        totp_enabled: false,
+        totp_id: None,
+    }
+}
+
+struct FakeStore {
+    pairings: Vec<Pairing>,
+    fail: Option<StoreError>,
+}
+
+impl PairingStore for FakeStore {
+    fn get(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+        if let Some(e) = &self.fail {
+            return Err(e.clone());
+        }
+        Ok(self.pairings.iter().find(|p| p.user == user).cloned())
+    }
+    fn insert(&self, _: &Pairing) -> Result<(), StoreError> {
+        unreachable!("a login never pairs")
+    }
+    fn remove(&self, _: &str) -> Result<Option<Pairing>, StoreError> {
+        unreachable!("a login never unpairs")
+    }
+    fn list(&self) -> Result<Vec<Pairing>, StoreError> {
+        Ok(self.pairings.clone())
+    }
+    fn set_totp(&self, _: &str, _: bool, _: Option<&str>) -> Result<(), StoreError> {
+        unreachable!()
+    }
+    fn local_totp(&self, _: &str) -> Result<Option<LocalTotp>, StoreError> {
+        Ok(None)
+    }
+    fn set_local_totp(&self, _: &str, _: Option<&LocalTotp>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn accept_totp_step(&self, _: &str, _: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn record_totp_failure(&self, _: &str, _: u64, _: u64) -> Result<u32, StoreError> {
+        Ok(1)
+    }
+    fn totp_failures(&self, _: &str, _: u64, _: u64) -> Result<u32, StoreError> {
+        Ok(0)
+    }
+}
+
+/// A service whose status answers are scripted; records the calls.
+#[derive(Default)]
+struct FakeService {
+    status_answers: RefCell<VecDeque<Result<Access, ServiceError>>>,
+    status_calls: RefCell<Vec<(String, Option<String>, bool)>>,
+    totp_answers: RefCell<VecDeque<Result<bool, ServiceError>>>,
+    totp_calls: Cell<u32>,
+}
+
+impl FakeService {
+    fn answering(answer: Result<Access, ServiceError>) -> FakeService {
+        let s = FakeService::default();
+        s.status_answers.borrow_mut().push_back(answer);
+        s
+    }
+}
+
+impl LockService for FakeService {
+    fn status(&self, account: &str, op: Option<&str>, want_code: bool, _: Instant) -> Result<Access, ServiceError> {
+        self.status_calls
+            .borrow_mut()
+            .push((account.into(), op.map(String::from), want_code));
+        self.status_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err(ServiceError::Unavailable("no scripted answer".into())))
+    }
+    fn pair(&self, _: &str, _: Option<&str>, _: Instant) -> Result<String, ServiceError> {
+        unreachable!()
+    }
+    fn unpair(&self, _: &str, _: Instant) -> Result<(), ServiceError> {
+        unreachable!()
+    }
+    fn totp_create(&self, _: &str, _: &str, _: Instant) -> Result<TotpEnrolment, ServiceError> {
+        unreachable!()
+    }
+    fn totp_validate(&self, _: &str, _: &str, _: Instant) -> Result<bool, ServiceError> {
+        self.totp_calls.set(self.totp_calls.get() + 1);
+        self.totp_answers.borrow_mut().pop_front().unwrap_or(Ok(false))
+    }
+    fn totp_delete(&self, _: &str, _: Instant) -> Result<(), ServiceError> {
+        unreachable!()
+    }
+}
+
+struct Fakes {
+    store: FakeStore,
+    service: FakeService,
+}
+
+impl Resources for Fakes {
+    fn store(&mut self) -> Result<&dyn PairingStore, StoreError> {
+        Ok(&self.store)
+    }
+    fn service(&mut self) -> Result<&dyn LockService, ServiceError> {
+        Ok(&self.service)
+    }
+}
+
+#[derive(Default)]
+struct FakePrompter {
+    answers: VecDeque<String>,
+    prompts: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Prompter for FakePrompter {
+    fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>> {
+        self.prompts.push(prompt.into());
+        self.answers.pop_front().map(Zeroizing::new)
+    }
+    fn error(&mut self, text: &str) {
+        self.errors.push(text.into());
+    }
+    fn info(&mut self, _: &str) {}
+}
+
+fn decide(config: &Config, op: &str, explicit: bool, phase: Phase, fakes: &mut Fakes, p: &mut FakePrompter) -> Verdict {
+    let dict = Dictionary::builtin();
+    let login = Login {
+        config,
+        dictionary: &dict,
+        user: "alice",
+        operation: op,
+        explicit_operation: explicit,
+        phase,
+        clock: || 1_700_000_000,
+    };
+    login.decide(fakes, p)
+}
+
+fn fakes(pairings: Vec<Pairing>, service: FakeService) -> Fakes {
+    Fakes {
+        store: FakeStore { pairings, fail: None },
+        service,
+    }
+}
+
+#[test]
+fn open_latch_allows_and_closed_latch_denies_with_text() {
+    let c = config("");
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(Access::Open)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(Access::Locked)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Deny);
+    assert_eq!(
+        p.errors,
+        vec![Dictionary::builtin().get(Section::Lock, "locked").to_string()]
+    );
+}
+
+#[test]
+fn operation_rules() {
+    let c = config(r#"operations = ["sshd:OPSSHD:true", "sudo:OPSUDO:false"]"#);
+    // Found and enabled: that operation id is asked.
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(Access::Open)));
+    decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default());
+    assert_eq!(f.service.status_calls.borrow()[0].1.as_deref(), Some("OPSSHD"));
+    // Found and disabled: no service call at all.
+    let mut f = fakes(vec![paired("alice")], FakeService::default());
+    assert_eq!(
+        decide(&c, "sudo", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::Allow
+    );
+    assert!(f.service.status_calls.borrow().is_empty());
+    // Not found: application-wide.
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(Access::Open)));
+    decide(&c, "login", false, Phase::Auth, &mut f, &mut FakePrompter::default());
+    assert_eq!(f.service.status_calls.borrow()[0].1, None);
+    // An explicit operation= naming nothing is a configuration error, whatever fail_mode says.
+    let c = config("fail_mode = \"safe\"\noperations = [\"sshd:OPSSHD:true\"]");
+    let mut f = fakes(vec![paired("alice")], FakeService::default());
+    assert_eq!(
+        decide(&c, "nosuch", true, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::ConfigError
+    );
+}
+
+#[test]
+fn unpaired_policies() {
+    for (policy, expected) in [
+        ("ignore", Verdict::Ignore),
+        ("allow", Verdict::Allow),
+        ("deny", Verdict::Deny),
+    ] {
+        let c = config(&format!("unpaired = \"{policy}\""));
+        let mut f = fakes(vec![paired("bob")], FakeService::default());
+        assert_eq!(
+            decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+            expected
+        );
+        assert!(
+            f.service.status_calls.borrow().is_empty(),
+            "no service call for an unpaired user"
+        );
+    }
+    // The service saying "not paired" (201) takes the same path.
+    let c = config("unpaired = \"deny\"");
+    let mut f = fakes(
+        vec![paired("alice")],
+        FakeService::answering(Err(ServiceError::NotPaired)),
+    );
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::Deny
+    );
+}
+
+#[test]
+fn fail_mode_covers_unavailability_only() {
+    let down = || Err(ServiceError::Unavailable("connection refused".into()));
+    let misconfigured = || {
+        Err(ServiceError::Misconfigured {
+            code: 102,
+            message: "Invalid application signature".into(),
+        })
+    };
+    for (mode, expected_down) in [("secure", Verdict::Unavailable), ("safe", Verdict::Allow)] {
+        let c = config(&format!("fail_mode = \"{mode}\""));
+        let mut f = fakes(vec![paired("alice")], FakeService::answering(down()));
+        assert_eq!(
+            decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+            expected_down
+        );
+        let mut f = fakes(vec![paired("alice")], FakeService::answering(misconfigured()));
+        assert_eq!(
+            decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+            Verdict::ConfigError,
+            "a misconfiguration answer denies even with fail_mode = {mode}"
+        );
+    }
+}
+
+#[test]
+fn store_failure_denies_but_missing_store_means_unpaired() {
+    let c = config("unpaired = \"allow\"\nfail_mode = \"safe\"");
+    let mut f = fakes(vec![], FakeService::default());
+    f.store.fail = Some(StoreError::Unavailable("disk I/O error".into()));
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::ConfigError
+    );
+    f.store.fail = Some(StoreError::Missing);
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn latch_otp_is_prompted_and_compared() {
+    let c = config("[totp]\nmax_attempts = 2").clone();
+    let token = || Ok(Access::CodeRequired(Challenge::LocalToken(Secret::new("g2sEXg"))));
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(token()));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["g2sEXg".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+    assert_eq!(p.prompts.len(), 1);
+    assert!(f.service.status_calls.borrow()[0].2, "auth asks for a code");
+
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(token()));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["g2sEXG".to_string(), "g2sEX".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::MaxTries
+    );
+    assert_eq!(p.prompts.len(), 2);
+}
+
+#[test]
+fn account_phase_never_prompts_and_asks_without_code() {
+    let c = config("");
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(Access::Open)));
+    let mut p = FakePrompter::default();
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Account, &mut f, &mut p),
+        Verdict::Allow
+    );
+    assert!(!f.service.status_calls.borrow()[0].2, "account phase asks with /nootp");
+    assert!(p.prompts.is_empty());
+}
+
+#[test]
+fn latch_totp_prompts_until_max_attempts() {
+    let c = config("operations = [\"TOTP:TOTP:true\"]\n[totp]\nmax_attempts = 3");
+    let mut pairing = paired("alice");
+    pairing.totp_enabled = true;
+    pairing.totp_id = Some("totp1".into());
+    let service = FakeService::answering(Ok(Access::Open));
+    service.totp_answers.borrow_mut().extend([Ok(false), Ok(true)]);
+    let mut f = fakes(vec![pairing.clone()], service);
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+    assert_eq!(f.service.totp_calls.get(), 2);
+    assert_eq!(p.errors.len(), 1, "one wrong-code text");
+
+    // TOTP flag off: no prompt at all.
+    let c = config("operations = [\"TOTP:TOTP:false\"]");
+    let mut f = fakes(vec![pairing], FakeService::answering(Ok(Access::Open)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+    assert!(p.prompts.is_empty());
+}
+
+#[test]
+fn disabled_config_steps_aside() {
+    let c = config("enabled = false");
+    let mut f = fakes(vec![paired("alice")], FakeService::default());
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
+        Verdict::Ignore
+    );
+}

@@ -1,0 +1,915 @@
+//! The SQLite pairing store on real files: CRUD, migrations and versions, permissions, and concurrent
+//! writers (threads with their own connections, and child processes re-executing this test binary).
+
+use lockserver::config::Secret;
+use lockserver::store::sqlite::{SCHEMA_VERSION, SqliteStore};
+use lockserver::store::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Set in a child process: `<db path>|<worker id>` runs one concurrency worker.
+const CHILD_ENV: &str = "LOCKSERVER_STORE_TEST_CHILD";
+/// Set in a child process: the store path to create under `umask 000`.
+const UMASK_ENV: &str = "LOCKSERVER_STORE_TEST_UMASK_PATH";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lockserver-store-test-{}-{}-{nanos}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).expect("create temp dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod temp dir");
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn pairing(user: &str) -> Pairing {
+    Pairing {
+        user: user.into(),
+        account_id: format!("account-of-{user}"),
+        enabled: true,
+        totp_enabled: false,
+        totp_id: None,
+    }
+}
+
+fn totp_state(secret: &str) -> LocalTotp {
+    LocalTotp {
+        secret: Secret::new(secret),
+        last_step: None,
+        failures: 0,
+        window_start: 0,
+    }
+}
+
+fn unavailable_message(result: Result<SqliteStore, StoreError>) -> String {
+    match result {
+        Err(StoreError::Unavailable(m)) => m,
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("expected Unavailable, the store opened"),
+    }
+}
+
+#[test]
+fn crud() {
+    let dir = TempDir::new("crud");
+    let path = dir.path("store.db");
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
+
+    assert_eq!(store.get("alice"), Ok(None));
+    assert_eq!(store.list(), Ok(vec![]));
+    store.insert(&pairing("carol")).expect("insert carol");
+    store.insert(&pairing("alice")).expect("insert alice");
+    let bob = Pairing {
+        enabled: false,
+        totp_enabled: true,
+        totp_id: Some("totp-bob".into()),
+        ..pairing("bob")
+    };
+    store.insert(&bob).expect("insert bob");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("bob"), Ok(Some(bob.clone())));
+    // Ordered by user name.
+    assert_eq!(store.list(), Ok(vec![pairing("alice"), bob.clone(), pairing("carol")]));
+
+    // LOCK_TOTP_ENABLED / LOCK_TOTP_ID.
+    store.set_totp("alice", true, Some("totp-1")).expect("set_totp");
+    let alice = store.get("alice").expect("get").expect("paired");
+    assert!(alice.totp_enabled);
+    assert_eq!(alice.totp_id.as_deref(), Some("totp-1"));
+    store.set_totp("alice", false, None).expect("set_totp off");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+
+    // Local TOTP state.
+    assert_eq!(store.local_totp("alice"), Ok(None));
+    let state = LocalTotp {
+        secret: Secret::new("JBSWY3DPEHPK3PXP"),
+        last_step: Some(55_000_000),
+        failures: 2,
+        window_start: 1_700_000_000,
+    };
+    store.set_local_totp("alice", Some(&state)).expect("set_local_totp");
+    assert_eq!(store.local_totp("alice"), Ok(Some(state.clone())));
+    assert_eq!(store.local_totp("carol"), Ok(None));
+
+    // Replay protection: only newer steps are accepted.
+    assert_eq!(store.accept_totp_step("alice", 55_000_000), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 54_999_999), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(true));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(false));
+    assert_eq!(
+        store.local_totp("alice").map(|s| s.and_then(|s| s.last_step)),
+        Ok(Some(55_000_001))
+    );
+    // No local TOTP: nothing to accept.
+    assert_eq!(store.accept_totp_step("carol", 1), Ok(false));
+
+    // Rate-limit window: the stored window (1_700_000_000, 2 failures) runs for 60 s.
+    let start = 1_700_000_000;
+    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(2));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 59, 60), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 60, 60), Ok(0));
+    // An expired window restarts with one failure at `now`.
+    assert_eq!(store.record_totp_failure("alice", start + 100, 60), Ok(1));
+    assert_eq!(store.totp_failures("alice", start + 120, 60), Ok(1));
+    let now_state = store.local_totp("alice").expect("read").expect("present");
+    assert_eq!((now_state.failures, now_state.window_start), (1, start + 100));
+    // A user without local TOTP still has a counter (the row exists).
+    assert_eq!(store.record_totp_failure("carol", start, 60), Ok(1));
+    assert_eq!(store.totp_failures("carol", start, 60), Ok(1));
+    // Nobody: no failures, and nothing to record on.
+    assert_eq!(store.totp_failures("nobody", start, 60), Ok(0));
+
+    // Clearing the local TOTP state clears the counters too.
+    store.set_local_totp("alice", None).expect("clear");
+    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.totp_failures("alice", start + 100, 60), Ok(0));
+
+    // Everything survives reopening, in Existing mode (what a login does).
+    drop(store);
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(store.list().map(|l| l.len()), Ok(3));
+    assert_eq!(store.get("bob"), Ok(Some(bob)));
+
+    // Unicode and long-but-valid names are fine.
+    let long = "x".repeat(256);
+    for user in ["josé", "DOMAIN\\user", "user@example.com", long.as_str()] {
+        store.insert(&pairing(user)).expect("insert unusual name");
+        assert_eq!(store.get(user), Ok(Some(pairing(user))));
+    }
+}
+
+#[test]
+fn already_paired() {
+    let dir = TempDir::new("dup");
+    let path = dir.path("store.db");
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    store.insert(&pairing("alice")).expect("first insert");
+    let other = Pairing {
+        account_id: "another-account".into(),
+        ..pairing("alice")
+    };
+    assert_eq!(store.insert(&other), Err(StoreError::AlreadyPaired));
+    // The first pairing is untouched.
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    // Another connection sees the same.
+    let second = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(second.insert(&other), Err(StoreError::AlreadyPaired));
+}
+
+#[test]
+fn remove_returns_the_row_and_clears_totp_facts() {
+    let dir = TempDir::new("remove");
+    let path = dir.path("store.db");
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    store.insert(&pairing("alice")).expect("insert");
+    store.set_totp("alice", true, Some("totp-42")).expect("set_totp");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")))
+        .expect("local");
+    assert_eq!(store.accept_totp_step("alice", 7), Ok(true));
+    assert_eq!(store.record_totp_failure("alice", 1000, 60), Ok(1));
+
+    let removed = store.remove("alice").expect("remove");
+    assert_eq!(
+        removed,
+        Some(Pairing {
+            totp_enabled: true,
+            totp_id: Some("totp-42".into()),
+            ..pairing("alice")
+        })
+    );
+    assert_eq!(store.get("alice"), Ok(None));
+    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.totp_failures("alice", 1000, 60), Ok(0));
+    assert_eq!(store.remove("alice"), Ok(None));
+
+    // Pairing again starts from nothing: no TOTP left over (the seed: unpairing removes the TOTP).
+    store.insert(&pairing("alice")).expect("pair again");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.accept_totp_step("alice", 8), Ok(false));
+}
+
+#[test]
+fn unpaired_users() {
+    let dir = TempDir::new("unpaired");
+    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
+    assert_eq!(store.set_totp("ghost", true, Some("t")), Err(StoreError::NotPaired));
+    assert_eq!(
+        store.set_local_totp("ghost", Some(&totp_state("JBSWY3DPEHPK3PXP"))),
+        Err(StoreError::NotPaired)
+    );
+    assert_eq!(store.set_local_totp("ghost", None), Err(StoreError::NotPaired));
+    assert_eq!(store.record_totp_failure("ghost", 1, 60), Err(StoreError::NotPaired));
+    assert_eq!(store.accept_totp_step("ghost", 1), Ok(false));
+    assert_eq!(store.local_totp("ghost"), Ok(None));
+    assert_eq!(store.remove("ghost"), Ok(None));
+    assert_eq!(store.list(), Ok(vec![]));
+}
+
+#[test]
+fn invalid_values_are_refused_without_panicking() {
+    let dir = TempDir::new("invalid");
+    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
+    let too_long = "u".repeat(257);
+    let state = totp_state("JBSWY3DPEHPK3PXP");
+    for user in ["", "a\nb", "a\0b", "tab\there", "\u{7f}", too_long.as_str()] {
+        let invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid(_)));
+        assert!(matches!(store.get(user), Err(StoreError::Invalid(_))), "{user:?}");
+        assert!(invalid(store.insert(&pairing(user))), "{user:?}");
+        assert!(matches!(store.remove(user), Err(StoreError::Invalid(_))), "{user:?}");
+        assert!(invalid(store.set_totp(user, true, None)), "{user:?}");
+        assert!(
+            matches!(store.local_totp(user), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(invalid(store.set_local_totp(user, Some(&state))), "{user:?}");
+        assert!(
+            matches!(store.accept_totp_step(user, 1), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(
+            matches!(store.record_totp_failure(user, 1, 60), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(
+            matches!(store.totp_failures(user, 1, 60), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+    }
+    store.insert(&pairing("alice")).expect("insert");
+    let bad_account = Pairing {
+        account_id: "x\ny".into(),
+        ..pairing("bob")
+    };
+    assert!(matches!(store.insert(&bad_account), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.set_totp("alice", true, Some("")),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.set_local_totp("alice", Some(&totp_state(""))),
+        Err(StoreError::Invalid(_))
+    ));
+    let huge = LocalTotp {
+        window_start: u64::MAX,
+        ..totp_state("JBSWY3DPEHPK3PXP")
+    };
+    assert!(matches!(
+        store.set_local_totp("alice", Some(&huge)),
+        Err(StoreError::Invalid(_))
+    ));
+    // Nothing above was stored.
+    assert_eq!(store.list(), Ok(vec![pairing("alice")]));
+    assert_eq!(store.local_totp("alice"), Ok(None));
+}
+
+#[test]
+fn existing_mode_never_creates() {
+    let dir = TempDir::new("missing");
+    let path = dir.path("store.db");
+    assert!(matches!(
+        SqliteStore::open(&path, OpenMode::Existing),
+        Err(StoreError::Missing)
+    ));
+    assert!(!path.exists(), "Existing mode created the file");
+    let deep = dir.path("no/such/dir/store.db");
+    assert!(matches!(
+        SqliteStore::open(&deep, OpenMode::Existing),
+        Err(StoreError::Missing)
+    ));
+    assert!(!dir.path("no").exists(), "Existing mode created a directory");
+
+    // An empty file (no migration ever committed): nobody can have paired.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("touch");
+    assert!(matches!(
+        SqliteStore::open(&path, OpenMode::Existing),
+        Err(StoreError::Missing)
+    ));
+    assert_eq!(
+        fs::metadata(&path).map(|m| m.len()).ok(),
+        Some(0),
+        "Existing mode wrote to the file"
+    );
+    // The CLI makes it a store.
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("create over the empty file");
+    store.insert(&pairing("alice")).expect("insert");
+    drop(store);
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+
+    // A directory, or a file that is not a database: Unavailable, no panic.
+    let msg = unavailable_message(SqliteStore::open(&dir.0, OpenMode::Existing));
+    assert!(msg.contains("not a regular file"), "{msg}");
+    let junk = dir.path("junk.db");
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&junk)
+        .expect("junk");
+    fs::write(&junk, vec![0x5a_u8; 8192]).expect("write junk");
+    unavailable_message(SqliteStore::open(&junk, OpenMode::Existing));
+    unavailable_message(SqliteStore::open(&junk, OpenMode::Create));
+}
+
+#[test]
+fn schema_older_than_this_build() {
+    let dir = TempDir::new("old");
+    let path = dir.path("store.db");
+    {
+        // A database this build did not migrate: it has something in it, but user_version 0.
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute_batch("CREATE TABLE unrelated (x INTEGER);")
+            .expect("schema");
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("schema version 0"), "{msg}");
+    assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
+    assert!(msg.contains("`lockserver users`"), "{msg}");
+    assert!(msg.contains("as root"), "{msg}");
+
+    // Create mode (any CLI command) migrates it; then logins can open it.
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("migrate");
+    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
+    store.insert(&pairing("alice")).expect("insert");
+    drop(store);
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing after migration");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+}
+
+#[test]
+fn schema_newer_than_this_build() {
+    let dir = TempDir::new("new");
+    let path = dir.path("store.db");
+    drop(SqliteStore::open(&path, OpenMode::Create).expect("create"));
+    let newer = SCHEMA_VERSION + 3;
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", newer).expect("bump version");
+    }
+    for mode in [OpenMode::Existing, OpenMode::Create] {
+        let msg = unavailable_message(SqliteStore::open(&path, mode));
+        assert!(msg.contains(&format!("schema version {newer}")), "{mode:?}: {msg}");
+        assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{mode:?}: {msg}");
+        assert!(msg.contains("upgrade lockserver"), "{mode:?}: {msg}");
+    }
+    // Create mode did not touch it.
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let v: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, newer);
+}
+
+#[test]
+fn created_root_only() {
+    let dir = TempDir::new("perms");
+    let path = dir.path("var/lib/lockserver/store.db");
+    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    store.insert(&pairing("alice")).expect("insert");
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(&dir.path("var/lib/lockserver")), 0o700);
+    // While a connection is open the WAL companions exist; SQLite copies the db file's mode.
+    for suffix in ["-wal", "-shm"] {
+        let c = companion(&path, suffix);
+        assert!(c.exists(), "{} missing", c.display());
+        assert_eq!(mode_of(&c), 0o600, "{}", c.display());
+    }
+    let journal: String = rusqlite::Connection::open(&path)
+        .expect("raw")
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .expect("journal");
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn created_root_only_whatever_the_umask() {
+    if let Ok(path) = std::env::var(UMASK_ENV) {
+        // The child: runs under umask 000.
+        if let Ok(status) = fs::read_to_string("/proc/self/status") {
+            let umask = status.lines().find(|l| l.starts_with("Umask:"));
+            assert_eq!(
+                umask.map(|l| l.split_whitespace().last()),
+                Some(Some("0000")),
+                "umask not 000"
+            );
+        }
+        let path = PathBuf::from(path);
+        let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+        store.insert(&pairing("alice")).expect("insert");
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(mode_of(path.parent().expect("parent")), 0o700);
+        for suffix in ["-wal", "-shm"] {
+            assert_eq!(mode_of(&companion(&path, suffix)), 0o600, "{suffix}");
+        }
+        return;
+    }
+    let dir = TempDir::new("umask");
+    let path = dir.path("made/store.db");
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" --exact created_root_only_whatever_the_umask --nocapture --test-threads=1")
+        .arg(&exe)
+        .env(UMASK_ENV, &path)
+        .output()
+        .expect("run child");
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(&dir.path("made")), 0o700);
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+}
+
+#[test]
+fn writable_by_others_is_refused() {
+    let dir = TempDir::new("writable");
+    let path = dir.path("store.db");
+    drop(SqliteStore::open(&path, OpenMode::Create).expect("create"));
+
+    for mode in [0o666, 0o620, 0o602] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+        assert!(msg.contains("writable by group or others"), "{mode:o}: {msg}");
+        assert!(msg.contains("chmod 600"), "{mode:o}: {msg}");
+        let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Create));
+        assert!(msg.contains("chmod 600"), "{mode:o}: {msg}");
+    }
+    // Readable is not writable: allowed (the admin's choice), though 0600 is what Create makes.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    drop(SqliteStore::open(&path, OpenMode::Existing).expect("0644 opens"));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    drop(SqliteStore::open(&path, OpenMode::Existing).expect("0600 opens"));
+
+    // A writable WAL companion could inject pages: refused too.
+    let wal = companion(&path, "-wal");
+    let _ = fs::remove_file(&wal);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&wal)
+        .expect("wal");
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o666)).expect("chmod wal");
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("-wal"), "{msg}");
+    fs::remove_file(&wal).expect("rm wal");
+
+    // A directory others can write to lets them replace the file.
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).expect("chmod dir");
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("directory"), "{msg}");
+    // ... unless it is sticky, like /tmp.
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).expect("chmod dir");
+    drop(SqliteStore::open(&path, OpenMode::Existing).expect("sticky dir"));
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).expect("chmod dir back");
+}
+
+#[test]
+fn busy_timeout_bounds_the_wait() {
+    let dir = TempDir::new("busy");
+    let path = dir.path("store.db");
+    let holder = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    holder.insert(&pairing("alice")).expect("insert");
+    // Another process holds the write lock (a raw connection in an open IMMEDIATE transaction).
+    let raw = rusqlite::Connection::open(&path).expect("raw");
+    raw.execute_batch("BEGIN IMMEDIATE").expect("lock");
+
+    let login = SqliteStore::open_with_timeout(&path, OpenMode::Existing, Duration::from_millis(300))
+        .expect("opening does not need the write lock");
+    let start = Instant::now();
+    assert_eq!(
+        login.accept_totp_step("alice", 1),
+        Err(StoreError::Unavailable("store busy".into()))
+    );
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(250), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    // Readers are not blocked by a writer in WAL mode.
+    assert_eq!(login.get("alice"), Ok(Some(pairing("alice"))));
+    // The login's budget shrinks: it can tell the store.
+    login.set_busy_timeout(Duration::ZERO).expect("set timeout");
+    let start = Instant::now();
+    assert_eq!(
+        login.record_totp_failure("alice", 1, 60),
+        Err(StoreError::Unavailable("store busy".into()))
+    );
+    assert!(start.elapsed() < Duration::from_millis(200));
+
+    // A writer waiting within its timeout gets through once the lock goes.
+    login.set_busy_timeout(Duration::from_secs(5)).expect("set timeout");
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        raw.execute_batch("COMMIT").expect("unlock");
+    });
+    assert_eq!(login.record_totp_failure("alice", 1, 60), Ok(1));
+    releaser.join().expect("releaser");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Concurrency.
+
+const OPS: usize = 200;
+const OWN_USERS: usize = 4;
+const SHARED_USERS: [&str; 3] = ["shared-0", "shared-1", "shared-2"];
+/// A rate-limit period no test outlives: every recorded failure counts in the same window.
+const FOREVER: u64 = 1 << 40;
+const NOW: u64 = 1_000_000;
+
+/// xorshift64*: deterministic per worker, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// What one worker did to the shared users.
+#[derive(Default, Debug)]
+struct SharedEffects {
+    /// Failures recorded per shared user.
+    failures: BTreeMap<String, u32>,
+    /// Steps accepted per shared user.
+    accepted: BTreeMap<String, Vec<u64>>,
+}
+
+/// One worker's own users: the model of what the store must hold for them.
+type Model = HashMap<String, (Option<Pairing>, Option<LocalTotp>)>;
+
+/// `OPS` random operations: inserts / removes / gets / set_totp / set_local_totp / list on this worker's
+/// own users (checked against a per-user model at every step), and failure counters and TOTP steps on
+/// users every worker shares. Panics on any divergence.
+fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
+    let mut rng = Rng::new(id + 1);
+    let own: Vec<String> = (0..OWN_USERS).map(|n| format!("w{id}-u{n}")).collect();
+    let mut model: Model = own.iter().map(|u| (u.clone(), (None, None))).collect();
+    let mut effects = SharedEffects::default();
+    // No retry on "store busy": with the default 5 s busy timeout, a busy answer here would be a bug
+    // (a statement that bypasses the busy handler), not load.
+    for op in 0..OPS {
+        let user = &own[rng.below(OWN_USERS as u64) as usize];
+        let shared = SHARED_USERS[rng.below(SHARED_USERS.len() as u64) as usize];
+        let Some(entry) = model.get_mut(user) else {
+            panic!("no model for {user}");
+        };
+        match rng.below(9) {
+            0 | 1 => {
+                let p = Pairing {
+                    account_id: format!("acct-{id}-{op}"),
+                    enabled: rng.below(2) == 0,
+                    ..pairing(user)
+                };
+                let got = store.insert(&p);
+                if entry.0.is_some() {
+                    assert_eq!(got, Err(StoreError::AlreadyPaired), "insert {user}");
+                } else {
+                    assert_eq!(got, Ok(()), "insert {user}");
+                    entry.0 = Some(p);
+                }
+            }
+            2 => {
+                let got = store.remove(user);
+                assert_eq!(got, Ok(entry.0.take()), "remove {user}");
+                entry.1 = None;
+            }
+            3 => {
+                assert_eq!(store.get(user), Ok(entry.0.clone()), "get {user}");
+                assert_eq!(store.local_totp(user), Ok(entry.1.clone()), "local_totp {user}");
+            }
+            4 => {
+                let on = rng.below(2) == 0;
+                let tid = format!("totp-{id}-{op}");
+                let got = store.set_totp(user, on, on.then_some(tid.as_str()));
+                match &mut entry.0 {
+                    Some(p) => {
+                        assert_eq!(got, Ok(()), "set_totp {user}");
+                        p.totp_enabled = on;
+                        p.totp_id = on.then_some(tid);
+                    }
+                    None => assert_eq!(got, Err(StoreError::NotPaired), "set_totp {user}"),
+                }
+            }
+            5 => {
+                let state = (rng.below(3) != 0).then(|| LocalTotp {
+                    secret: Secret::new(format!("JBSWY3DPEHPK3PX{}", op % 10)),
+                    last_step: Some(op as u64),
+                    failures: (op % 5) as u32,
+                    window_start: op as u64,
+                });
+                let got = store.set_local_totp(user, state.as_ref());
+                if entry.0.is_some() {
+                    assert_eq!(got, Ok(()), "set_local_totp {user}");
+                    entry.1 = state;
+                } else {
+                    assert_eq!(got, Err(StoreError::NotPaired), "set_local_totp {user}");
+                }
+            }
+            6 => {
+                let n = store.record_totp_failure(shared, NOW, FOREVER).expect("record failure");
+                assert!(n >= 1);
+                *effects.failures.entry(shared.to_string()).or_default() += 1;
+            }
+            7 => {
+                // Every worker walks the same step numbers, so steps collide across workers.
+                let step = op as u64;
+                if store.accept_totp_step(shared, step).expect("accept step") {
+                    effects.accepted.entry(shared.to_string()).or_default().push(step);
+                }
+            }
+            _ => {
+                let all = store.list().expect("list");
+                let listed: HashMap<&str, &Pairing> = all.iter().map(|p| (p.user.as_str(), p)).collect();
+                for (u, (p, _)) in &model {
+                    assert_eq!(listed.get(u.as_str()).copied(), p.as_ref(), "list {u}");
+                }
+                assert!(all.windows(2).all(|w| w[0].user < w[1].user), "list not ordered");
+            }
+        }
+    }
+    // Final state of this worker's users.
+    for (u, (p, t)) in &model {
+        assert_eq!(store.get(u), Ok(p.clone()), "final get {u}");
+        assert_eq!(store.local_totp(u), Ok(t.clone()), "final local_totp {u}");
+    }
+    (model, effects)
+}
+
+fn setup_shared(store: &SqliteStore) {
+    for user in SHARED_USERS {
+        store.insert(&pairing(user)).expect("shared insert");
+        store
+            .set_local_totp(user, Some(&totp_state("JBSWY3DPEHPK3PXP")))
+            .expect("shared totp");
+    }
+}
+
+/// Checks the shared users against what every worker did: no lost failure, no step accepted twice.
+fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
+    for user in SHARED_USERS {
+        let recorded: u32 = effects.iter().filter_map(|e| e.failures.get(user)).sum();
+        assert_eq!(
+            store.totp_failures(user, NOW, FOREVER),
+            Ok(recorded),
+            "failures of {user}"
+        );
+        let mut accepted: Vec<u64> = effects
+            .iter()
+            .filter_map(|e| e.accepted.get(user))
+            .flatten()
+            .copied()
+            .collect();
+        let distinct: HashSet<u64> = accepted.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            accepted.len(),
+            "a step of {user} was accepted twice: {accepted:?}"
+        );
+        accepted.sort_unstable();
+        let last = store.local_totp(user).expect("local").expect("present").last_step;
+        assert_eq!(last, accepted.last().copied(), "last step of {user}");
+        assert_eq!(store.get(user), Ok(Some(pairing(user))), "shared pairing {user}");
+    }
+}
+
+#[test]
+fn concurrent_threads_with_their_own_connections() {
+    const THREADS: usize = 8;
+    let dir = TempDir::new("threads");
+    let path = dir.path("store.db");
+
+    // All open (create + migrate) the same new file at once.
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let openers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (barrier, path) = (Arc::clone(&barrier), path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteStore::open(&path, OpenMode::Create)
+            })
+        })
+        .collect();
+    let stores: Vec<SqliteStore> = openers
+        .into_iter()
+        .map(|h| h.join().expect("opener thread").expect("concurrent create"))
+        .collect();
+    setup_shared(&stores[0]);
+
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(id, store)| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                worker(&store, id as u64)
+            })
+        })
+        .collect();
+    let results: Vec<(Model, SharedEffects)> = workers.into_iter().map(|h| h.join().expect("worker thread")).collect();
+
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    // Every worker's users hold exactly what its model says; nothing else exists.
+    let mut expected: Vec<Pairing> = results
+        .iter()
+        .flat_map(|(m, _)| m.values().filter_map(|(p, _)| p.clone()))
+        .chain(SHARED_USERS.iter().map(|u| pairing(u)))
+        .collect();
+    expected.sort_by(|a, b| a.user.cmp(&b.user));
+    assert_eq!(store.list(), Ok(expected));
+    for (model, _) in &results {
+        for (u, (_, t)) in model {
+            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+        }
+    }
+    let effects: Vec<SharedEffects> = results.into_iter().map(|(_, e)| e).collect();
+    check_shared(&store, &effects);
+}
+
+/// Child worker output lines: `@@ fail <user> <count>` and `@@ step <user> <step>`.
+fn run_child_worker(spec: &str) {
+    let (path, id) = spec.rsplit_once('|').expect("child spec");
+    let path = PathBuf::from(path);
+    let id: u64 = id.parse().expect("child id");
+    // Start together with the other processes.
+    let go = companion(&path, ".go");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("child open");
+    let (_, effects) = worker(&store, id);
+    for (user, n) in &effects.failures {
+        println!("@@ fail {user} {n}");
+    }
+    for (user, steps) in &effects.accepted {
+        for step in steps {
+            println!("@@ step {user} {step}");
+        }
+    }
+}
+
+#[test]
+fn concurrent_processes_and_threads() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        run_child_worker(&spec);
+        return;
+    }
+    const PROCESSES: u64 = 4;
+    const THREADS: u64 = 4;
+    let dir = TempDir::new("procs");
+    let path = dir.path("store.db");
+    let setup = SqliteStore::open(&path, OpenMode::Create).expect("create");
+    setup_shared(&setup);
+    drop(setup);
+
+    let exe = std::env::current_exe().expect("current exe");
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|n| {
+            let spec = format!("{}|{}", path.display(), 100 + n);
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "concurrent_processes_and_threads",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, spec)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|id| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let go = companion(&path, ".go");
+                while !go.exists() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let store = SqliteStore::open(&path, OpenMode::Existing).expect("thread open");
+                worker(&store, id)
+            })
+        })
+        .collect();
+    fs::write(companion(&path, ".go"), b"go").expect("go");
+
+    let mut effects = Vec::new();
+    let mut models = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut e = SharedEffects::default();
+        // libtest prints "test NAME ... " before the test's own output, on the same line.
+        for line in stdout.lines().filter_map(|l| l.split_once("@@ ").map(|(_, rest)| rest)) {
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts.as_slice() {
+                ["fail", user, n] => {
+                    e.failures.insert(user.to_string(), n.parse().expect("count"));
+                }
+                ["step", user, s] => e
+                    .accepted
+                    .entry(user.to_string())
+                    .or_default()
+                    .push(s.parse().expect("step")),
+                _ => panic!("bad child line {line:?}"),
+            }
+        }
+        effects.push(e);
+    }
+    for t in threads {
+        let (model, e) = t.join().expect("worker thread");
+        models.push(model);
+        effects.push(e);
+    }
+    assert!(
+        effects.iter().any(|e| !e.failures.is_empty()),
+        "the children reported nothing"
+    );
+
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    check_shared(&store, &effects);
+    // The threads' users (the children checked theirs before exiting).
+    for model in &models {
+        for (u, (p, t)) in model {
+            assert_eq!(store.get(u), Ok(p.clone()), "get {u}");
+            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+        }
+    }
+    // Every listed user belongs to a worker or is shared: nothing appeared from nowhere.
+    for p in store.list().expect("list") {
+        assert!(
+            p.user.starts_with("shared-") || p.user.starts_with('w'),
+            "unexpected user {}",
+            p.user
+        );
+    }
+}
