@@ -1,0 +1,237 @@
+//! The C API from C: compiles `tests/c/capi_test.c` with the system compiler against the built
+//! `liblockserver.so` and the committed header, and runs it (under valgrind when installed, which then
+//! must report no error and no definite leak) against the Latch emulator.
+
+use lockserver_emulator::{AppConfig, Emulator, Options, QrMode};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OPERATION: &str = "CapiOperation0000001";
+
+/// target/<profile>/, where cargo puts the cdylib next to the test binaries' `deps/`.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// A directory with the library under its SONAME and its link name, as an install would lay it out.
+fn lib_dir(tmp: &Path) -> PathBuf {
+    let built = target_dir().join("liblockserver.so");
+    assert!(
+        built.exists(),
+        "{} was not built (cargo builds the cdylib with the tests)",
+        built.display()
+    );
+    let dir = tmp.join("lib");
+    std::fs::create_dir_all(&dir).expect("lib dir");
+    symlink(&built, dir.join("liblockserver.so")).expect("link name");
+    symlink(&built, dir.join("liblockserver.so.0")).expect("soname");
+    dir
+}
+
+fn compile(tmp: &Path, lib: &Path, source: &Path, compiler: &str, extra: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tmp.join(source.file_stem().expect("source name"));
+    let status = Command::new(compiler)
+        .args(extra)
+        .args(["-Wall", "-Wextra", "-Werror", "-pthread", "-g"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join(source))
+        .arg("-L")
+        .arg(lib)
+        .arg("-llockserver")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "{compiler} failed on {}", source.display());
+    out
+}
+
+fn has_valgrind() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn c_program_exercises_every_function() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let emu = Emulator::start(Options {
+        apps: vec![AppConfig {
+            operations: vec![OPERATION.to_string()],
+            ..AppConfig::default()
+        }],
+        qr_mode: QrMode::Uri,
+        ..Options::default()
+    })
+    .expect("emulator");
+    let open = emu.pair("open-user").expect("pair open");
+    let locked = emu.pair("locked-user").expect("pair locked");
+    emu.set_latch(&locked, None, false).expect("lock");
+    let otp = emu.pair("otp-user").expect("pair otp");
+    emu.require_otp(&otp, None, true).expect("otp");
+    let code1 = emu.add_code(None).expect("code 1");
+    let code2 = emu.add_code(None).expect("code 2");
+
+    let config = format!(
+        "service = \"latch\"\noperations = [\"sshd:{OPERATION}:true\", \"sudo:{OPERATION}:false\", \"TOTP:TOTP:true\"]\n\
+         timeout_ms = 3000\nstore = \"sqlite://{}/capi.db\"\n[latch]\napp_id = \"{}\"\nsecret = \"{}\"\nurl = \"{}\"\n\
+         [totp]\nsource = \"local\"\n",
+        tmp.path().display(),
+        emu.app_id(),
+        emu.secret(),
+        emu.url()
+    );
+    let config_path = tmp.path().join("lockserver.conf");
+    std::fs::write(&config_path, &config).expect("write config");
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
+
+    let lib = lib_dir(tmp.path());
+    let binary = compile(tmp.path(), &lib, Path::new("tests/c/capi_test.c"), "cc", &["-std=c11"]);
+    let mut cmd = if has_valgrind() {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--quiet",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+        ])
+        .arg(&binary);
+        c
+    } else {
+        eprintln!("valgrind is not installed: running the C tests without it");
+        Command::new(&binary)
+    };
+    let output = cmd
+        .env("LS_CONFIG", &config)
+        .env("LS_CONFIG_PATH", &config_path)
+        .env("LS_OPEN_ACCOUNT", &open)
+        .env("LS_LOCKED_ACCOUNT", &locked)
+        .env("LS_OTP_ACCOUNT", &otp)
+        .env("LS_CODE1", &code1)
+        .env("LS_CODE2", &code2)
+        .env("LS_OPERATION_ID", OPERATION)
+        .output()
+        .expect("run the C tests");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(" 0 failed"),
+        "C tests failed ({:?}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let passed: u32 = stdout
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a 'N passed, M failed' line");
+    assert!(passed > 100, "only {passed} C checks ran");
+}
+
+#[test]
+fn header_declares_only_the_api_and_compiles_as_c_and_cpp() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(root.join("include/lockserver.h")).expect("header");
+    let code = strip_comments(&header);
+    let declared: Vec<&str> = code
+        .split('(')
+        .filter_map(|before| before.split(|c: char| !(c.is_alphanumeric() || c == '_')).next_back())
+        .filter(|name| !name.is_empty())
+        .collect();
+    assert!(declared.len() > 20, "few declarations found: {declared:?}");
+    for name in declared {
+        assert!(name.starts_with("lockserver_"), "the header declares {name}");
+    }
+    assert!(!header.contains("pam_sm_"), "the PAM hooks are not part of the C API");
+    assert!(header.contains(&format!(
+        "#define LOCKSERVER_MAX_INPUT {}",
+        lockserver::capi::LOCKSERVER_MAX_INPUT
+    )));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let src = tmp.path().join("h.c");
+    std::fs::write(
+        &src,
+        "#include <lockserver.h>\nint main(void) { return lockserver_version() == 0; }\n",
+    )
+    .expect("write");
+    for (compiler, lang) in [("cc", "-std=c11"), ("c++", "-std=c++17")] {
+        let status = Command::new(compiler)
+            .args([
+                "-x",
+                if compiler == "cc" { "c" } else { "c++" },
+                lang,
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+            ])
+            .arg("-I")
+            .arg(root.join("include"))
+            .args(["-fsyntax-only"])
+            .arg(&src)
+            .status()
+            .expect("run the compiler");
+        assert!(status.success(), "the header does not compile with {compiler} {lang}");
+    }
+}
+
+/// The header without its comments.
+fn strip_comments(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn exports_are_exactly_the_api_and_the_pam_hooks() {
+    let lib = target_dir().join("liblockserver.so");
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("run nm");
+    assert!(out.status.success(), "nm failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let pam: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("pam_sm_")).collect();
+    assert_eq!(pam.len(), 6, "the six pam_sm_* hooks: {pam:?}");
+    for name in &names {
+        assert!(
+            name.starts_with("lockserver_") || name.starts_with("pam_sm_"),
+            "unexpected export {name}"
+        );
+    }
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/lockserver.h")).expect("header");
+    for name in names.iter().filter(|n| n.starts_with("lockserver_")) {
+        assert!(
+            header.contains(&format!("{name}(")),
+            "{name} is exported but not in the header"
+        );
+    }
+    let dynamic = Command::new("readelf")
+        .arg("-d")
+        .arg(&lib)
+        .output()
+        .expect("run readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        dynamic.contains("[liblockserver.so.0]"),
+        "SONAME liblockserver.so.0:\n{dynamic}"
+    );
+    assert!(dynamic.contains("NODELETE"), "linked with -z nodelete:\n{dynamic}");
+}
