@@ -9,23 +9,20 @@ use std::process::Command;
 
 const OPERATION: &str = "CapiOperation0000001";
 
-/// target/<profile>/, where cargo puts the cdylib next to the test binaries' `deps/`.
-fn target_dir() -> PathBuf {
+/// The cdylib of this build: cargo builds it into `target/<profile>/deps/` with the tests (and copies it
+/// up to `target/<profile>/` only on `cargo build`).
+fn built_library() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
+    let deps = exe.parent().expect("target/<profile>/deps");
+    [deps.join("liblockserver.so"), deps.join("../liblockserver.so")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("liblockserver.so not found near {}", deps.display()))
 }
 
 /// A directory with the library under its SONAME and its link name, as an install would lay it out.
 fn lib_dir(tmp: &Path) -> PathBuf {
-    let built = target_dir().join("liblockserver.so");
-    assert!(
-        built.exists(),
-        "{} was not built (cargo builds the cdylib with the tests)",
-        built.display()
-    );
+    let built = built_library();
     let dir = tmp.join("lib");
     std::fs::create_dir_all(&dir).expect("lib dir");
     symlink(&built, dir.join("liblockserver.so")).expect("link name");
@@ -198,7 +195,7 @@ fn strip_comments(text: &str) -> String {
 
 #[test]
 fn exports_are_exactly_the_api_and_the_pam_hooks() {
-    let lib = target_dir().join("liblockserver.so");
+    let lib = built_library();
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(&lib)

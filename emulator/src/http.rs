@@ -54,7 +54,8 @@ fn trim_ows(b: &[u8], mut s: usize, mut e: usize) -> Span {
 
 fn is_token(b: &[u8]) -> bool {
     !b.is_empty()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 impl Request {
@@ -215,7 +216,8 @@ impl Request {
 
     /// The client sent `Expect: 100-continue`.
     pub fn expects_continue(&self) -> bool {
-        self.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        self.header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     }
 
     /// Reads exactly `len` body bytes.
@@ -260,7 +262,11 @@ pub enum BodyLen {
 /// Appends a status line and headers to `out`.
 pub fn write_head(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, len: BodyLen, keep_alive: bool) {
     // Writes into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\nServer: lockserver-emulator\r\n", reason(status));
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nServer: lockserver-emulator\r\n",
+        reason(status)
+    );
     if let Some(ct) = content_type {
         let _ = write!(out, "Content-Type: {ct}\r\n");
     }
@@ -272,12 +278,22 @@ pub fn write_head(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, le
         }
         BodyLen::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n\r\n" } else { b"Connection: close\r\n\r\n" });
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
 }
 
 /// Appends a complete response (head and body) to `out`.
 pub fn write_response(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, body: &[u8], keep_alive: bool) {
-    write_head(out, status, content_type, BodyLen::Length(body.len() as u64), keep_alive);
+    write_head(
+        out,
+        status,
+        content_type,
+        BodyLen::Length(body.len() as u64),
+        keep_alive,
+    );
     if status != 204 {
         out.extend_from_slice(body);
     }
@@ -312,9 +328,17 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("p").keep_alive);
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .expect("p")
+                .keep_alive
+        );
         assert!(!parse(b"GET / HTTP/1.0\r\n\r\n").expect("p").keep_alive);
-        assert!(parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("p").keep_alive);
+        assert!(
+            parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .expect("p")
+                .keep_alive
+        );
         assert!(parse(b"GET / HTTP/1.1\n\n").expect("p").keep_alive);
     }
 
@@ -327,7 +351,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
             (b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
             (b"GET /\xff HTTP/1.1\r\n\r\n", 400),
@@ -339,7 +366,10 @@ mod tests {
         }
         assert!(matches!(parse(b""), Err(ReadError::Eof)));
         assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost"), Err(ReadError::Io(_))));
-        assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"), Err(ReadError::Io(_))));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"),
+            Err(ReadError::Io(_))
+        ));
         let big = vec![b'a'; MAX_HEAD + 10];
         assert!(matches!(parse(&big), Err(ReadError::Bad(431, _))));
     }

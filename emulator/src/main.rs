@@ -70,7 +70,11 @@ fn parse_app(s: &str) -> Result<AppConfig, String> {
     let operations = parts.next().map_or_else(Vec::new, |ops| {
         ops.split(',').filter(|o| !o.is_empty()).map(str::to_string).collect()
     });
-    Ok(AppConfig { id: id.into(), secret: secret.into(), operations })
+    Ok(AppConfig {
+        id: id.into(),
+        secret: secret.into(),
+        operations,
+    })
 }
 
 /// Writes `contents` to `path` atomically (temp file + rename), so a poller never sees a partial file.
@@ -83,7 +87,11 @@ fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let mut apps = vec![AppConfig { id: cli.app_id, secret: cli.secret, operations: cli.operations }];
+    let mut apps = vec![AppConfig {
+        id: cli.app_id,
+        secret: cli.secret,
+        operations: cli.operations,
+    }];
     for a in &cli.apps {
         apps.push(parse_app(a)?);
     }

@@ -43,7 +43,11 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { id: DEFAULT_APP_ID.into(), secret: DEFAULT_SECRET.into(), operations: Vec::new() }
+        AppConfig {
+            id: DEFAULT_APP_ID.into(),
+            secret: DEFAULT_SECRET.into(),
+            operations: Vec::new(),
+        }
     }
 }
 
@@ -132,7 +136,9 @@ struct Shared {
 }
 
 fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -187,10 +193,10 @@ impl Shared {
         app: Option<&str>,
         ttl: Option<Duration>,
     ) -> Result<(String, String, String), EmuError> {
-        if let Some(c) = code {
-            if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(EmuError(format!("invalid pairing code {c:?} (1-64 letters/digits)")));
-            }
+        if let Some(c) = code
+            && (c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(EmuError(format!("invalid pairing code {c:?} (1-64 letters/digits)")));
         }
         let app = self.app_or_default(app)?;
         let mut st = self.state();
@@ -201,12 +207,18 @@ impl Shared {
         Ok((code, user, account))
     }
 
-    fn pair_user(&self, user: Option<&str>, app: Option<&str>, common_name: Option<String>) -> Result<String, EmuError> {
+    fn pair_user(
+        &self,
+        user: Option<&str>,
+        app: Option<&str>,
+        common_name: Option<String>,
+    ) -> Result<String, EmuError> {
         let app = self.app_or_default(app)?;
         let user = user.map_or_else(|| format!("user-{}", random_string(ALNUM, 12)), str::to_string);
         let mut st = self.state();
         let now = self.now_ms(&st);
-        st.pair_user(&app, &user, common_name, now).map_err(|c| EmuError(latch_message(c).into()))
+        st.pair_user(&app, &user, common_name, now)
+            .map_err(|c| EmuError(latch_message(c).into()))
     }
 
     fn set_latch(&self, account: &str, op: Option<&str>, on: bool) -> Result<(), EmuError> {
@@ -295,8 +307,13 @@ pub struct Emulator {
 impl Emulator {
     /// Binds `options.listen` and starts serving on a background thread.
     pub fn start(options: Options) -> io::Result<Emulator> {
-        let apps = if options.apps.is_empty() { vec![AppConfig::default()] } else { options.apps };
-        let initial_ops: Vec<(String, Vec<String>)> = apps.iter().map(|a| (a.id.clone(), a.operations.clone())).collect();
+        let apps = if options.apps.is_empty() {
+            vec![AppConfig::default()]
+        } else {
+            options.apps
+        };
+        let initial_ops: Vec<(String, Vec<String>)> =
+            apps.iter().map(|a| (a.id.clone(), a.operations.clone())).collect();
         let listener = TcpListener::bind(&options.listen)?;
         let addr = listener.local_addr()?;
         let (tls, ca_pem) = match &options.tls {
@@ -335,7 +352,13 @@ impl Emulator {
         let accept = thread::Builder::new()
             .name("emulator-accept".into())
             .spawn(move || accept_loop(listener, sh, tls))?;
-        Ok(Emulator { shared, addr: SocketAddr::new(host_ip, addr.port()), url, ca_pem, accept: Some(accept) })
+        Ok(Emulator {
+            shared,
+            addr: SocketAddr::new(host_ip, addr.port()),
+            url,
+            ca_pem,
+            accept: Some(accept),
+        })
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
@@ -375,7 +398,9 @@ impl Emulator {
 
     /// Registers a pairing code for `user`; returns (code, account id it pairs to in the default application).
     pub fn add_code_for(&self, code: Option<&str>, user: &str) -> Result<(String, String), EmuError> {
-        self.shared.add_code(code, Some(user), None, None).map(|(c, _, a)| (c, a))
+        self.shared
+            .add_code(code, Some(user), None, None)
+            .map(|(c, _, a)| (c, a))
     }
 
     /// Registers a pairing code that expires after `ttl`.
@@ -431,7 +456,9 @@ impl Emulator {
 
     /// Sets the accepted date window, in seconds.
     pub fn set_window_secs(&self, seconds: u64) {
-        self.shared.window_secs.store(seconds.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+        self.shared
+            .window_secs
+            .store(seconds.min(i64::MAX as u64) as i64, Ordering::Relaxed);
     }
 
     /// Sets the form of TOTP `qr` values.
@@ -468,9 +495,11 @@ impl Emulator {
     /// Stops the listener and closes every connection (what `Drop` does).
     pub fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
+        // Wake the accept loop; wait for it only if the wake-up got through (never block forever in Drop).
+        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
+        if let Some(h) = self.accept.take()
+            && woke
+        {
             let _ = h.join();
         }
         for (_, c) in lock(&self.shared.conns).drain() {
@@ -507,6 +536,8 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>, tls: Option<Arc<rustls::S
         let sh2 = sh.clone();
         let tls = tls.clone();
         let spawned = thread::Builder::new().name("emulator-conn".into()).spawn(move || {
+            // Unregisters and closes the socket however serve() ends (even by a panic).
+            let _guard = ConnGuard { sh: &sh2, id };
             match tls {
                 None => serve(&tcp, &tcp, &sh2),
                 Some(cfg) => {
@@ -515,12 +546,24 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>, tls: Option<Arc<rustls::S
                     }
                 }
             }
-            lock(&sh2.conns).remove(&id);
         });
-        if spawned.is_err() {
-            if let Some(c) = lock(&sh.conns).remove(&id) {
-                let _ = c.shutdown(Shutdown::Both);
-            }
+        if spawned.is_err()
+            && let Some(c) = lock(&sh.conns).remove(&id)
+        {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+struct ConnGuard<'a> {
+    sh: &'a Shared,
+    id: u64,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.sh.conns).remove(&self.id) {
+            let _ = c.shutdown(Shutdown::Both);
         }
     }
 }
@@ -609,7 +652,13 @@ fn api_request<S: Read + Write>(
     if sh.verbose {
         eprintln!("emulator: {} {} (fault {})", req.method(), req.target(), fault.mode());
     }
-    let done = |r: io::Result<()>| if r.is_ok() && keep { Next::KeepGoing } else { Next::Close };
+    let done = |r: io::Result<()>| {
+        if r.is_ok() && keep {
+            Next::KeepGoing
+        } else {
+            Next::Close
+        }
+    };
     match fault {
         Fault::Refuse => {
             let _ = raw.shutdown(Shutdown::Both);
@@ -695,7 +744,11 @@ fn hang<R: Read>(r: &mut R, raw: &TcpStream, max: Duration, stop: &AtomicBool) {
 fn stream_huge<W: Write>(w: &mut W, app: &str, size: u64, chunked: bool, keep: bool) -> io::Result<()> {
     static PAD: [u8; 64 * 1024] = [b'a'; 64 * 1024];
     let mut head = Vec::with_capacity(256);
-    let len = if chunked { BodyLen::Chunked } else { BodyLen::Length(size) };
+    let len = if chunked {
+        BodyLen::Chunked
+    } else {
+        BodyLen::Length(size)
+    };
     http::write_head(&mut head, 200, Some(JSON), len, keep);
     w.write_all(&head)?;
     let mut prefix = Vec::new();
@@ -704,7 +757,7 @@ fn stream_huge<W: Write>(w: &mut W, app: &str, size: u64, chunked: bool, keep: b
     prefix.extend_from_slice(b":{\"status\":\"on\",\"padding\":\"");
     let suffix: &[u8] = b"\"}}}}";
     let mut left = size;
-    let mut emit = |w: &mut W, data: &[u8]| -> io::Result<()> {
+    let emit = |w: &mut W, data: &[u8]| -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -762,7 +815,11 @@ fn authenticate(sh: &Shared, req: &Request, params: &[(String, String)], now_ms:
     let xh = sign::serialize_x_headers(req.headers());
     let sp = sign::serialize_params(params);
     let sts = sign::string_to_sign(req.method(), date, &xh, req.target(), &sp);
-    if sign::verify(sh.apps[idx].1.as_bytes(), &sts, signature) { Ok(idx) } else { Err(102) }
+    if sign::verify(sh.apps[idx].1.as_bytes(), &sts, signature) {
+        Ok(idx)
+    } else {
+        Err(102)
+    }
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -786,7 +843,11 @@ struct StatusPath<'a> {
 
 fn status_suffix<'a>(rest: &[&'a str]) -> Option<StatusPath<'a>> {
     let mut i = 0;
-    let mut sp = StatusPath { op: None, instance: None, nootp: false };
+    let mut sp = StatusPath {
+        op: None,
+        instance: None,
+        nootp: false,
+    };
     if rest.get(i) == Some(&"op") {
         sp.op = Some(rest.get(i + 1).copied().filter(|s| !s.is_empty())?);
         i += 2;
@@ -822,7 +883,11 @@ fn api(sh: &Shared, req: &Request, body: &mut Vec<u8>, now_ms: i64, qr_mode: QrM
             .next()
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")),
     };
-    let params = if form && !req.body.is_empty() { sign::parse_form(&req.body) } else { Vec::new() };
+    let params = if form && !req.body.is_empty() {
+        sign::parse_form(&req.body)
+    } else {
+        Vec::new()
+    };
     let app_idx = match authenticate(sh, req, &params, now_ms) {
         Ok(i) => i,
         Err(code) => {
@@ -877,7 +942,8 @@ fn api(sh: &Shared, req: &Request, body: &mut Vec<u8>, now_ms: i64, qr_mode: QrM
             let map: serde_json::Map<String, Value> = ops
                 .into_iter()
                 .map(|op| {
-                    let v = json!({"name": op, "two_factor": "DISABLED", "lock_on_request": "DISABLED", "operations": {}});
+                    let v =
+                        json!({"name": op, "two_factor": "DISABLED", "lock_on_request": "DISABLED", "operations": {}});
                     (op, v)
                 })
                 .collect();
@@ -959,7 +1025,7 @@ fn status(
     body: &mut Vec<u8>,
 ) -> Result<(), u32> {
     let mut st = sh.state();
-    if !st.accounts.get(acc).is_some_and(|a| a.app == app) {
+    if st.accounts.get(acc).is_none_or(|a| a.app != app) {
         return Err(201);
     }
     if sp.instance.is_some() || sp.op.is_some_and(|op| !st.has_operation(app, op)) {
@@ -969,7 +1035,9 @@ fn status(
     let op = sp.op.unwrap_or("");
     let on = a.is_on(op);
     let token = if on && !sp.nootp && a.otp_required.contains(op) {
-        let t = given_otp.filter(|t| !t.is_empty()).map_or_else(|| random_string(ALNUM, 6), str::to_string);
+        let t = given_otp
+            .filter(|t| !t.is_empty())
+            .map_or_else(|| random_string(ALNUM, 6), str::to_string);
         a.last_otp.insert(op.to_string(), (t.clone(), now_ms));
         Some(t)
     } else {
@@ -977,7 +1045,11 @@ fn status(
     };
     body.extend_from_slice(b"{\"data\":{\"operations\":{");
     json_str(body, sp.op.unwrap_or(app));
-    body.extend_from_slice(if on { b":{\"status\":\"on\"" } else { b":{\"status\":\"off\"" });
+    body.extend_from_slice(if on {
+        b":{\"status\":\"on\""
+    } else {
+        b":{\"status\":\"off\""
+    });
     if let Some(t) = token {
         body.extend_from_slice(b",\"two_factor\":{\"token\":");
         json_str(body, &t);
@@ -1070,7 +1142,11 @@ fn bad(e: impl std::fmt::Display) -> (u16, String) {
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| bad(format!("bad JSON body: {e}")))
 }
 
@@ -1108,23 +1184,32 @@ fn control_inner(sh: &Shared, req: &Request) -> Ctl {
         ("POST", "/_emulator/codes") => {
             let r: CodeReq = parse_body(&req.body)?;
             let (code, user, account) = sh
-                .add_code(r.code.as_deref(), r.user.as_deref(), r.app.as_deref(), r.ttl_secs.map(Duration::from_secs))
+                .add_code(
+                    r.code.as_deref(),
+                    r.user.as_deref(),
+                    r.app.as_deref(),
+                    r.ttl_secs.map(Duration::from_secs),
+                )
                 .map_err(emu)?;
             Ok(json!({ "code": code, "user": user, "account": account }))
         }
         ("POST", "/_emulator/pair") => {
             let r: PairReq = parse_body(&req.body)?;
-            let account = sh.pair_user(r.user.as_deref(), r.app.as_deref(), r.common_name).map_err(emu)?;
+            let account = sh
+                .pair_user(r.user.as_deref(), r.app.as_deref(), r.common_name)
+                .map_err(emu)?;
             Ok(json!({ "account": account }))
         }
         ("POST", "/_emulator/latch") => {
             let r: LatchReq = parse_body(&req.body)?;
-            sh.set_latch(&r.account, r.operation.as_deref(), on_off(&r.status)?).map_err(emu)?;
+            sh.set_latch(&r.account, r.operation.as_deref(), on_off(&r.status)?)
+                .map_err(emu)?;
             Ok(json!({}))
         }
         ("POST", "/_emulator/otp") => {
             let r: OtpReq = parse_body(&req.body)?;
-            sh.require_otp(&r.account, r.operation.as_deref(), r.required.unwrap_or(true)).map_err(emu)?;
+            sh.require_otp(&r.account, r.operation.as_deref(), r.required.unwrap_or(true))
+                .map_err(emu)?;
             Ok(json!({}))
         }
         ("GET", "/_emulator/otp") => {
@@ -1180,7 +1265,9 @@ fn control_inner(sh: &Shared, req: &Request) -> Ctl {
         ("GET", "/_emulator/totp") => {
             let id = query_param(req, "id");
             let user = query_param(req, "user");
-            let t = sh.totp_info(id.as_deref(), user.as_deref()).ok_or((404, "no such TOTP".to_string()))?;
+            let t = sh
+                .totp_info(id.as_deref(), user.as_deref())
+                .ok_or((404, "no such TOTP".to_string()))?;
             Ok(json!({ "id": t.id, "user_id": t.user_id, "secret": t.secret_b32 }))
         }
         _ => Err((404, format!("no control endpoint {} {}", req.method(), req.path()))),

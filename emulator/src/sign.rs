@@ -85,12 +85,13 @@ pub fn path_decode(s: &str) -> std::borrow::Cow<'_, str> {
     let mut bytes = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                bytes.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            bytes.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         bytes.push(b[i]);
         i += 1;
@@ -247,7 +248,9 @@ pub fn parse_date(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        b[r].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -262,7 +265,12 @@ pub fn format_date(unix_secs: i64) -> String {
     let days = unix_secs.div_euclid(86400);
     let rem = unix_secs.rem_euclid(86400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -293,9 +301,15 @@ mod tests {
 
     #[test]
     fn computed_vectors() {
-        let cases: [(&str, &str, &[(&str, &str)], &str); 5] = [
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case<'_>; 5] = [
             ("GET", "/api/1.0/status/my_account", &[], "IIcSMu1k7vryFrrXY2ztp/TNMrQ="),
-            ("GET", "/api/3.0/status/my_account/op/my_operation/nootp/silent", &[], "c4MT1MjRpkU09iTsxo7nTc2Y1VU="),
+            (
+                "GET",
+                "/api/3.0/status/my_account/op/my_operation/nootp/silent",
+                &[],
+                "c4MT1MjRpkU09iTsxo7nTc2Y1VU=",
+            ),
             ("POST", "/api/3.0/lock/my_account", &[], "lzqY6TwbEM5LiSWWky/fsOijk0E="),
             (
                 "POST",
@@ -303,7 +317,12 @@ mod tests {
                 &[("userId", "user@example.com"), ("commonName", "John Doe")],
                 "NcHqOmzT09m9Tcn1/RbFYMKz9F0=",
             ),
-            ("POST", "/api/3.0/totps/my_totp/validate", &[("code", "123456")], "SCTTznOm7VcKYvH/KHx9Dl5+lf4="),
+            (
+                "POST",
+                "/api/3.0/totps/my_totp/validate",
+                &[("code", "123456")],
+                "SCTTznOm7VcKYvH/KHx9Dl5+lf4=",
+            ),
         ];
         for (method, path, params, want) in cases {
             let sts = string_to_sign(method, DATE, "", path, &serialize_params(params));
@@ -319,7 +338,10 @@ mod tests {
             "/api/3.0/totps",
             &serialize_params(&[("userId", "user@example.com"), ("commonName", "John Doe")]),
         );
-        assert_eq!(sts, "POST\n2015-02-15 14:53:00\n\n/api/3.0/totps\ncommonName=John+Doe&userId=user%40example.com");
+        assert_eq!(
+            sts,
+            "POST\n2015-02-15 14:53:00\n\n/api/3.0/totps\ncommonName=John+Doe&userId=user%40example.com"
+        );
     }
 
     #[test]
@@ -329,7 +351,11 @@ mod tests {
         assert_eq!(form_decode(b"%C3%A9%"), "é%");
         assert_eq!(
             parse_form(b"code=12+3&&x&y=%41"),
-            vec![("code".into(), "12 3".into()), ("x".into(), String::new()), ("y".into(), "A".into())]
+            vec![
+                ("code".into(), "12 3".into()),
+                ("x".into(), String::new()),
+                ("y".into(), "A".into())
+            ]
         );
         assert_eq!(path_decode("a%40b.com"), "a@b.com");
         assert_eq!(path_decode("plain"), "plain");
@@ -350,7 +376,10 @@ mod tests {
         assert_eq!(parse_date("1970-01-01 00:00:00"), Some(0));
         assert_eq!(parse_date(DATE), Some(1_424_011_980));
         assert_eq!(format_date(1_424_011_980), DATE);
-        assert_eq!(parse_date("2024-02-29 23:59:59").map(format_date).as_deref(), Some("2024-02-29 23:59:59"));
+        assert_eq!(
+            parse_date("2024-02-29 23:59:59").map(format_date).as_deref(),
+            Some("2024-02-29 23:59:59")
+        );
         for bad in [
             "2015-02-15T14:53:00",
             "2015-02-15 14:53:00 UTC",

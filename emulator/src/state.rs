@@ -109,8 +109,14 @@ impl Fault {
             "slow" => Fault::Slow { delay: ms(1_000) },
             "trickle" => Fault::Trickle { delay: ms(50) },
             "close" => Fault::Close,
-            "huge" => Fault::Huge { size: size.unwrap_or(64 << 20), chunked },
-            "huge_chunked" => Fault::Huge { size: size.unwrap_or(64 << 20), chunked: true },
+            "huge" => Fault::Huge {
+                size: size.unwrap_or(64 << 20),
+                chunked,
+            },
+            "huge_chunked" => Fault::Huge {
+                size: size.unwrap_or(64 << 20),
+                chunked: true,
+            },
             _ => return None,
         })
     }
@@ -237,7 +243,10 @@ pub fn random_string(alphabet: &[u8], n: usize) -> String {
 
 impl State {
     pub fn new(apps: &[(String, Vec<String>)]) -> State {
-        State { operations: apps.iter().cloned().collect(), ..State::default() }
+        State {
+            operations: apps.iter().cloned().collect(),
+            ..State::default()
+        }
     }
 
     /// Clears everything but the applications' operations, which go back to `apps`.
@@ -275,7 +284,13 @@ impl State {
     }
 
     /// Pairs `user` with `app` directly. Err(205) when already paired.
-    pub fn pair_user(&mut self, app: &str, user: &str, common_name: Option<String>, now_ms: i64) -> Result<String, u32> {
+    pub fn pair_user(
+        &mut self,
+        app: &str,
+        user: &str,
+        common_name: Option<String>,
+        now_ms: i64,
+    ) -> Result<String, u32> {
         let id = account_id(app, user);
         if self.accounts.contains_key(&id) {
             return Err(205);
@@ -296,7 +311,13 @@ impl State {
     }
 
     /// `pair/{token}`: 206 unknown/used/expired code, 205 already paired.
-    pub fn pair_code(&mut self, app: &str, token: &str, common_name: Option<String>, now_ms: i64) -> Result<String, u32> {
+    pub fn pair_code(
+        &mut self,
+        app: &str,
+        token: &str,
+        common_name: Option<String>,
+        now_ms: i64,
+    ) -> Result<String, u32> {
         let user = match self.codes.get(token) {
             None => return Err(206),
             Some(c) if c.expires_ms.is_some_and(|e| e <= now_ms) => {
@@ -333,12 +354,14 @@ impl State {
             Some(a) => a.app.clone(),
             None => return Err(format!("unknown account {acc:?}")),
         };
-        if let Some(op) = op {
-            if !self.has_operation(&app, op) {
-                return Err(format!("operation {op:?} is not an operation of application {app:?}"));
-            }
+        if let Some(op) = op
+            && !self.has_operation(&app, op)
+        {
+            return Err(format!("operation {op:?} is not an operation of application {app:?}"));
         }
-        self.accounts.get_mut(acc).ok_or_else(|| format!("unknown account {acc:?}"))
+        self.accounts
+            .get_mut(acc)
+            .ok_or_else(|| format!("unknown account {acc:?}"))
     }
 
     pub fn create_totp(&mut self, app: &str, user_id: &str, common_name: Option<String>, now_ms: i64) -> String {
@@ -362,7 +385,10 @@ impl State {
 
     /// The most recently created TOTP, optionally only among those of `user_id`.
     pub fn latest_totp(&self, user_id: Option<&str>) -> Option<(&String, &Totp)> {
-        self.totps.iter().filter(|(_, t)| user_id.is_none_or(|u| t.user_id == u)).max_by_key(|(_, t)| t.seq)
+        self.totps
+            .iter()
+            .filter(|(_, t)| user_id.is_none_or(|u| t.user_id == u))
+            .max_by_key(|(_, t)| t.seq)
     }
 
     pub fn to_json(&self, requests: u64) -> Value {
@@ -379,7 +405,12 @@ impl State {
                 let latches: BTreeMap<&str, &str> = a
                     .latches
                     .iter()
-                    .map(|(k, on)| (if k.is_empty() { "(application)" } else { k.as_str() }, if *on { "on" } else { "off" }))
+                    .map(|(k, on)| {
+                        (
+                            if k.is_empty() { "(application)" } else { k.as_str() },
+                            if *on { "on" } else { "off" },
+                        )
+                    })
                     .collect();
                 let mut otp: Vec<&str> = a.otp_required.iter().map(String::as_str).collect();
                 otp.sort_unstable();
@@ -449,9 +480,11 @@ mod tests {
 
     #[test]
     fn fault_countdown() {
-        let mut s = State::default();
-        s.fault = Fault::Refuse;
-        s.fault_remaining = Some(2);
+        let mut s = State {
+            fault: Fault::Refuse,
+            fault_remaining: Some(2),
+            ..State::default()
+        };
         assert_eq!(s.take_fault(), Fault::Refuse);
         assert_eq!(s.take_fault(), Fault::Refuse);
         assert_eq!(s.take_fault(), Fault::None);
