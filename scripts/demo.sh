@@ -24,7 +24,7 @@ cleanup() { [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null; rm -rf "$D"; }
 trap cleanup EXIT
 
 APP=DemoAppIdDemoAppId01
-SECRET=DemoSecretDemoSecretDemoSecretDemoSecre
+SECRET=DemoSecretDemoSecretDemoSecretDemoSecret
 "$bin/lockserver-emulator" --listen 127.0.0.1:0 --app-id "$APP" --secret "$SECRET" --ready-file "$D/url" >"$D/emulator.log" 2>&1 &
 emu_pid=$!
 for _ in $(seq 100); do [ -s "$D/url" ] && break; sleep 0.05; done
