@@ -125,10 +125,28 @@ unsafe extern "C" {
     fn pam_end(pamh: *mut PamHandleT, status: c_int) -> c_int;
 }
 
+/// One scripted answer to a prompt.
+pub enum Answer {
+    /// This text.
+    Text(String),
+    /// Whatever the closure returns when the prompt arrives (e.g. a token the emulator just issued).
+    Later(Box<dyn FnMut(&str) -> String + Send>),
+}
+
+impl Answer {
+    pub fn text(s: &str) -> Answer {
+        Answer::Text(s.to_string())
+    }
+
+    pub fn later(f: impl FnMut(&str) -> String + Send + 'static) -> Answer {
+        Answer::Later(Box::new(f))
+    }
+}
+
 /// The scripted user: answers prompts from a queue, records every message.
 #[derive(Default)]
 struct ConvState {
-    answers: Mutex<VecDeque<String>>,
+    answers: Mutex<VecDeque<Answer>>,
     transcript: Mutex<Vec<Message>>,
 }
 
@@ -195,10 +213,10 @@ impl PamSession {
         self
     }
 
-    fn begin(&self, answers: &[&str]) {
+    fn begin(&self, answers: Vec<Answer>) {
         let mut queue = self.state.answers.lock().expect("answers lock");
         queue.clear();
-        queue.extend(answers.iter().map(|a| (*a).to_string()));
+        queue.extend(answers);
         self.state.transcript.lock().expect("transcript lock").clear();
     }
 
@@ -212,6 +230,11 @@ impl PamSession {
     /// `pam_authenticate`, answering prompts in order from `answers` (an unanswered prompt fails the
     /// conversation, as a user who hangs up). Returns the module's code and what the user saw.
     pub fn authenticate(&mut self, answers: &[&str]) -> (i32, Transcript) {
+        self.authenticate_with(answers.iter().map(|a| Answer::text(a)).collect())
+    }
+
+    /// [`Self::authenticate`] with answers that may be computed when their prompt arrives.
+    pub fn authenticate_with(&mut self, answers: Vec<Answer>) -> (i32, Transcript) {
         self.begin(answers);
         // SAFETY: the handle is live; the conversation's appdata (self.state) outlives the call.
         let rc = unsafe { pam_authenticate(self.handle, 0) };
@@ -220,7 +243,7 @@ impl PamSession {
 
     /// `pam_acct_mgmt`, with no answers at all (the account phase must never prompt).
     pub fn acct_mgmt(&mut self) -> (i32, Transcript) {
-        self.begin(&[]);
+        self.begin(Vec::new());
         // SAFETY: the handle is live; the conversation's appdata (self.state) outlives the call.
         let rc = unsafe { pam_acct_mgmt(self.handle, 0) };
         self.finish(rc)
@@ -282,10 +305,17 @@ fn converse(num_msg: c_int, msg: *mut *const PamMessage, resp: *mut *mut PamResp
         };
         let style = Style::from_raw(style);
         if let Ok(mut t) = state.transcript.lock() {
-            t.push(Message { style, text });
+            t.push(Message {
+                style,
+                text: text.clone(),
+            });
         }
         if matches!(style, Style::EchoOff | Style::EchoOn) {
             let answer = state.answers.lock().ok().and_then(|mut q| q.pop_front());
+            let answer = answer.map(|a| match a {
+                Answer::Text(t) => t,
+                Answer::Later(mut f) => f(&text),
+            });
             let Some(answer) = answer.and_then(|a| CString::new(a).ok()) else {
                 failed = true;
                 break;

@@ -1,0 +1,137 @@
+//! The `lockserver` CLI as a sysadmin and a sudo user meet it: verbs, exit codes, messages that say
+//! what to do next, and who may act for whom. The CLI needs root; these tests skip (saying so) when
+//! not run as root — CI runs them as root.
+
+#[allow(unused_imports)]
+mod common;
+
+use common::{Env, current_uid, write_file_mode};
+use std::process::{Command, Output};
+
+fn run(env: &Env, sudo_user: Option<&str>, args: &[&str]) -> Option<Output> {
+    if current_uid() != 0 {
+        eprintln!("not root: CLI test skipped (CI runs as root)");
+        return None;
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockserver"));
+    cmd.arg("-c").arg(env.config_path()).args(args);
+    cmd.env_remove("SUDO_USER").env_remove("SUDO_UID");
+    if let Some(user) = sudo_user {
+        cmd.env("SUDO_USER", user).env("SUDO_UID", "1000");
+    }
+    Some(cmd.output().expect("run lockserver"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn pair_status_unpair_users_with_exit_codes() {
+    let env = Env::new();
+    let code = env.emu.add_code(None).expect("code");
+    let Some(out) = run(&env, None, &["pair", &code, "--user", "root"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("root is now paired"), "{}", text(&out));
+
+    let out = run(&env, None, &["pair", "ABC234", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(6), "already paired: {}", text(&out));
+    assert!(text(&out).contains("unpair"), "tells what to do: {}", text(&out));
+
+    let out = run(&env, None, &["status", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("root: open"));
+    let account = env.store().get("root").expect("store").expect("paired").account_id;
+    env.latch(&account, None, false);
+    let out = run(&env, None, &["status", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(1), "locked: {}", text(&out));
+    assert!(text(&out).contains("root: locked"));
+
+    let out = run(&env, None, &["users"]).expect("root");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).contains(&account), "{}", text(&out));
+
+    let out = run(&env, None, &["unpair", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&env, None, &["status", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(6), "not paired: {}", text(&out));
+    assert!(
+        text(&out).contains("lockserver pair"),
+        "tells what to do: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn expired_or_malformed_codes_say_what_to_do() {
+    let env = Env::new();
+    let Some(out) = run(&env, None, &["pair", "ZZZZZZ", "--user", "root"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(5), "206 from the service: {}", text(&out));
+    assert!(
+        text(&out).contains("Ask the Latch app for a new code"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&env, None, &["pair", "12", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("6 letters or digits"), "{}", text(&out));
+    let out = run(&env, None, &["pair", "ABC234", "--user", "no-such-user-here"]).expect("root");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(env.store().list().expect("list").is_empty(), "nothing changed");
+}
+
+#[test]
+fn sudo_users_act_only_on_themselves() {
+    let env = Env::new();
+    let Some(out) = run(&env, Some("alice"), &["status", "--user", "bob"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("only on yourself"), "{}", text(&out));
+    let out = run(&env, Some("alice"), &["users"]).expect("root");
+    assert_eq!(out.status.code(), Some(7));
+    let out = run(&env, Some("alice"), &["--trust-owner", "1000", "status"]).expect("root");
+    assert_eq!(out.status.code(), Some(7));
+    // Acting on themself is allowed (alice is simply not paired here).
+    let out = run(&env, Some("alice"), &["status"]).expect("root");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("alice is not paired"), "{}", text(&out));
+    // Root must name the user.
+    let out = run(&env, None, &["status"]).expect("root");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+}
+
+#[test]
+fn check_config_reports_each_part() {
+    let env = Env::new();
+    let Some(out) = run(&env, None, &["check-config"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("config: ok") && t.contains("store:") && t.contains("service: ok"),
+        "{t}"
+    );
+
+    // A wrong secret: the service rejects the signature (102).
+    let bad = env.conf.render().replace(&env.conf.secret, &"x".repeat(40));
+    write_file_mode(&env.config_path(), &bad, 0o600);
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("102"), "{}", text(&out));
+
+    // A config readable by others while holding the secret.
+    write_file_mode(&env.config_path(), &env.conf.render(), 0o644);
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+}

@@ -1,0 +1,426 @@
+//! Shared helpers of the integration tests: the real-libpam driver, an in-process Latch emulator, a config
+//! and a store in a temp dir, a pairing made for real over the emulator's API, and a syslog collector.
+//!
+//! Every [`Env`] has its own temp dir, emulator port, store and log socket, so tests run in parallel.
+#![allow(dead_code)] // each test binary uses a different part of these helpers
+
+pub mod pam_driver;
+
+pub use pam_driver::{Answer, PamSession, Style, Transcript};
+
+use lockserver::config::{Config, LoadOptions};
+use lockserver::store::{OpenMode, Pairing, PairingStore};
+use lockserver_emulator::{AppConfig, Emulator, Options};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Operation ids the emulator's application knows.
+pub const OP_A: &str = "OperationA0000000001";
+pub const OP_B: &str = "OperationB0000000002";
+/// An operation id the emulator does not know (its status answers 301).
+pub const OP_UNKNOWN: &str = "OperationZ9999999999";
+/// The remote host every session sets.
+pub const RHOST: &str = "192.0.2.7";
+
+/// The effective uid of the test process (for `trust_owner=`).
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `liblockserver.so` of the build the tests run from. `cargo test` builds the lib target with all its
+/// crate types, so the cdylib sits next to the test binary (`target/<profile>/deps`, and uplifted to
+/// `target/<profile>`); if it is missing, `cargo build --lib` makes it, once per test binary.
+pub fn module_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let deps = exe.parent().expect("the test binary's directory").to_path_buf();
+        let profile_dir = deps.parent().expect("the profile directory").to_path_buf();
+        let candidates = [deps.join("liblockserver.so"), profile_dir.join("liblockserver.so")];
+        let newest = |c: &[PathBuf]| {
+            c.iter()
+                .filter_map(|p| {
+                    fs::metadata(p)
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .map(|t| (t, p.clone()))
+                })
+                .max()
+                .map(|(_, p)| p)
+        };
+        if let Some(p) = newest(&candidates) {
+            return p;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--lib"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build --lib");
+        assert!(status.success(), "cargo build --lib failed: {status}");
+        newest(&candidates).unwrap_or_else(|| panic!("liblockserver.so not found in {}", profile_dir.display()))
+    })
+}
+
+/// Runs `f` and measures it.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// A syslog socket of our own: the module's `log_socket=` points here. A thread keeps draining it, as a
+/// syslog daemon does: the kernel queues only `net.unix.max_dgram_qlen` datagrams (10 by default) and the
+/// module's sends wait while the queue is full.
+pub struct LogCollector {
+    pub path: PathBuf,
+    inner: Arc<Collected>,
+    stop: Arc<AtomicBool>,
+    drainer: Option<JoinHandle<()>>,
+}
+
+struct Collected {
+    sock: UnixDatagram,
+    lines: Mutex<Lines>,
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    buf: Vec<u8>,
+}
+
+impl Collected {
+    /// Moves every datagram waiting in the socket into the line list. Only ever called with the list
+    /// locked, so no line can be read but not yet listed.
+    fn drain(&self) -> MutexGuard<'_, Lines> {
+        let mut guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let Lines { lines, buf } = &mut *guard;
+        if buf.is_empty() {
+            buf.resize(256 * 1024, 0);
+        }
+        loop {
+            match self.sock.recv(buf) {
+                Ok(n) => lines.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock: nothing more waiting
+            }
+        }
+        guard
+    }
+}
+
+/// Syslog severities as they appear in `<PRI>` with facility LOG_AUTHPRIV (10 << 3).
+pub const PRI_ERR: &str = "<83>";
+pub const PRI_WARNING: &str = "<84>";
+pub const PRI_INFO: &str = "<86>";
+
+impl LogCollector {
+    pub fn bind(path: PathBuf) -> LogCollector {
+        let sock = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        sock.set_nonblocking(true).expect("non-blocking log socket");
+        let inner = Arc::new(Collected {
+            sock,
+            lines: Mutex::new(Lines::default()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let drainer = {
+            let inner = Arc::clone(&inner);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(inner.drain());
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        LogCollector {
+            path,
+            inner,
+            stop,
+            drainer: Some(drainer),
+        }
+    }
+
+    /// Every line received so far. The module sends its lines before the hook returns, so after a PAM
+    /// call they are all here.
+    pub fn lines(&self) -> Vec<String> {
+        self.inner.drain().lines.clone()
+    }
+
+    /// Forgets the lines received so far.
+    pub fn clear(&self) {
+        self.inner.drain().lines.clear();
+    }
+
+    /// The first line holding every needle.
+    pub fn find(&self, needles: &[&str]) -> Option<String> {
+        self.inner
+            .drain()
+            .lines
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .cloned()
+    }
+
+    /// Like [`Self::find`], failing the test with every line received when none matches.
+    pub fn expect_line(&self, needles: &[&str]) -> String {
+        self.find(needles).unwrap_or_else(|| {
+            panic!(
+                "no log line holds all of {needles:?}; lines received:\n{}",
+                self.lines().join("\n")
+            )
+        })
+    }
+}
+
+impl Drop for LogCollector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.drainer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The values of a `lockserver.conf`; [`Conf::render`] writes it.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub url: String,
+    pub app_id: String,
+    pub secret: String,
+    pub operations: Vec<String>,
+    pub fail_mode: String,
+    pub unpaired: String,
+    pub timeout_ms: u64,
+    pub store: String,
+    pub max_attempts: u32,
+}
+
+impl Conf {
+    pub fn render(&self) -> String {
+        let ops: Vec<String> = self.operations.iter().map(|o| format!("{o:?}")).collect();
+        format!(
+            "service    = \"latch\"\n\
+             operations = [{ops}]\n\
+             fail_mode  = \"{fail}\"\n\
+             unpaired   = \"{unpaired}\"\n\
+             timeout_ms = {timeout}\n\
+             store      = \"{store}\"\n\
+             \n\
+             [latch]\n\
+             app_id = \"{app}\"\n\
+             secret = \"{secret}\"\n\
+             url    = \"{url}\"\n\
+             \n\
+             [totp]\n\
+             max_attempts = {max}\n",
+            ops = ops.join(", "),
+            fail = self.fail_mode,
+            unpaired = self.unpaired,
+            timeout = self.timeout_ms,
+            store = self.store,
+            app = self.app_id,
+            secret = self.secret,
+            url = self.url,
+            max = self.max_attempts,
+        )
+    }
+}
+
+/// Writes `text` to `path` with `mode` (exactly, whatever the umask).
+pub fn write_file_mode(path: &Path, text: &str, mode: u32) {
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// One test's world: a temp dir with a config, a store, a PAM confdir and a log socket, and an emulator.
+pub struct Env {
+    pub emu: Arc<Emulator>,
+    pub dir: TempDir,
+    pub conf: Conf,
+    pub logs: LogCollector,
+}
+
+impl Env {
+    /// An emulator whose application knows [`OP_A`] and [`OP_B`]; a config with `fail_mode = "secure"`,
+    /// `unpaired = "ignore"`, `timeout_ms = 1000`, no operations.
+    pub fn new() -> Env {
+        let emu = Emulator::start(Options {
+            apps: vec![AppConfig {
+                operations: vec![OP_A.to_string(), OP_B.to_string()],
+                ..AppConfig::default()
+            }],
+            ..Options::default()
+        })
+        .expect("start the Latch emulator");
+        let dir = tempfile::Builder::new()
+            .prefix("lockserver-pam-")
+            .tempdir()
+            .expect("temp dir");
+        fs::create_dir(dir.path().join("pam.d")).expect("mkdir pam.d");
+        let logs = LogCollector::bind(dir.path().join("log.sock"));
+        let conf = Conf {
+            url: emu.url().to_string(),
+            app_id: emu.app_id().to_string(),
+            secret: emu.secret().to_string(),
+            operations: Vec::new(),
+            fail_mode: "secure".into(),
+            unpaired: "ignore".into(),
+            timeout_ms: 1000,
+            store: format!("sqlite://{}", dir.path().join("store").join("lockserver.db").display()),
+            max_attempts: 3,
+        };
+        let env = Env {
+            emu: Arc::new(emu),
+            dir,
+            conf,
+            logs,
+        };
+        env.write_config();
+        env
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("lockserver.conf")
+    }
+
+    pub fn pam_dir(&self) -> PathBuf {
+        self.dir.path().join("pam.d")
+    }
+
+    /// Writes `self.conf` to the config file, mode 0600.
+    pub fn write_config(&self) {
+        write_file_mode(&self.config_path(), &self.conf.render(), 0o600);
+    }
+
+    /// Changes the config and writes it.
+    pub fn set_conf(&mut self, change: impl FnOnce(&mut Conf)) {
+        change(&mut self.conf);
+        self.write_config();
+    }
+
+    /// The module arguments every service gets, then `extra`.
+    pub fn module_args(&self, config: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            format!("config={}", config.display()),
+            format!("trust_owner={}", current_uid()),
+            format!("log_socket={}", self.logs.path.display()),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_string()));
+        args
+    }
+
+    /// Writes the PAM service `name` (auth and account through the module) with the usual arguments plus
+    /// `extra`; returns `name`.
+    pub fn service(&self, name: &str, extra: &[&str]) -> String {
+        self.service_with_config(name, &self.config_path(), extra)
+    }
+
+    /// Like [`Self::service`] with another config file.
+    pub fn service_with_config(&self, name: &str, config: &Path, extra: &[&str]) -> String {
+        pam_driver::write_service(&self.pam_dir(), name, module_path(), &self.module_args(config, extra));
+        name.to_string()
+    }
+
+    /// A PAM transaction for `service` and `user`, PAM_RHOST set.
+    pub fn session(&self, service: &str, user: &str) -> PamSession {
+        let mut s = PamSession::start(&self.pam_dir(), service, user);
+        s.set_rhost(RHOST);
+        s
+    }
+
+    /// Like [`Self::session`] for a user name that need not be UTF-8.
+    pub fn session_bytes(&self, service: &str, user: &[u8]) -> PamSession {
+        let mut s = PamSession::start_bytes(&self.pam_dir(), service, user);
+        s.set_rhost(RHOST);
+        s
+    }
+
+    /// The config as the CLI would load it (trusting our uid as owner).
+    pub fn load_config(&self) -> Config {
+        Config::load(
+            &self.config_path(),
+            LoadOptions {
+                trusted_owner: Some(current_uid()),
+            },
+        )
+        .unwrap_or_else(|e| panic!("load the test config: {e}"))
+    }
+
+    /// The store named by the config, created if needed.
+    pub fn store(&self) -> Box<dyn PairingStore + Send + Sync> {
+        lockserver::store::open(&self.conf.store, OpenMode::Create).unwrap_or_else(|e| panic!("open the store: {e}"))
+    }
+
+    /// The path of the SQLite store file.
+    pub fn store_path(&self) -> PathBuf {
+        PathBuf::from(self.conf.store.strip_prefix("sqlite://").expect("a sqlite:// store"))
+    }
+
+    /// Pairs `user` for real: the emulator issues a pairing code (as the phone app shows it), the
+    /// lockserver Latch client pairs with it, and the account id goes into the store. Returns the
+    /// account id.
+    pub fn pair(&self, user: &str) -> String {
+        let code = self.emu.add_code(None).expect("emulator: add a pairing code");
+        let config = self.load_config();
+        let service = lockserver::service::from_config(&config).unwrap_or_else(|e| panic!("build the client: {e}"));
+        let account = service
+            .pair(&code, None, Instant::now() + Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("pair {user} with code {code}: {e}"));
+        self.store()
+            .insert(&Pairing {
+                user: user.to_string(),
+                account_id: account.clone(),
+                enabled: true,
+                totp_enabled: false,
+                totp_id: None,
+            })
+            .unwrap_or_else(|e| panic!("store the pairing of {user}: {e}"));
+        account
+    }
+
+    /// Opens (`true`) or closes the latch of `account` (`operation: None` = the application's).
+    pub fn latch(&self, account: &str, operation: Option<&str>, open: bool) {
+        self.emu
+            .set_latch(account, operation, open)
+            .unwrap_or_else(|e| panic!("emulator: set latch: {e}"));
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Runs `sql` on the SQLite file and returns the first column of the first row.
+pub fn sqlite_query(path: &Path, sql: &str) -> String {
+    let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    conn.query_row(sql, [], |r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

@@ -1,0 +1,329 @@
+//! TOTP at login through the real libpam (issue: the seed's Latch TOTP flow, local RFC 6238 codes, the
+//! message dictionary), and the CLI's enrolment QR code read back from what it prints and saves.
+
+#[allow(unused_imports)]
+mod common;
+
+use common::pam_driver::{PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS};
+use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
+use lockserver::accounts::{self, AccountError, Accounts};
+use lockserver::cli::qr;
+use lockserver::config::TotpAlgorithm;
+use lockserver::totp;
+use lockserver_emulator::Fault;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const PROMPT: &str = "Verification code";
+const WRONG: &str = "The verification code is not right.";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The config of `env` with `top` keys before the first section and `totp` keys in `[totp]`.
+fn write_config(env: &Env, top: &str, totp: &str) {
+    let text = format!("{top}\n{}{totp}\n", env.conf.render());
+    write_file_mode(&env.config_path(), &text, 0o600);
+}
+
+/// Enrols a TOTP for `user` as `lockserver totp create` does; returns the QR value.
+fn enrol(env: &Env, user: &str) -> Result<String, AccountError> {
+    let config = env.load_config();
+    let store = env.store();
+    let service = lockserver::service::from_config(&config).expect("service");
+    let a = Accounts {
+        config: &config,
+        store: store.as_ref(),
+        service: service.as_ref(),
+        deadline: accounts::default_deadline,
+    };
+    a.totp_create(user, &format!("{user}@test")).map(|e| e.qr)
+}
+
+fn secret_of_uri(uri: &str) -> String {
+    let start = uri.find("secret=").expect("secret= in the otpauth URI") + 7;
+    uri[start..].split('&').next().expect("secret value").to_string()
+}
+
+fn latch_env(user: &str) -> (Env, Vec<u8>) {
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:true".into()]);
+    env.pair(user);
+    enrol(&env, user).expect("enrol at the emulator");
+    let totp_id = env
+        .store()
+        .get(user)
+        .expect("store")
+        .expect("paired")
+        .totp_id
+        .expect("TOTP id stored");
+    let secret = env.emu.totp_secret(&totp_id).expect("the emulator knows the TOTP");
+    let secret = totp::decode_secret(&secret).expect("base32 secret");
+    (env, secret)
+}
+
+fn code(secret: &[u8]) -> String {
+    totp::code_at(secret, now(), &totp::Params::default())
+}
+
+#[test]
+fn latch_totp_right_code_logs_in() {
+    let (env, secret) = latch_env("alice");
+    let svc = env.service("sshd", &[]);
+    let mut s = env.session(&svc, "alice");
+    let ((rc, transcript), took) = timed(|| s.authenticate(&[&code(&secret)]));
+    assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    assert!(took < Duration::from_millis(env.conf.timeout_ms * 2 + 500));
+    let prompts = transcript.prompts();
+    assert_eq!(prompts.len(), 1, "{transcript:?}");
+    assert_eq!(prompts[0].style, Style::EchoOff, "the code is typed with echo off");
+    assert!(prompts[0].text.contains(PROMPT));
+    env.logs.expect_line(&["verification code accepted"]);
+}
+
+#[test]
+fn latch_totp_wrong_codes_are_refused_after_max_attempts() {
+    let (env, _) = latch_env("bob");
+    let svc = env.service("sshd", &[]);
+    let mut s = env.session(&svc, "bob");
+    let (rc, transcript) = s.authenticate(&["000000", "999999x", "12345"]);
+    assert_eq!(rc, PAM_MAXTRIES, "{transcript:?}");
+    assert_eq!(
+        transcript.prompts().len(),
+        3,
+        "max_attempts = 3 prompts: {transcript:?}"
+    );
+    assert!(transcript.has(Style::Error, WRONG), "{transcript:?}");
+    env.logs.expect_line(&["too many wrong verification codes"]);
+}
+
+#[test]
+fn custom_dictionary_changes_what_the_user_sees() {
+    let (env, secret) = latch_env("carol");
+    let dict = env.dir.path().join("dictionary.xml");
+    std::fs::write(
+        &dict,
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<translations><totp>\
+         <two_fa_field_tooltip>Código de verificación: </two_fa_field_tooltip>\
+         <validateerror306>Ese código no vale.</validateerror306><invalidcode></invalidcode>\
+         </totp></translations>\n",
+    )
+    .expect("write dictionary");
+    write_config(&env, &format!("dictionary = \"{}\"", dict.display()), "");
+    let svc = env.service("sshd", &[]);
+    let mut s = env.session(&svc, "carol");
+    let (rc, transcript) = s.authenticate(&["000000", &code(&secret)]);
+    assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    assert!(
+        transcript.prompts()[0].text.starts_with("Código de verificación"),
+        "{transcript:?}"
+    );
+    assert!(transcript.has(Style::Error, "Ese código no vale."), "{transcript:?}");
+
+    // A malformed dictionary is a configuration error naming the file and the position.
+    std::fs::write(&dict, "<translations>\n<totp><invalidcode>x</totp>").expect("write");
+    let mut s = env.session(&svc, "carol");
+    let (rc, _) = s.authenticate(&[]);
+    assert_eq!(rc, common::pam_driver::PAM_SERVICE_ERR);
+    let line = env.logs.expect_line(&["dictionary"]);
+    assert!(line.contains(&format!("{}:2:", dict.display())), "{line}");
+}
+
+#[test]
+fn totp_flag_off_asks_nothing_and_enrolment_says_operationdisabled() {
+    let (mut env, _) = latch_env("dave");
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:false".into()]);
+    let svc = env.service("sshd", &[]);
+    let mut s = env.session(&svc, "dave");
+    let (rc, transcript) = s.authenticate(&[]);
+    assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    assert!(
+        transcript.prompts().is_empty(),
+        "no prompt with the TOTP flag off: {transcript:?}"
+    );
+    assert_eq!(enrol(&env, "dave").map(|_| ()), Err(AccountError::TotpDisabled));
+}
+
+#[test]
+fn service_failing_during_validation_follows_fail_mode() {
+    for (mode, want) in [("secure", PAM_AUTHINFO_UNAVAIL), ("safe", PAM_SUCCESS)] {
+        let (mut env, secret) = latch_env("erin");
+        env.set_conf(|c| c.fail_mode = mode.into());
+        let svc = env.service("sshd", &[]);
+        let emu = Arc::clone(&env.emu);
+        let mut s = env.session(&svc, "erin");
+        // The status answers; then, while the user types, the service starts failing.
+        let answer = Answer::later(move |_| {
+            emu.set_fault(Fault::Http500);
+            code(&secret)
+        });
+        let ((rc, transcript), took) = timed(|| s.authenticate_with(vec![answer]));
+        assert_eq!(rc, want, "fail_mode {mode}: {transcript:?}");
+        assert!(took < Duration::from_millis(env.conf.timeout_ms + 500), "{took:?}");
+    }
+}
+
+fn local_env(user: &str, totp_keys: &str) -> (Env, String) {
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.operations = vec!["TOTP:TOTP:true".into()];
+        c.max_attempts = 1;
+    });
+    write_config(&env, "", &format!("source = \"local\"\n{totp_keys}"));
+    env.pair(user);
+    let uri = enrol(&env, user).expect("local enrolment");
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    (env, secret_of_uri(&uri))
+}
+
+/// A code from an independent generator (oathtool), as an authenticator app would show it.
+fn oathtool(secret: &str, algorithm: &str, digits: u32) -> String {
+    let out = Command::new("oathtool")
+        .arg(format!("--totp={algorithm}"))
+        .arg(format!("--digits={digits}"))
+        .arg("-b")
+        .arg(secret)
+        .output()
+        .expect("oathtool is installed by the test command (Debian package oathtool)");
+    assert!(
+        out.status.success(),
+        "oathtool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn local_totp_accepts_oathtool_codes_once() {
+    let (env, secret) = local_env("frank", "");
+    let svc = env.service("sshd", &[]);
+    let code = oathtool(&secret, "sha1", 6);
+    let mut s = env.session(&svc, "frank");
+    let (rc, transcript) = s.authenticate(&[&code]);
+    assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    // The same code again: a replay, refused.
+    let mut s = env.session(&svc, "frank");
+    let (rc, transcript) = s.authenticate(&[&code]);
+    assert_eq!(rc, PAM_MAXTRIES, "a replayed code is refused: {transcript:?}");
+    env.logs.expect_line(&["replayed"]);
+}
+
+#[test]
+fn local_totp_sha256_eight_digits_interoperate() {
+    let (env, secret) = local_env("gina", "algorithm = \"SHA256\"\ndigits = 8\n");
+    let config = env.load_config();
+    assert_eq!(config.totp.algorithm, TotpAlgorithm::Sha256);
+    let svc = env.service("sshd", &[]);
+    let code = oathtool(&secret, "sha256", 8);
+    assert_eq!(code.len(), 8);
+    let mut s = env.session(&svc, "gina");
+    let (rc, transcript) = s.authenticate(&[&code]);
+    assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+}
+
+#[test]
+fn local_totp_failures_are_rate_limited() {
+    let (env, secret) = local_env("hank", "rate_limit_count = 2\nrate_limit_period_secs = 300\n");
+    let svc = env.service("sshd", &[]);
+    for _ in 0..2 {
+        let mut s = env.session(&svc, "hank");
+        assert_eq!(s.authenticate(&["000000"]).0, PAM_MAXTRIES);
+    }
+    // Now even the right code is refused until the period ends, without a prompt.
+    let mut s = env.session(&svc, "hank");
+    let (rc, transcript) = s.authenticate(&[&oathtool(&secret, "sha1", 6)]);
+    assert_eq!(rc, PAM_MAXTRIES, "{transcript:?}");
+    assert!(transcript.prompts().is_empty(), "{transcript:?}");
+    assert!(transcript.has(Style::Error, "Too many wrong codes"), "{transcript:?}");
+    env.logs.expect_line(&["rate limit"]);
+}
+
+/// Runs the CLI as root (it refuses otherwise); `None` when this test process is not root.
+fn cli(env: &Env, args: &[&str]) -> Option<std::process::Output> {
+    if current_uid() != 0 {
+        eprintln!("not root: the CLI checks are skipped here (CI runs as root)");
+        return None;
+    }
+    let uid = current_uid().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockserver"))
+        .arg("-c")
+        .arg(env.config_path())
+        .args(["--trust-owner", &uid])
+        .args(args)
+        .env_remove("SUDO_USER")
+        .env_remove("SUDO_UID")
+        .output()
+        .expect("run lockserver");
+    Some(out)
+}
+
+/// The block of QR art in the CLI's output (the lines made of block characters).
+fn art_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter(|l| !l.is_empty() && l.chars().all(|c| matches!(c, ' ' | '█' | '▀' | '▄')))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn cli_qr_reads_back_in_local_and_latch_modes() {
+    // Local: the otpauth URI drawn in the terminal and saved as PNG.
+    let (env, secret) = local_env("root", "");
+    let Some(out) = cli(&env, &["totp", "disable", "--user", "root"]) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = env.dir.path().join("qr.png");
+    let out = cli(
+        &env,
+        &[
+            "totp",
+            "create",
+            "--user",
+            "root",
+            "--qr-file",
+            png.to_str().expect("utf-8 path"),
+        ],
+    )
+    .expect("root");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let from_art = qr::read_terminal_art(&art_of(&stdout)).expect("the terminal QR reads back");
+    assert!(
+        from_art.starts_with("otpauth://totp/") && from_art.contains("secret="),
+        "{from_art}"
+    );
+    assert_ne!(secret_of_uri(&from_art), secret, "a new secret after disable + create");
+    let saved = std::fs::read(&png).expect("saved PNG");
+    assert_eq!(qr::read_png(&saved).expect("the PNG reads back"), from_art);
+
+    // Latch: the emulator's PNG data URI, read and redrawn.
+    let (env, _) = latch_env("root");
+    let Some(out) = cli(&env, &["totp", "disable", "--user", "root"]) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&env, &["totp", "create", "--user", "root"]).expect("root");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let from_art = qr::read_terminal_art(&art_of(&stdout)).expect("the terminal QR reads back");
+    let totp_id = env
+        .store()
+        .get("root")
+        .expect("store")
+        .expect("paired")
+        .totp_id
+        .expect("id");
+    let secret = env.emu.totp_secret(&totp_id).expect("emulator secret");
+    assert_eq!(secret_of_uri(&from_art), secret, "the QR holds the service's secret");
+
+    // The TOTP flag off: the operationdisabled text, nothing changed.
+    let text = env.conf.render().replace("TOTP:TOTP:true", "TOTP:TOTP:false");
+    write_file_mode(&env.config_path(), &text, 0o600);
+    let out = cli(&env, &["totp", "disable", "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("switched off"));
+}
