@@ -58,24 +58,33 @@ struct Args {
     log_socket: Option<PathBuf>,
 }
 
-fn parse_args(args: &[&CStr]) -> Result<Args, String> {
+/// Parses every argument. A bad one is reported, but the others still count, so `log_socket=` and
+/// `debug` take effect for the line that reports it.
+fn parse_args(args: &[&CStr]) -> (Args, Option<String>) {
     let mut out = Args::default();
+    let mut error = None;
     for arg in args {
-        let arg = arg
-            .to_str()
-            .map_err(|_| "a module argument is not valid UTF-8".to_string())?;
+        let Ok(arg) = arg.to_str() else {
+            error.get_or_insert_with(|| "a module argument is not valid UTF-8".to_string());
+            continue;
+        };
         match arg.split_once('=') {
             None if arg == "debug" => out.debug = true,
             Some(("config", v)) if !v.is_empty() => out.config = Some(PathBuf::from(v)),
             Some(("operation", v)) if !v.is_empty() => out.operation = Some(v.to_string()),
             Some(("log_socket", v)) if !v.is_empty() => out.log_socket = Some(PathBuf::from(v)),
-            Some(("trust_owner", v)) => {
-                out.trust_owner = Some(v.parse().map_err(|_| format!("trust_owner={v}: not a uid"))?);
+            Some(("trust_owner", v)) => match v.parse() {
+                Ok(uid) => out.trust_owner = Some(uid),
+                Err(_) => {
+                    error.get_or_insert_with(|| format!("trust_owner={v}: not a uid"));
+                }
+            },
+            _ => {
+                error.get_or_insert_with(|| format!("unknown module argument {arg:?}"));
             }
-            _ => return Err(format!("unknown module argument {arg:?}")),
         }
     }
-    Ok(out)
+    (out, error)
 }
 
 fn item_string(item: Option<&CStr>) -> Option<String> {
@@ -99,11 +108,7 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
     };
     let user_display = String::from_utf8_lossy(&user_bytes).into_owned();
 
-    let args = parse_args(raw_args);
-    let (debug, log_socket) = match &args {
-        Ok(a) => (a.debug, a.log_socket.clone()),
-        Err(_) => (false, None),
-    };
+    let (args, bad_argument) = parse_args(raw_args);
     syslog::begin(
         syslog::Context {
             ident: if service_name.is_empty() {
@@ -112,13 +117,16 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
                 syslog::printable(&service_name)
             },
             prefix: syslog::prefix(&service_name, phase_name, &user_display, &rhost),
-            socket: log_socket.unwrap_or_else(|| PathBuf::from(syslog::DEFAULT_SOCKET)),
+            socket: args
+                .log_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(syslog::DEFAULT_SOCKET)),
         },
-        debug,
+        args.debug,
     );
-    let code = match args {
-        Ok(args) => run(pamh, &args, phase, &service_name, &user_bytes),
-        Err(why) => {
+    let code = match bad_argument {
+        None => run(pamh, &args, phase, &service_name, &user_bytes),
+        Some(why) => {
             log::error!("configuration error: {why}; denying");
             PamResultCode::PAM_SERVICE_ERR
         }
@@ -300,14 +308,19 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let a = parse_args(&[c"config=/x.conf", c"operation=sudo", c"debug", c"trust_owner=1000"]).expect("ok");
+        let (a, error) = parse_args(&[c"config=/x.conf", c"operation=sudo", c"debug", c"trust_owner=1000"]);
+        assert_eq!(error, None);
         assert_eq!(a.config, Some(PathBuf::from("/x.conf")));
         assert_eq!(a.operation.as_deref(), Some("sudo"));
         assert!(a.debug);
         assert_eq!(a.trust_owner, Some(1000));
-        assert!(parse_args(&[c"bogus"]).is_err());
-        assert!(parse_args(&[c"config="]).is_err());
-        assert!(parse_args(&[c"trust_owner=me"]).is_err());
+        assert!(parse_args(&[c"bogus"]).1.is_some());
+        assert!(parse_args(&[c"config="]).1.is_some());
+        assert!(parse_args(&[c"trust_owner=me"]).1.is_some());
+        // The other arguments still count when one is bad.
+        let (a, error) = parse_args(&[c"bogus", c"log_socket=/run/x.sock"]);
+        assert!(error.is_some());
+        assert_eq!(a.log_socket, Some(PathBuf::from("/run/x.sock")));
     }
 
     #[test]

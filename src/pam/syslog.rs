@@ -102,7 +102,10 @@ impl log::Log for SyslogLogger {
             );
             let line: String = text.chars().map(|ch| if ch == '\n' { ' ' } else { ch }).collect();
             // Logging must never fail a login: a missing syslog daemon loses the line, nothing more.
-            if let Ok(sock) = UnixDatagram::unbound() {
+            // Non-blocking: a stuck syslog daemon (full socket queue) loses lines, it never holds a login.
+            if let Ok(sock) = UnixDatagram::unbound()
+                && sock.set_nonblocking(true).is_ok()
+            {
                 let _ = sock.send_to(line.as_bytes(), &ctx.socket);
             }
         });

@@ -367,6 +367,12 @@ impl Env {
     }
 
     /// The store named by the config, created if needed.
+    ///
+    /// Drop it before the module logs in on the same store from this process: the module's SQLite
+    /// (statically linked into the cdylib) and this test binary's are two copies of the library in one
+    /// process, which do not see each other's POSIX locks; used at the same time on one file, one copy can
+    /// truncate the `-shm` file the other has mapped (SIGBUS). Concurrent writers belong in another
+    /// process (see `churn_store_writer_process` in `pam_login.rs`).
     pub fn store(&self) -> Box<dyn PairingStore + Send + Sync> {
         lockserver::store::open(&self.conf.store, OpenMode::Create).unwrap_or_else(|e| panic!("open the store: {e}"))
     }
