@@ -135,3 +135,40 @@ fn check_config_reports_each_part() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("chmod 600"), "{}", text(&out));
 }
+
+/// `try-login` runs the real stack of a service: here in a private mount namespace whose /etc/pam.d
+/// holds only the test's service file, so the host's PAM configuration is never touched.
+#[test]
+fn try_login_runs_the_real_stack_without_a_session() {
+    let env = Env::new();
+    if current_uid() != 0 {
+        eprintln!("not root: try-login test skipped (CI runs as root)");
+        return;
+    }
+    let account = env.pair("root");
+    let service = env.service("trylogin", &[]);
+    let try_login = || {
+        let script = format!(
+            "mount --bind '{}' /etc/pam.d && exec '{}' try-login --service {service} --user root",
+            env.pam_dir().display(),
+            env!("CARGO_BIN_EXE_lockserver")
+        );
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run unshare")
+    };
+    let out = try_login();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("would be ALLOWED"), "{}", text(&out));
+    env.latch(&account, None, false);
+    let out = try_login();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("would be REFUSED"), "{}", text(&out));
+    assert!(
+        text(&out).contains("your Latch is locked"),
+        "what the user would see: {}",
+        text(&out)
+    );
+}

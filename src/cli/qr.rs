@@ -63,6 +63,11 @@ pub fn read_png(bytes: &[u8]) -> Result<String, String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| format!("not a PNG image: {e}"))?;
+    // A QR code needs a few hundred pixels a side; a larger image is refused before it is unpacked.
+    let (width, height) = (reader.info().width, reader.info().height);
+    if width > 4096 || height > 4096 {
+        return Err(format!("the QR image is too large ({width}x{height})"));
+    }
     let mut buf = vec![0; reader.output_buffer_size().ok_or("PNG image too large")?];
     let info = reader.next_frame(&mut buf).map_err(|e| format!("bad PNG image: {e}"))?;
     let channels = info.color_type.samples();
