@@ -157,10 +157,7 @@ impl Login<'_> {
                 log::warn!("the pairing store does not exist yet: treating the user as unpaired");
                 return Ok(None);
             }
-            Err(e) => {
-                log::error!("configuration error: {e}");
-                return Err(Verdict::ConfigError);
-            }
+            Err(e) => return Err(config_error(e)),
         };
         match store.get(self.user) {
             Ok(Some(p)) if p.enabled => Ok(Some(p)),
@@ -170,10 +167,7 @@ impl Login<'_> {
                 log::warn!("user name cannot be paired ({why}): treating as unpaired");
                 Ok(None)
             }
-            Err(e) => {
-                log::error!("configuration error: {e}");
-                Err(Verdict::ConfigError)
-            }
+            Err(e) => Err(config_error(e)),
         }
     }
 
@@ -335,10 +329,7 @@ impl Login<'_> {
         let t = &self.config.totp;
         let store = match res.store() {
             Ok(s) => s,
-            Err(e) => {
-                log::error!("configuration error: {e}");
-                return Verdict::ConfigError;
-            }
+            Err(e) => return config_error(e),
         };
         let state = match store.local_totp(self.user) {
             Ok(Some(state)) => state,
@@ -346,10 +337,7 @@ impl Login<'_> {
                 log::error!("TOTP is enabled for the user but the store has no local secret: denied");
                 return Verdict::ConfigError;
             }
-            Err(e) => {
-                log::error!("configuration error: {e}");
-                return Verdict::ConfigError;
-            }
+            Err(e) => return config_error(e),
         };
         let Some(secret) = totp::decode_secret(state.secret.expose()) else {
             log::error!("the stored TOTP secret is not valid base32: denied");
@@ -369,10 +357,7 @@ impl Login<'_> {
                     return Verdict::MaxTries;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    log::error!("configuration error: {e}");
-                    return Verdict::ConfigError;
-                }
+                Err(e) => return config_error(e),
             }
             let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
                 log::warn!("access denied: no verification code given");
@@ -389,10 +374,7 @@ impl Login<'_> {
                         }
                         fresh
                     }
-                    Err(e) => {
-                        log::error!("configuration error: {e}");
-                        return Verdict::ConfigError;
-                    }
+                    Err(e) => return config_error(e),
                 },
                 None => false,
             };
@@ -401,8 +383,7 @@ impl Login<'_> {
                 return Verdict::Allow;
             }
             if let Err(e) = store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
-                log::error!("configuration error: {e}");
-                return Verdict::ConfigError;
+                return config_error(e);
             }
             log::warn!("wrong verification code (attempt {attempt} of {})", t.max_attempts);
             prompter.error(dict.get(Section::Totp, "invalidcode"));
@@ -454,4 +435,10 @@ impl Login<'_> {
         log::warn!("access denied: too many wrong verification codes");
         Verdict::MaxTries
     }
+}
+
+/// A store or setup failure at login: never lets anyone in, and says why in the log.
+fn config_error(e: impl std::fmt::Display) -> Verdict {
+    log::error!("configuration error: {e}");
+    Verdict::ConfigError
 }
