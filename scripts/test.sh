@@ -76,14 +76,24 @@ header_unchanged() {
 step "format" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build" cargo build --workspace
-step "tests" cargo test --workspace --no-fail-fast
+test_log=$(mktemp)
+run_tests() {
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"
+}
+step "tests" run_tests
 step "header" header_unchanged
 
 echo
 echo "== summary"
 printf '%s\n' "${results[@]}"
+
 if [ "$failed" -ne 0 ]; then
   echo "== FAILED"
-  exit 1
+else
+  echo "== all passed"
 fi
-echo "== all passed"
+# One plain closing line for the whole run: every cargo test binary's counts added up.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
+rm -f "$test_log"
+exit "$failed"
