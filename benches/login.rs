@@ -54,6 +54,18 @@ fn built_library() -> PathBuf {
         .unwrap_or_else(|| panic!("liblockserver.so not found near {}", deps.display()))
 }
 
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// One GET on a new connection, reading the whole answer: what a login's service call costs at least.
 fn bare_request(addr: &str, path: &str) -> Duration {
     let start = Instant::now();
@@ -110,6 +122,7 @@ fn main() {
         format!("trust_owner={uid}"),
     ];
     pam_driver::write_service(&confdir, "bench", &module, &args);
+    let peak_before = peak_rss_kib();
     let mut logins = Vec::with_capacity(LOGINS);
     for i in 0..LOGINS + 20 {
         let start = Instant::now();
@@ -127,12 +140,18 @@ fn main() {
     let addr = emu.url().trim_start_matches("http://").to_string();
     let path = format!("/api/3.0/status/{account}");
     let bare: Vec<Duration> = (0..LOGINS).map(|_| bare_request(&addr, &path)).collect();
+    let peak_after = peak_rss_kib();
     let login_p50 = report("login via libpam (auth + account)", logins);
     let bare_p50 = report("bare HTTP request, new connection", bare);
     println!(
         "{:<44} p50 {:>8.0} µs   (budget: well under 1000 µs)\n",
         "=> the login's own work",
         (login_p50 - bare_p50).max(0.0)
+    );
+    println!(
+        "peak RSS growth over {} logins: {} KiB (budget: at most 5 MB; includes the in-process emulator)\n",
+        LOGINS + 20,
+        peak_after.saturating_sub(peak_before)
     );
 
     // 2. The C API.

@@ -248,3 +248,49 @@ pub extern "C" fn lockserver_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_code_and_a_message() {
+        let rc = guard(|| panic!("boom"));
+        assert_eq!(rc, LOCKSERVER_ERROR_PANIC);
+        let msg = lockserver_last_error_message();
+        assert!(!msg.is_null());
+        // SAFETY: a string just returned by the library, freed once.
+        unsafe { lockserver_string_free(msg) };
+        assert_eq!(guard(|| Ok(())), LOCKSERVER_OK);
+        assert!(
+            lockserver_last_error_message().is_null(),
+            "a success clears the last error"
+        );
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        // SAFETY: NULL and valid NUL-terminated literals.
+        unsafe {
+            assert_eq!(
+                input(std::ptr::null()).map_err(|f| f.result).err(),
+                Some(LOCKSERVER_ERROR_NULL_ARGUMENT)
+            );
+            assert_eq!(input(c"abc".as_ptr()).ok(), Some("abc"));
+            assert_eq!(optional_input(std::ptr::null()).ok(), Some(None));
+            let bad = [0xffu8, 0xfe, 0];
+            assert_eq!(
+                input(bad.as_ptr().cast()).map_err(|f| f.result).err(),
+                Some(LOCKSERVER_ERROR_INVALID_UTF8)
+            );
+            let long = vec![b'a'; LOCKSERVER_MAX_INPUT + 1]
+                .into_iter()
+                .chain([0])
+                .collect::<Vec<u8>>();
+            assert_eq!(
+                input(long.as_ptr().cast()).map_err(|f| f.result).err(),
+                Some(LOCKSERVER_ERROR_TOO_LONG)
+            );
+        }
+    }
+}
