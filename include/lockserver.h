@@ -147,12 +147,13 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The text of a result code. The pointer is static: do not free it. Never NULL.
+ * The text of a result code. The pointer is static: do not free it. Never NULL. Thread-safe.
  */
 const char *lockserver_result_message(enum lockserver_result result);
 
 /**
- * Frees a string returned by the library. NULL is allowed and does nothing.
+ * Frees a string returned by the library (its bytes are wiped first). NULL is allowed and does nothing.
+ * Thread-safe: a string may be freed on another thread than the one that got it.
  *
  * # Safety
  * `s` is NULL or a string returned by a `lockserver_*` function and not freed yet.
@@ -161,18 +162,19 @@ void lockserver_string_free(char *s);
 
 /**
  * The service's error code of this thread's last failed call (e.g. 206 "token expired", 306 "invalid
- * TOTP code"), or 0 when the failure had none or the last call succeeded.
+ * TOTP code"), or 0 when the failure had none or the last call succeeded. Per thread: it reports the
+ * calling thread's last call only.
  */
 int32_t lockserver_last_error_code(void);
 
 /**
  * The message of this thread's last failed call, or NULL when the last call succeeded. The caller
- * frees it with lockserver_string_free.
+ * frees it with lockserver_string_free. Per thread, like lockserver_last_error_code.
  */
 char *lockserver_last_error_message(void);
 
 /**
- * The library's version, e.g. "0.1.0". Static: do not free.
+ * The library's version, e.g. "0.1.0". Static: do not free. Thread-safe.
  */
 const char *lockserver_version(void);
 
@@ -199,7 +201,7 @@ enum lockserver_result lockserver_open_config_str(const char *config_toml, struc
 
 /**
  * Releases a handle. Calls still running on other threads finish first; later calls with it return
- * LOCKSERVER_ERROR_INVALID_HANDLE. Closing NULL or a closed handle returns that error too.
+ * LOCKSERVER_ERROR_INVALID_HANDLE. Closing NULL or a closed handle returns that error too. Thread-safe.
  *
  * # Safety
  * Any pointer value is accepted: it is looked up, never dereferenced.
@@ -277,7 +279,7 @@ enum lockserver_result lockserver_totp_validate(const struct lockserver *handle,
 enum lockserver_result lockserver_totp_delete(const struct lockserver *handle, const char *totp_id);
 
 /**
- * The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step.
+ * The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step. Thread-safe.
  */
 struct lockserver_totp_params lockserver_totp_params_default(void);
 

@@ -320,6 +320,29 @@ fn cli_qr_reads_back_in_local_and_latch_modes() {
     let secret = env.emu.totp_secret(&totp_id).expect("emulator secret");
     assert_eq!(secret_of_uri(&from_art), secret, "the QR holds the service's secret");
 
+    // `totp verify` checks a code without logging in.
+    let code = totp::code_at(
+        &totp::decode_secret(&secret).expect("base32"),
+        now(),
+        &totp::Params::default(),
+    );
+    let out = cli(&env, &["totp", "verify", &code, "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let out = cli(&env, &["totp", "verify", wrong, "--user", "root"]).expect("root");
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Unpairing Latch also removes the TOTP, at the service too (seed).
+    let out = cli(&env, &["unpair", "--user", "root"]).expect("root");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        env.emu.totp_secret(&totp_id),
+        None,
+        "the TOTP is deleted at the service"
+    );
+    assert!(env.store().get("root").expect("store").is_none());
+    env.pair("root");
+
     // The TOTP flag off: the operationdisabled text, nothing changed.
     let text = env.conf.render().replace("TOTP:TOTP:true", "TOTP:TOTP:false");
     write_file_mode(&env.config_path(), &text, 0o600);

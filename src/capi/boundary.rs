@@ -49,7 +49,7 @@ pub enum lockserver_result {
 
 use lockserver_result::*;
 
-/// The text of a result code. The pointer is static: do not free it. Never NULL.
+/// The text of a result code. The pointer is static: do not free it. Never NULL. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_result_message(result: lockserver_result) -> *const c_char {
     let text: &'static CStr = match result {
@@ -208,7 +208,8 @@ pub(crate) fn output(s: &str) -> Result<*mut c_char, Failure> {
     })
 }
 
-/// Frees a string returned by the library. NULL is allowed and does nothing.
+/// Frees a string returned by the library (its bytes are wiped first). NULL is allowed and does nothing.
+/// Thread-safe: a string may be freed on another thread than the one that got it.
 ///
 /// # Safety
 /// `s` is NULL or a string returned by a `lockserver_*` function and not freed yet.
@@ -225,14 +226,15 @@ pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
 }
 
 /// The service's error code of this thread's last failed call (e.g. 206 "token expired", 306 "invalid
-/// TOTP code"), or 0 when the failure had none or the last call succeeded.
+/// TOTP code"), or 0 when the failure had none or the last call succeeded. Per thread: it reports the
+/// calling thread's last call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_code() -> i32 {
     LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
 }
 
 /// The message of this thread's last failed call, or NULL when the last call succeeded. The caller
-/// frees it with lockserver_string_free.
+/// frees it with lockserver_string_free. Per thread, like lockserver_last_error_code.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_message() -> *mut c_char {
     let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
@@ -242,7 +244,7 @@ pub extern "C" fn lockserver_last_error_message() -> *mut c_char {
     }
 }
 
-/// The library's version, e.g. "0.1.0". Static: do not free.
+/// The library's version, e.g. "0.1.0". Static: do not free. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

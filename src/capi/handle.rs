@@ -216,7 +216,7 @@ pub unsafe extern "C" fn lockserver_open_config_str(
 }
 
 /// Releases a handle. Calls still running on other threads finish first; later calls with it return
-/// LOCKSERVER_ERROR_INVALID_HANDLE. Closing NULL or a closed handle returns that error too.
+/// LOCKSERVER_ERROR_INVALID_HANDLE. Closing NULL or a closed handle returns that error too. Thread-safe.
 ///
 /// # Safety
 /// Any pointer value is accepted: it is looked up, never dereferenced.
@@ -379,7 +379,7 @@ pub unsafe extern "C" fn lockserver_totp_delete(
     })
 }
 
-/// The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step.
+/// The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_totp_params_default() -> lockserver_totp_params {
     lockserver_totp_params {
