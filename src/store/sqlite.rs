@@ -34,6 +34,7 @@
 
 use super::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError, check_user};
 use crate::config::Secret;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, ffi, params};
 use std::fs;
 use std::io;
@@ -134,6 +135,12 @@ impl SqliteStore {
                 migrate(&mut conn, path)?;
             }
             OpenMode::Existing => {
+                // A login's connection is short-lived and almost never writes: closing it must not
+                // checkpoint and delete the WAL, which the next login would then have to recreate and
+                // recover (most of a login's store time). The CLI's connections and SQLite's automatic
+                // checkpoints keep the WAL small.
+                conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                    .map_err(db_err)?;
                 conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
                 check_version(&conn, path)?;
             }
