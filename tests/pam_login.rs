@@ -154,6 +154,35 @@ fn account_after_auth_in_one_transaction_does_not_ask_the_service_again() {
     );
 }
 
+#[test]
+fn account_line_for_another_operation_checks_its_own_latch() {
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec![format!("sshd:{OP_A}:true"), format!("sudo:{OP_B}:true")]);
+    let acc = env.pair("alice");
+    env.latch(&acc, Some(OP_B), false);
+    // auth checks operation sshd (open); the account line names operation sudo (locked): what auth
+    // granted says nothing about it.
+    let module = common::module_path().display().to_string();
+    let args = env.module_args(&env.config_path(), &[]).join(" ");
+    std::fs::write(
+        env.pam_dir().join("mixed"),
+        format!(
+            "auth [success=done ignore=ignore default=die] {module} {args} operation=sshd\n\
+             account [success=done ignore=ignore default=die] {module} {args} operation=sudo\n"
+        ),
+    )
+    .expect("write the service file");
+    let mut s = env.session("mixed", "alice");
+    assert_eq!(s.authenticate(&[]).0, PAM_SUCCESS, "operation sshd is open");
+    let before = env.emu.request_count();
+    assert_eq!(s.acct_mgmt().0, PAM_PERM_DENIED, "operation sudo is locked");
+    assert_eq!(
+        env.emu.request_count(),
+        before + 1,
+        "the account line asked the service"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Operations
 

@@ -26,8 +26,8 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
-/// `pam_set_data` key under which the auth phase records the user it checked, so the account phase
-/// of the same transaction does not ask the service twice.
+/// `pam_set_data` key under which the auth phase records the user, operation and config it granted, so
+/// the account phase of the same transaction does not ask the service twice for the same thing.
 const CHECKED_KEY: &str = "lockserver_checked_user";
 
 struct Module;
@@ -141,6 +141,19 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let operation = args.operation.as_deref().unwrap_or(service_name);
+    // What the auth phase records when it grants: the same user, operation and config file must match
+    // for the account phase to skip its own check.
+    let checked = format!(
+        "{}\n{operation}\n{}",
+        String::from_utf8_lossy(user_bytes),
+        path.display()
+    );
+    // Before anything is read: the auth phase of this transaction already granted exactly this.
+    if phase == Phase::Account && already_checked(pamh, &checked) {
+        log::info!("lock already checked in the auth phase of this transaction: access granted");
+        return PamResultCode::PAM_SUCCESS;
+    }
     let config = match Config::load(
         &path,
         LoadOptions {
@@ -173,12 +186,6 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
         }
     };
 
-    if phase == Phase::Account && already_checked(pamh, user) {
-        log::info!("lock already checked in the auth phase of this transaction: access granted");
-        return PamResultCode::PAM_SUCCESS;
-    }
-
-    let operation = args.operation.as_deref().unwrap_or(service_name);
     let login = Login {
         config: &config,
         dictionary: &dictionary,
@@ -195,15 +202,15 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
     };
     if phase == Phase::Auth && verdict == Verdict::Allow {
         // Failing to record only costs the account phase a second service call.
-        let _ = pamh.set_data(CHECKED_KEY, Box::new(user.to_string()));
+        let _ = pamh.set_data(CHECKED_KEY, Box::new(checked));
     }
     to_pam_code(&verdict, phase)
 }
 
-fn already_checked(pamh: &PamHandle, user: &str) -> bool {
+fn already_checked(pamh: &PamHandle, what: &str) -> bool {
     // SAFETY: only this module stores data under CHECKED_KEY, and always a `String` (see `run`).
     match unsafe { pamh.get_data::<String>(CHECKED_KEY) } {
-        Ok(checked) => checked == user,
+        Ok(checked) => checked == what,
         Err(_) => false,
     }
 }
