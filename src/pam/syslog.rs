@@ -38,6 +38,10 @@ pub fn begin(context: Context, debug: bool) {
         // Another logger may already be installed in a host that links us statically; then our
         // lines go there, which is still better than failing the login.
         let _ = log::set_logger(&LOGGER);
+        // A panic is caught at the hook boundary (PAM_ABORT); its report goes to the log, never to
+        // the host's stderr (sshd may forward that to the client). This module's std is its own, so
+        // the host program's panic hook is not touched.
+        std::panic::set_hook(Box::new(|info| log::error!("internal error, login aborted: {info}")));
     });
     log::set_max_level(if debug {
         log::LevelFilter::Debug
