@@ -89,24 +89,59 @@ fn expired_or_malformed_codes_say_what_to_do() {
 }
 
 #[test]
-fn sudo_users_act_only_on_themselves() {
+fn sudo_users_act_only_on_themselves_with_the_system_config() {
     let env = Env::new();
-    let Some(out) = run(&env, Some("alice"), &["status", "--user", "bob"]) else {
+    // Through sudo, only the system config: another file would bring its own store and service.
+    let Some(out) = run(&env, Some("alice"), &["status"]) else {
         return;
     };
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
-    assert!(text(&out).contains("only on yourself"), "{}", text(&out));
-    let out = run(&env, Some("alice"), &["users"]).expect("root");
-    assert_eq!(out.status.code(), Some(7));
-    let out = run(&env, Some("alice"), &["--trust-owner", "1000", "status"]).expect("root");
-    assert_eq!(out.status.code(), Some(7));
-    // Acting on themself is allowed (alice is simply not paired here).
-    let out = run(&env, Some("alice"), &["status"]).expect("root");
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
-    assert!(text(&out).contains("alice is not paired"), "{}", text(&out));
+    assert!(text(&out).contains("-c/--config is not allowed"), "{}", text(&out));
+    for args in [
+        &["status", "--user", "bob"][..],
+        &["users"],
+        &["--trust-owner", "1000", "status"],
+    ] {
+        let out = run(&env, Some("alice"), args).expect("root");
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {}", text(&out));
+    }
     // Root must name the user.
     let out = run(&env, None, &["status"]).expect("root");
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("--user NAME"), "{}", text(&out));
+}
+
+#[test]
+fn qr_file_is_written_new_never_through_a_link() {
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:true".into()]);
+    let text_conf = format!("{}source = \"local\"\n", env.conf.render());
+    write_file_mode(&env.config_path(), &text_conf, 0o600);
+    env.pair("root");
+    let victim = env.dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let link = env.dir.path().join("qr.png");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+    let Some(out) = run(
+        &env,
+        None,
+        &[
+            "totp",
+            "create",
+            "--user",
+            "root",
+            "--qr-file",
+            link.to_str().expect("path"),
+        ],
+    ) else {
+        return;
+    };
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious",
+        "the link target is untouched"
+    );
 }
 
 #[test]

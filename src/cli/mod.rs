@@ -133,6 +133,22 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
     if cli.trust_owner.is_some() && !actor.is_root() {
         return fail(Exit::NotAllowed, "--trust-owner is for root only");
     }
+    // Through sudo the config is the system's: another root-owned file would bring its own store and
+    // service (a user could pair themself with anything), and reading files as root for a user leaks.
+    if !actor.is_root() && cli.config != std::path::Path::new(config::DEFAULT_PATH) {
+        return fail(Exit::NotAllowed, "through sudo, -c/--config is not allowed");
+    }
+    // The image is written as root: through sudo it could overwrite any file.
+    if let Command::Totp {
+        action: TotpAction::Create { qr_file: Some(_), .. },
+    } = &cli.command
+        && !actor.is_root()
+    {
+        return fail(
+            Exit::NotAllowed,
+            "through sudo, --qr-file is not allowed (the QR code is shown on the terminal)",
+        );
+    }
     if let Command::TryLogin { service, user } = &cli.command {
         if !actor.is_root() {
             return fail(Exit::NotAllowed, "try-login is for root only");

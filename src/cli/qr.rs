@@ -109,15 +109,9 @@ pub fn read_terminal_art(art: &str) -> Result<String, String> {
     })
 }
 
-/// Works out what to show for the service's `qr` value, saving the image to `qr_file` if asked.
-pub fn show(qr: &str, qr_file: Option<&Path>) -> Result<Shown, String> {
-    if let Some(data) = qr.strip_prefix("data:image/png;base64,") {
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|_| "the QR image from the service is not valid base64".to_string())?;
-        if let Some(path) = qr_file {
-            save(path, &png)?;
-        }
+/// Works out what to show in the terminal for the service's `qr` value.
+pub fn show(qr: &str) -> Result<Shown, String> {
+    if let Some(png) = data_uri_png(qr)? {
         let content = read_png(&png)?;
         return Ok(Shown::Drawn {
             art: terminal_art(&content)?,
@@ -127,21 +121,43 @@ pub fn show(qr: &str, qr_file: Option<&Path>) -> Result<Shown, String> {
     if qr.starts_with("https://") || qr.starts_with("http://") {
         return Ok(Shown::Link(qr.to_string()));
     }
-    if let Some(path) = qr_file {
-        save(path, &png_of(qr)?)?;
-    }
     Ok(Shown::Drawn {
         art: terminal_art(qr)?,
         content: qr.to_string(),
     })
 }
 
-/// Writes the image readable by its owner only: it holds the TOTP secret.
+/// Saves the QR code of the service's `qr` value as a PNG at `path` (the service's own image, or one
+/// drawn from the URI).
+pub fn save_image(qr: &str, path: &Path) -> Result<(), String> {
+    let png = match data_uri_png(qr)? {
+        Some(png) => png,
+        None if qr.starts_with("https://") || qr.starts_with("http://") => {
+            return Err("the service gave a link, not an image: open it to see the QR code".into());
+        }
+        None => png_of(qr)?,
+    };
+    save(path, &png)
+}
+
+/// The PNG of a `data:image/png;base64,` value; `None` for any other value.
+fn data_uri_png(qr: &str) -> Result<Option<Vec<u8>>, String> {
+    let Some(data) = qr.strip_prefix("data:image/png;base64,") else {
+        return Ok(None);
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map(Some)
+        .map_err(|_| "the QR image from the service is not valid base64".to_string())
+}
+
+/// Writes the image readable by its owner only: it holds the TOTP secret. A new file only, never
+/// through a symbolic link: root must not be tricked into overwriting something else.
 fn save(path: &Path, png: &[u8]) -> Result<(), String> {
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -169,7 +185,7 @@ mod tests {
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(&png)
         );
-        match show(&data_uri, None).expect("shown") {
+        match show(&data_uri).expect("shown") {
             Shown::Drawn { content, art } => {
                 assert_eq!(content, URI);
                 assert_eq!(read_terminal_art(&art).expect("art"), URI);
@@ -181,10 +197,10 @@ mod tests {
     #[test]
     fn urls_are_links_and_garbage_is_an_error() {
         assert_eq!(
-            show("https://x.example/qr.png", None),
+            show("https://x.example/qr.png"),
             Ok(Shown::Link("https://x.example/qr.png".into()))
         );
-        assert!(show("data:image/png;base64,@@@", None).is_err());
+        assert!(show("data:image/png;base64,@@@").is_err());
         assert!(read_png(b"not a png").is_err());
     }
 }

@@ -1,19 +1,28 @@
 //! `lockserver totp create | disable | verify` (the seed's TOTP flow, and local RFC 6238 codes).
 
-use super::Exit;
 use super::commands::{Context, hostname};
 use super::qr::{self, Shown};
+use super::{Exit, fail};
 use crate::dictionary::Section;
 use crate::login::system_clock;
 use std::path::Path;
 
 impl Context<'_> {
     pub fn totp_create(&self, user: &str, qr_file: Option<&Path>) -> Exit {
+        // The image is only ever written to a new file: say so before anything is enrolled.
+        if let Some(path) = qr_file
+            && path.symlink_metadata().is_ok()
+        {
+            return fail(
+                Exit::Usage,
+                &format!("{} already exists: give --qr-file a new path", path.display()),
+            );
+        }
         let label = format!("{user}@{}", hostname());
         self.with_accounts(user, |a| {
             let enrolment = a.totp_create(user, &label)?;
             println!("{}", self.text(Section::Totp, "enabled", user));
-            match qr::show(&enrolment.qr, qr_file) {
+            match qr::show(&enrolment.qr) {
                 Ok(Shown::Drawn { art, content }) => {
                     println!("{art}");
                     if content.starts_with("otpauth://") {
@@ -21,10 +30,16 @@ impl Context<'_> {
                     }
                 }
                 Ok(Shown::Link(url)) => println!("Open this address to see the QR code: {url}"),
-                Err(e) => eprintln!("lockserver: the QR code cannot be shown here ({e}); use --qr-file PATH"),
+                Err(e) => eprintln!("lockserver: the QR code cannot be drawn here ({e}); use --qr-file PATH"),
             }
             if let Some(path) = qr_file {
-                println!("QR code saved to {}", path.display());
+                match qr::save_image(&enrolment.qr, path) {
+                    Ok(()) => println!("QR code saved to {}", path.display()),
+                    Err(e) => {
+                        eprintln!("lockserver: {e}");
+                        return Ok(Exit::Store);
+                    }
+                }
             }
             Ok(Exit::Ok)
         })

@@ -150,7 +150,11 @@ impl Transport {
         };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .root_certs(root_certs(options.ca_file)?)
+            .root_certs(if plain {
+                RootCerts::Specific(Arc::new(Vec::new()))
+            } else {
+                root_certs(options.ca_file)?
+            })
             .build();
         let config = agent_config(tls, proxy);
         if plain {
@@ -271,32 +275,39 @@ fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
         .build()
 }
 
-/// The trust store. Without `ca_file`: the platform verifier (the system store, DESIGN §3).
+/// The trust store: the system PEM bundle (first of [`SYSTEM_CA_BUNDLES`] that exists) plus the
+/// certificates of `ca_file`.
 ///
-/// ureq 3.5 cannot give the platform verifier extra roots (rustls-platform-verifier has
-/// `new_with_extra_roots`, but ureq builds the verifier itself), so with `ca_file` the roots are
-/// the system PEM bundle (first of [`SYSTEM_CA_BUNDLES`] that exists) plus the file's certificates.
+/// Never the platform verifier: on Linux it reads `SSL_CERT_FILE`/`SSL_CERT_DIR` from the environment,
+/// and su and sudo run PAM in a setuid process with the caller's environment — a caller could make the
+/// module trust nothing (then `fail_mode = "safe"` lets them in) or trust their own CA. The places read
+/// here are fixed.
 fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
-    let Some(ca_file) = ca_file else {
-        return Ok(RootCerts::PlatformVerifier);
+    let mut certs = match ca_file {
+        Some(ca_file) => {
+            let certs = pem_certificates(ca_file)?;
+            if certs.is_empty() {
+                return Err(local_error(format!(
+                    "ca_file {}: no PEM certificate in it",
+                    ca_file.display()
+                )));
+            }
+            certs
+        }
+        None => Vec::new(),
     };
-    let mut certs = pem_certificates(ca_file)?;
-    if certs.is_empty() {
-        return Err(local_error(format!(
-            "ca_file {}: no PEM certificate in it",
-            ca_file.display()
-        )));
-    }
     match SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file()) {
         // A broken system bundle is the system's problem, not this config's: keep the extra CA.
         Some(bundle) => match pem_certificates(&bundle) {
             Ok(system) => certs.extend(system),
-            Err(e) => log::warn!("system CA bundle unusable, trusting only ca_file: {e}"),
+            Err(e) => log::warn!("system CA bundle unusable: {e}"),
         },
-        None => log::warn!(
-            "no system CA bundle found; trusting only the certificates of {}",
-            ca_file.display()
-        ),
+        None => log::warn!("no system CA bundle found in {SYSTEM_CA_BUNDLES:?}"),
+    }
+    if certs.is_empty() {
+        return Err(local_error(
+            "no trusted CA: install ca-certificates or set latch.ca_file",
+        ));
     }
     Ok(RootCerts::Specific(Arc::new(certs)))
 }
@@ -789,7 +800,10 @@ BQCnU7lIVg/zhm2IvnI=
 
     #[test]
     fn ca_file_is_added_to_the_system_bundle() {
-        assert!(matches!(root_certs(None), Ok(RootCerts::PlatformVerifier)));
+        assert!(
+            matches!(root_certs(None), Ok(RootCerts::Specific(c)) if !c.is_empty()),
+            "the system bundle"
+        );
         let dir = std::env::temp_dir().join(format!("lockserver-ca-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca.pem");
