@@ -396,7 +396,7 @@ impl Config {
             check_files: true,
         };
         let config = parse(&checker)?;
-        check_permissions(path, config.holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
+        check_permissions(path, holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
         Ok(config)
     }
 
@@ -429,11 +429,16 @@ impl Config {
     pub fn totp_enabled(&self) -> bool {
         self.operations.iter().any(|op| op.name == TOTP_OPERATION && op.enabled)
     }
+}
 
-    fn holds_inline_secrets(&self, text: &str) -> bool {
-        let has = |section: &str, key: &str| line_of(text, Some(section), key).is_some();
-        has("latch", "secret") || has("pingid", "token") || has("pingid", "api_key")
-    }
+/// Whether the file itself holds a secret (decided on the parsed document, so dotted keys and inline
+/// tables count too).
+fn holds_inline_secrets(text: &str) -> bool {
+    let Ok(raw) = toml::from_str::<RawConfig>(text) else {
+        return true;
+    };
+    raw.latch.is_some_and(|l| l.secret.is_some())
+        || raw.pingid.is_some_and(|p| p.token.is_some() || p.api_key.is_some())
 }
 
 fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
@@ -491,13 +496,13 @@ fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
             }
             if let Some(ca) = &l.ca_file
                 && c.check_files
-                && !ca.is_file()
             {
-                return Err(c.error(
-                    Some("latch"),
-                    "ca_file",
-                    format!("{} is not a readable file", ca.display()),
-                ));
+                // Whoever can write the trust anchors can answer for Latch.
+                let err = |m: String| c.error(Some("latch"), "ca_file", m);
+                if !ca.is_file() {
+                    return Err(err(format!("{} is not a readable file", ca.display())));
+                }
+                check_permissions(ca, false, c.trusted_owner).map_err(err)?;
             }
             Some(LatchConfig {
                 app_id,
@@ -748,6 +753,17 @@ mod tests {
     fn timeout_range() {
         assert!(Config::parse_str(&base("timeout_ms = 50")).is_err());
         assert!(Config::parse_str(&base("timeout_ms = 500")).is_ok());
+    }
+
+    #[test]
+    fn inline_secrets_are_found_in_any_toml_form() {
+        assert!(holds_inline_secrets(&base("")));
+        let dotted = format!("service = \"latch\"\nlatch.app_id = \"{APP}\"\nlatch.secret = \"{SECRET}\"\n");
+        assert!(holds_inline_secrets(&dotted));
+        let inline = format!("service = \"latch\"\nlatch = {{ app_id = \"{APP}\", secret = \"{SECRET}\" }}\n");
+        assert!(holds_inline_secrets(&inline));
+        let file = format!("service = \"latch\"\n[latch]\napp_id = \"{APP}\"\nsecret_file = \"/x\"\n");
+        assert!(!holds_inline_secrets(&file));
     }
 
     #[test]

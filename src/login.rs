@@ -154,7 +154,11 @@ impl Login<'_> {
         let store = match res.store() {
             Ok(store) => store,
             Err(StoreError::Missing) => {
-                log::warn!("the pairing store does not exist yet: treating the user as unpaired");
+                // Loud: a mistyped `store` or a deleted database makes everyone unpaired.
+                log::error!(
+                    "the pairing store {} does not exist: treating the user as unpaired",
+                    self.config.store
+                );
                 return Ok(None);
             }
             Err(e) => return Err(config_error(e)),
@@ -228,6 +232,16 @@ impl Login<'_> {
             Err(ServiceError::NotPaired) => {
                 log::warn!("the service says the account is not paired (unpaired on the phone?)");
                 self.unpaired(prompter, "the service says not paired")
+            }
+            Err(ServiceError::Api { code, message }) => {
+                // An answer, not an outage: fail_mode does not apply.
+                log::error!("access denied: the service refused the status request ({code}: {message})");
+                prompter.error(&self.dictionary.format(
+                    Section::Lock,
+                    "error",
+                    &[("code", &code.to_string()), ("message", &message)],
+                ));
+                Verdict::Deny
             }
             Err(e) => self.service_failure(prompter, e),
         }
@@ -408,25 +422,44 @@ impl Login<'_> {
             Err(v) => return v,
         };
         let dict = self.dictionary;
+        let invalid = || dict.service_error(Section::Totp, "validateerror", 306, "Invalid totp code");
+        // Once the service has said "wrong code", it is reachable: a later failure is no outage to
+        // fail open on (else wrong guesses could spend the budget until `fail_mode = "safe"` lets in).
+        let mut refused_once = false;
         for attempt in 1..=self.config.totp.max_attempts {
             let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
                 log::warn!("access denied: no verification code given");
                 return Verdict::Deny;
             };
             let code = code.trim();
-            match budget.spend(|deadline| service.totp_validate(totp_id, code, deadline)) {
+            // Only digits reach the service: anything else is a wrong code here and now.
+            let well_formed = (6..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit());
+            let answer = if well_formed {
+                budget.spend(|deadline| service.totp_validate(totp_id, code, deadline))
+            } else {
+                Ok(false)
+            };
+            match answer {
                 Ok(true) => {
                     log::info!("verification code accepted");
                     return Verdict::Allow;
                 }
-                Ok(false) => {
-                    prompter.error(&dict.service_error(Section::Totp, "validateerror", 306, "Invalid totp code"))
-                }
+                Ok(false) => prompter.error(&invalid()),
                 Err(ServiceError::Api { code, message }) => {
                     prompter.error(&dict.service_error(Section::Totp, "validateerror", code, &message))
                 }
+                Err(ServiceError::NotPaired) => {
+                    log::error!("access denied: the service says the TOTP's account is not paired");
+                    return Verdict::Deny;
+                }
+                Err(e) if refused_once => {
+                    log::error!("access denied: the service failed after refusing a code: {e}");
+                    prompter.error(dict.get(Section::Lock, "unavailable"));
+                    return Verdict::Unavailable;
+                }
                 Err(e) => return self.service_failure(prompter, e),
             }
+            refused_once = true;
             log::warn!(
                 "wrong verification code (attempt {attempt} of {})",
                 self.config.totp.max_attempts

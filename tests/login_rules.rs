@@ -356,3 +356,50 @@ fn disabled_config_steps_aside() {
         Verdict::Ignore
     );
 }
+
+#[test]
+fn a_service_refusal_of_the_status_is_no_outage() {
+    let c = config("fail_mode = \"safe\"");
+    let refused = Err(ServiceError::Api {
+        code: 704,
+        message: "Subscription limit".into(),
+    });
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(refused));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Deny);
+    assert!(p.errors[0].contains("704"), "{:?}", p.errors);
+}
+
+#[test]
+fn totp_codes_fail_closed_once_the_service_has_refused_one() {
+    let c = config("fail_mode = \"safe\"\noperations = [\"TOTP:TOTP:true\"]\n[totp]\nmax_attempts = 3");
+    let mut pairing = paired("alice");
+    pairing.totp_enabled = true;
+    pairing.totp_id = Some("totp1".into());
+    let service = FakeService::answering(Ok(Access::Open));
+    service.totp_answers.borrow_mut().extend([
+        Ok(false),
+        Err(ServiceError::Unavailable("time budget exhausted".into())),
+    ]);
+    let mut f = fakes(vec![pairing.clone()], service);
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::Unavailable
+    );
+
+    // Codes that are not 6-8 digits never reach the service.
+    let mut f = fakes(vec![pairing], FakeService::answering(Ok(Access::Open)));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["".to_string(), "12ab56".to_string(), "123".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::MaxTries
+    );
+    assert_eq!(f.service.totp_calls.get(), 0);
+}

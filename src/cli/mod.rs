@@ -166,7 +166,10 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
     };
     let dictionary = match &config.dictionary {
         None => Dictionary::builtin(),
-        Some(p) => match Dictionary::load(p) {
+        Some(p) => match config::check_permissions(p, false, cli.trust_owner)
+            .map_err(|e| e.to_string())
+            .and_then(|()| Dictionary::load(p).map_err(|e| e.to_string()))
+        {
             Ok(d) => d,
             Err(e) => return fail(Exit::Config, &format!("configuration error: dictionary {e}")),
         },

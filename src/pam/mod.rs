@@ -168,7 +168,11 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
     };
     let dictionary = match &config.dictionary {
         None => Dictionary::builtin(),
-        Some(p) => match Dictionary::load(p) {
+        // Whoever can write the dictionary writes what users are asked at the prompt.
+        Some(p) => match crate::config::check_permissions(p, false, args.trust_owner)
+            .map_err(|e| e.to_string())
+            .and_then(|()| Dictionary::load(p).map_err(|e| e.to_string()))
+        {
             Ok(d) => d,
             Err(e) => {
                 log::error!("configuration error: dictionary {e}; denying");
