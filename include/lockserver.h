@@ -127,7 +127,10 @@ typedef struct lockserver lockserver;
  * Parameters of an RFC 6238 TOTP. `lockserver_totp_params_default()` gives SHA1, 6 digits, 30 s, ±1 step.
  */
 typedef struct lockserver_totp_params {
-  enum lockserver_totp_algorithm algorithm;
+  /**
+   * A `lockserver_totp_algorithm` value (a plain integer, so that no C value is undefined behaviour).
+   */
+  uint32_t algorithm;
   /**
    * 6, 7 or 8.
    */
@@ -147,9 +150,13 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The text of a result code. The pointer is static: do not free it. Never NULL. Thread-safe.
+ * The text of a result code (a `lockserver_result` value; any other number gets "unknown result").
+ * The pointer is static: do not free it. Never NULL. Thread-safe.
+ *
+ * The argument is a plain integer, not the enum: a C caller may pass any value, and an out-of-range
+ * value in a Rust enum would be undefined behaviour.
  */
-const char *lockserver_result_message(enum lockserver_result result);
+const char *lockserver_result_message(int32_t result);
 
 /**
  * Frees a string returned by the library (its bytes are wiped first). NULL is allowed and does nothing.

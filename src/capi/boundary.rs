@@ -49,10 +49,34 @@ pub enum lockserver_result {
 
 use lockserver_result::*;
 
-/// The text of a result code. The pointer is static: do not free it. Never NULL. Thread-safe.
+/// The text of a result code (a `lockserver_result` value; any other number gets "unknown result").
+/// The pointer is static: do not free it. Never NULL. Thread-safe.
+///
+/// The argument is a plain integer, not the enum: a C caller may pass any value, and an out-of-range
+/// value in a Rust enum would be undefined behaviour.
 #[unsafe(no_mangle)]
-pub extern "C" fn lockserver_result_message(result: lockserver_result) -> *const c_char {
-    let text: &'static CStr = match result {
+pub extern "C" fn lockserver_result_message(result: i32) -> *const c_char {
+    const ALL: [lockserver_result; 15] = [
+        LOCKSERVER_OK,
+        LOCKSERVER_ERROR_NULL_ARGUMENT,
+        LOCKSERVER_ERROR_INVALID_UTF8,
+        LOCKSERVER_ERROR_TOO_LONG,
+        LOCKSERVER_ERROR_INVALID_HANDLE,
+        LOCKSERVER_ERROR_INVALID_ARGUMENT,
+        LOCKSERVER_ERROR_CONFIG,
+        LOCKSERVER_ERROR_UNAVAILABLE,
+        LOCKSERVER_ERROR_MISCONFIGURED,
+        LOCKSERVER_ERROR_NOT_PAIRED,
+        LOCKSERVER_ERROR_ALREADY_PAIRED,
+        LOCKSERVER_ERROR_SERVICE,
+        LOCKSERVER_ERROR_STORE,
+        LOCKSERVER_ERROR_PANIC,
+        LOCKSERVER_ERROR_TOTP_DISABLED,
+    ];
+    let Some(known) = ALL.into_iter().find(|r| *r as i32 == result) else {
+        return c"unknown result".as_ptr();
+    };
+    let text: &'static CStr = match known {
         LOCKSERVER_OK => c"ok",
         LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
         LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",

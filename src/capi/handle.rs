@@ -1,8 +1,8 @@
 //! The opaque handle and the calls made with it.
 //!
-//! A `lockserver *` is a token looked up in a registry on every call, so a closed, stale or forged
-//! pointer gives `LOCKSERVER_ERROR_INVALID_HANDLE` instead of a crash, and a handle closed by one thread
-//! while another uses it stays alive until that call returns.
+//! A `lockserver *` is a number looked up in a registry on every call (never dereferenced), so a
+//! closed, stale or forged pointer gives `LOCKSERVER_ERROR_INVALID_HANDLE` instead of a crash, and a
+//! handle closed by one thread while another uses it stays alive until that call returns.
 
 use super::boundary::lockserver_result::{self, *};
 use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
@@ -16,6 +16,7 @@ use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::ffi::c_char;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -54,7 +55,8 @@ pub enum lockserver_totp_algorithm {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct lockserver_totp_params {
-    pub algorithm: lockserver_totp_algorithm,
+    /// A `lockserver_totp_algorithm` value (a plain integer, so that no C value is undefined behaviour).
+    pub algorithm: u32,
     /// 6, 7 or 8.
     pub digits: u32,
     /// Seconds per step, 1 or more.
@@ -77,12 +79,16 @@ fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
         .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_HANDLE, "the handle is NULL, closed or unknown"))
 }
 
+/// Handle values are numbers counted up from a high base and never reused, so a pointer kept after
+/// `lockserver_close` can never name a newer handle. C only passes them back; they are never
+/// dereferenced.
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x1000_0000);
+
 fn register(handle: lockserver, out: *mut *mut lockserver) {
-    let arc = Arc::new(handle);
-    let ptr = Arc::as_ptr(&arc).cast_mut();
-    registry().insert(ptr as usize, arc);
+    let id = NEXT_HANDLE.fetch_add(16, Ordering::Relaxed);
+    registry().insert(id, Arc::new(handle));
     // SAFETY: `out` was checked non-null by the caller before any work.
-    unsafe { *out = ptr };
+    unsafe { *out = std::ptr::without_provenance_mut(id) };
 }
 
 fn open_with(config: Config) -> Result<lockserver, Failure> {
@@ -383,14 +389,16 @@ pub unsafe extern "C" fn lockserver_totp_delete(
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_totp_params_default() -> lockserver_totp_params {
     lockserver_totp_params {
-        algorithm: lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1,
+        algorithm: lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1 as u32,
         digits: 6,
         step_secs: 30,
         window: 1,
     }
 }
 
-fn params_from(p: *const lockserver_totp_params) -> Result<totp::Params, Failure> {
+/// # Safety
+/// `p` is NULL or points to a `lockserver_totp_params`.
+unsafe fn params_from(p: *const lockserver_totp_params) -> Result<totp::Params, Failure> {
     let p = if p.is_null() {
         lockserver_totp_params_default()
     } else {
@@ -398,9 +406,15 @@ fn params_from(p: *const lockserver_totp_params) -> Result<totp::Params, Failure
         unsafe { *p }
     };
     let algorithm = match p.algorithm {
-        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1 => TotpAlgorithm::Sha1,
-        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA256 => TotpAlgorithm::Sha256,
-        lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA512 => TotpAlgorithm::Sha512,
+        0 => TotpAlgorithm::Sha1,
+        1 => TotpAlgorithm::Sha256,
+        2 => TotpAlgorithm::Sha512,
+        _ => {
+            return Err(Failure::new(
+                LOCKSERVER_ERROR_INVALID_ARGUMENT,
+                "unknown TOTP algorithm",
+            ));
+        }
     };
     if !(6..=8).contains(&p.digits) || p.step_secs == 0 || p.window > 10 {
         return Err(Failure::new(
@@ -441,7 +455,9 @@ pub unsafe extern "C" fn lockserver_totp_verify(
         // SAFETY: the caller's guarantee on the string arguments.
         let (secret, code) = unsafe { (input(secret_base32)?, input(code)?) };
         let secret = secret_from(secret)?;
-        let valid = totp::verify(&secret, code, unix_time, &params_from(params)?, None).is_some();
+        // SAFETY: the caller's guarantee on params.
+        let params = unsafe { params_from(params) }?;
+        let valid = totp::verify(&secret, code, unix_time, &params, None).is_some();
         // SAFETY: checked non-null above.
         unsafe { *out_valid = valid };
         Ok(())
@@ -464,7 +480,9 @@ pub unsafe extern "C" fn lockserver_totp_code(
         out_ptr(out_code)?;
         // SAFETY: the caller's guarantee on secret_base32.
         let secret = secret_from(unsafe { input(secret_base32) }?)?;
-        let code = totp::code_at(&secret, unix_time, &params_from(params)?);
+        // SAFETY: the caller's guarantee on params.
+        let params = unsafe { params_from(params) }?;
+        let code = totp::code_at(&secret, unix_time, &params);
         let ptr = output(&code)?;
         // SAFETY: checked non-null above.
         unsafe { *out_code = ptr };

@@ -70,6 +70,8 @@ static void test_basics(void) {
     CHECK(strcmp(lockserver_version(), "0.1.0") == 0);
     CHECK(strcmp(lockserver_result_message(LOCKSERVER_OK), "ok") == 0);
     CHECK(lockserver_result_message(LOCKSERVER_ERROR_PANIC) != NULL);
+    CHECK(strcmp(lockserver_result_message(99), "unknown result") == 0);
+    CHECK(strcmp(lockserver_result_message(-1), "unknown result") == 0);
     lockserver_string_free(NULL);
 }
 
@@ -189,6 +191,9 @@ static void test_totp_local(void) {
              LOCKSERVER_OK);
     CHECK(code && strcmp(code, "46119246") == 0);
     lockserver_string_free(code);
+    lockserver_totp_params bad_alg = lockserver_totp_params_default();
+    bad_alg.algorithm = 7;
+    CHECK_RC(lockserver_totp_verify(secret, "123456", 59, &bad_alg, &valid), LOCKSERVER_ERROR_INVALID_ARGUMENT);
     p.digits = 9;
     CHECK_RC(lockserver_totp_verify(secret, "123456789", 59, &p, &valid), LOCKSERVER_ERROR_INVALID_ARGUMENT);
     CHECK_RC(lockserver_totp_verify("not base32!", "123456", 59, NULL, &valid), LOCKSERVER_ERROR_INVALID_ARGUMENT);
@@ -275,6 +280,12 @@ int main(void) {
         lockserver_access a;
         CHECK_RC(lockserver_status(h, env("LS_OPEN_ACCOUNT"), NULL, false, &a, NULL), LOCKSERVER_ERROR_INVALID_HANDLE);
         CHECK_RC(lockserver_close(h), LOCKSERVER_ERROR_INVALID_HANDLE);
+        /* A handle opened later never revives the closed one. */
+        lockserver *h3 = NULL;
+        CHECK_RC(lockserver_open_config_str(env("LS_CONFIG"), &h3), LOCKSERVER_OK);
+        CHECK(h3 != h);
+        CHECK_RC(lockserver_status(h, env("LS_OPEN_ACCOUNT"), NULL, false, &a, NULL), LOCKSERVER_ERROR_INVALID_HANDLE);
+        CHECK_RC(lockserver_close(h3), LOCKSERVER_OK);
     }
 
     lockserver *h2 = NULL;
