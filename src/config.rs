@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use std::time::Duration;
 pub const DEFAULT_PATH: &str = "/etc/lockserver/lockserver.conf";
 /// The store used when the config names none.
 pub const DEFAULT_STORE: &str = "sqlite:///var/lib/lockserver/lockserver.db";
+/// A config file larger than this is refused before it is read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The operation NAME that switches the TOTP flow on or off.
 pub const TOTP_OPERATION: &str = "TOTP";
 
@@ -387,7 +389,26 @@ impl Config {
             key: None,
             message,
         };
-        let bytes = fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        // One open, checked and read through the same descriptor: no symbolic link, no swap between the
+        // permission check and the read, nothing but a small regular file.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => whole("is a symbolic link: point config= at the file itself".into()),
+                _ => whole(format!("cannot read: {e}")),
+            })?;
+        let meta = file.metadata().map_err(|e| whole(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(whole("is not a regular file".into()));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(whole(format!("is larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
+            .map_err(|e| whole(format!("cannot read: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
         let checker = Checker {
             path: Some(path),
@@ -396,7 +417,7 @@ impl Config {
             check_files: true,
         };
         let config = parse(&checker)?;
-        check_permissions(path, holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
+        check_metadata(path, &meta, holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
         Ok(config)
     }
 
@@ -625,6 +646,15 @@ fn parse_operations<'a>(c: &Checker<'_>, items: impl Iterator<Item = &'a str>) -
 /// secrets — readable by group/other.
 pub fn check_permissions(path: &Path, holds_secrets: bool, trusted_owner: Option<u32>) -> Result<(), String> {
     let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_metadata(path, &meta, holds_secrets, trusted_owner)
+}
+
+fn check_metadata(
+    path: &Path,
+    meta: &fs::Metadata,
+    holds_secrets: bool,
+    trusted_owner: Option<u32>,
+) -> Result<(), String> {
     let uid = meta.uid();
     if uid != 0 && Some(uid) != trusted_owner {
         return Err(format!("{} is owned by uid {uid}, not root", path.display()));

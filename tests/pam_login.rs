@@ -651,6 +651,21 @@ fn config_error(env: &Env, svc: &str, needles: &[&str], what: &str) {
 }
 
 #[test]
+fn config_through_a_symbolic_link_or_not_a_file_is_a_service_error() {
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.fail_mode = "safe".into();
+        c.unpaired = "allow".into();
+    });
+    let link = env.dir.path().join("link.conf");
+    std::os::unix::fs::symlink(env.config_path(), &link).expect("symlink");
+    let svc = env.service_with_config("linked", &link, &[]);
+    config_error(&env, &svc, &["symbolic link"], "config through a symlink");
+    let svc = env.service_with_config("zero", std::path::Path::new("/dev/zero"), &[]);
+    config_error(&env, &svc, &["/dev/zero", "not a regular file"], "config is a device");
+}
+
+#[test]
 fn malformed_config_is_a_service_error() {
     let mut env = Env::new();
     env.set_conf(|c| {

@@ -913,3 +913,22 @@ fn concurrent_processes_and_threads() {
         );
     }
 }
+
+/// A store owned by someone else (planted in a shared directory) is refused: it could say that
+/// nobody is paired. Needs root to chown; skipped otherwise.
+#[test]
+fn store_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        eprintln!("not root: cannot chown, skipped (CI runs as root)");
+        return;
+    }
+    let dir = TempDir::new("owner");
+    let path = dir.path("store.db");
+    drop(SqliteStore::open(&path, OpenMode::Create).expect("create"));
+    let status = Command::new("chown").arg("65534").arg(&path).status().expect("chown");
+    assert!(status.success());
+    assert_eq!(fs::metadata(&path).expect("stat").uid(), 65534);
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("not root"), "{msg}");
+}

@@ -500,6 +500,16 @@ fn check_permissions(path: &Path) -> Result<(), StoreError> {
         )));
     }
     refuse_writable(path, meta.mode())?;
+    // A store planted by another user (e.g. in a sticky directory) would make everyone unpaired.
+    let own_uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    if meta.uid() != 0 && meta.uid() != own_uid {
+        return Err(StoreError::Unavailable(format!(
+            "{} is owned by uid {}, not root: the store must be root's (chown root {})",
+            path.display(),
+            meta.uid(),
+            path.display()
+        )));
+    }
     for suffix in ["-wal", "-shm"] {
         let mut companion = path.as_os_str().to_os_string();
         companion.push(suffix);
