@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 /// `pam_set_data` key under which the auth phase records the user, operation and config it granted, so
 /// the account phase of the same transaction does not ask the service twice for the same thing.
-const CHECKED_KEY: &str = "lockserver_checked_user";
+const CHECKED_KEY: &str = "pam_lockserver/granted(user,operation,config)";
 
 struct Module;
 pam::pam_hooks!(Module);
@@ -104,7 +104,10 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
     };
     let user_bytes = match user_item {
         Some(u) => u,
-        None => pamh.get_user(None).map(String::into_bytes).unwrap_or_default(),
+        // Only the auth phase may ask for a user name; the account phase never prompts, and an empty
+        // name takes the unpaired path.
+        None if phase == Phase::Auth => pamh.get_user(None).map(String::into_bytes).unwrap_or_default(),
+        None => Vec::new(),
     };
     let user_display = String::from_utf8_lossy(&user_bytes).into_owned();
 
