@@ -80,7 +80,10 @@ pub fn printable(s: &str) -> String {
 
 impl log::Log for SyslogLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        // With `debug`, only our own details: the HTTP client's would flood syslog (and, dropped by a
+        // busy socket, crowd out the lines that matter).
         metadata.level() <= log::max_level()
+            && (metadata.level() <= log::Level::Info || metadata.target().starts_with("lockserver"))
     }
 
     fn log(&self, record: &log::Record<'_>) {
