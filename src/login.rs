@@ -378,6 +378,20 @@ impl Login<'_> {
                 return Verdict::Deny;
             };
             let now = (self.clock)();
+            // The attempt is counted before the code is checked, atomically, so parallel logins cannot
+            // each get their own allowance; a right code clears the count (accept_totp_step).
+            match store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
+                Ok(n) if n > t.rate_limit_count => {
+                    log::warn!(
+                        "access denied: {n} codes within {} s (rate limit)",
+                        t.rate_limit_period_secs
+                    );
+                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
+                    return Verdict::MaxTries;
+                }
+                Ok(_) => {}
+                Err(e) => return config_error(e),
+            }
             let accepted = match totp::verify(&secret, &code, now, &params, None) {
                 // The store accepts a step only if it is newer than the last one accepted, atomically, so
                 // two logins racing with one code cannot both get in.
@@ -395,9 +409,6 @@ impl Login<'_> {
             if accepted {
                 log::info!("verification code accepted");
                 return Verdict::Allow;
-            }
-            if let Err(e) = store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
-                return config_error(e);
             }
             log::warn!("wrong verification code (attempt {attempt} of {})", t.max_attempts);
             prompter.error(dict.get(Section::Totp, "invalidcode"));

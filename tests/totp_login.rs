@@ -350,3 +350,40 @@ fn cli_qr_reads_back_in_local_and_latch_modes() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("switched off"));
 }
+
+#[test]
+fn parallel_logins_share_one_rate_limit() {
+    let (env, _) = local_env("ivy", "rate_limit_count = 2\nrate_limit_period_secs = 300\n");
+    let svc = env.service("sshd", &[]);
+    let sessions = 6;
+    // Every session is at its prompt (past the early check) before any answers.
+    let barrier = Arc::new(std::sync::Barrier::new(sessions));
+    let limited = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..sessions)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                let (env, svc) = (&env, &svc);
+                scope.spawn(move || {
+                    let mut s = env.session(svc, "ivy");
+                    let answer = Answer::later(move |_| {
+                        barrier.wait();
+                        "000000".to_string()
+                    });
+                    let (rc, transcript) = s.authenticate_with(vec![answer]);
+                    assert_eq!(rc, PAM_MAXTRIES, "{transcript:?}");
+                    transcript.has(Style::Error, "Too many wrong codes")
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a login thread panicked"))
+            .filter(|limited| *limited)
+            .count()
+    });
+    assert_eq!(
+        limited,
+        sessions - 2,
+        "only rate_limit_count codes are checked, however many logins run at once"
+    );
+}

@@ -79,7 +79,8 @@ pub trait PairingStore {
     fn local_totp(&self, user: &str) -> Result<Option<LocalTotp>, StoreError>;
     /// Stores (or with `None` clears) the local TOTP state of `user`.
     fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>) -> Result<(), StoreError>;
-    /// Atomically records `step` as the last accepted local TOTP step if it is newer than the stored one.
+    /// Atomically records `step` as the last accepted local TOTP step if it is newer than the stored one,
+    /// and clears the failure count (a right code ends a run of wrong ones).
     /// `Ok(false)`: the step was already used (a replay) or the user has no local TOTP.
     fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError>;
     /// Atomically counts one failed local code at unix time `now`: a window older than `period_secs` is
