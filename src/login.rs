@@ -379,7 +379,7 @@ impl Login<'_> {
             };
             let now = (self.clock)();
             // The attempt is counted before the code is checked, atomically, so parallel logins cannot
-            // each get their own allowance; a right code clears the count (accept_totp_step).
+            // each get their own allowance; a right code clears the count.
             match store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
                 Ok(n) if n > t.rate_limit_count => {
                     log::warn!(
@@ -407,6 +407,9 @@ impl Login<'_> {
                 None => false,
             };
             if accepted {
+                if let Err(e) = store.clear_totp_failures(self.user) {
+                    return config_error(e);
+                }
                 log::info!("verification code accepted");
                 return Verdict::Allow;
             }

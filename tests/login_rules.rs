@@ -70,6 +70,9 @@ impl PairingStore for FakeStore {
     fn totp_failures(&self, _: &str, _: u64, _: u64) -> Result<u32, StoreError> {
         Ok(0)
     }
+    fn clear_totp_failures(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A service whose status answers are scripted; records the calls.

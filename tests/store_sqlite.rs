@@ -147,6 +147,9 @@ fn crud() {
     assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(3));
     assert_eq!(store.totp_failures("alice", start + 59, 60), Ok(3));
     assert_eq!(store.totp_failures("alice", start + 60, 60), Ok(0));
+    assert_eq!(store.clear_totp_failures("alice"), Ok(()));
+    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(0));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(1));
     // An expired window restarts with one failure at `now`.
     assert_eq!(store.record_totp_failure("alice", start + 100, 60), Ok(1));
     assert_eq!(store.totp_failures("alice", start + 120, 60), Ok(1));

@@ -79,13 +79,14 @@ pub trait PairingStore {
     fn local_totp(&self, user: &str) -> Result<Option<LocalTotp>, StoreError>;
     /// Stores (or with `None` clears) the local TOTP state of `user`.
     fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>) -> Result<(), StoreError>;
-    /// Atomically records `step` as the last accepted local TOTP step if it is newer than the stored one,
-    /// and clears the failure count (a right code ends a run of wrong ones).
+    /// Atomically records `step` as the last accepted local TOTP step if it is newer than the stored one.
     /// `Ok(false)`: the step was already used (a replay) or the user has no local TOTP.
     fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError>;
     /// Atomically counts one failed local code at unix time `now`: a window older than `period_secs` is
     /// restarted at `now` with one failure. Returns the failures in the current window.
     fn record_totp_failure(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError>;
+    /// Sets the failure count of `user` to 0 (a right code ends a run of wrong ones).
+    fn clear_totp_failures(&self, user: &str) -> Result<(), StoreError>;
     /// The failures counted in the window still running at `now` (0 when it is older than `period_secs`).
     fn totp_failures(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError>;
 }

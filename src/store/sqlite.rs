@@ -366,7 +366,7 @@ impl PairingStore for SqliteStore {
         self.write(|tx| {
             let changed = tx
                 .execute(
-                    "UPDATE pairings SET totp_last_step = ?2, totp_failures = 0, updated = ?3
+                    "UPDATE pairings SET totp_last_step = ?2, updated = ?3
                      WHERE user_name = ?1 AND totp_secret IS NOT NULL
                        AND (totp_last_step IS NULL OR totp_last_step < ?2)",
                     params![user, step, now],
@@ -394,6 +394,19 @@ impl PairingStore for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(failures)
+        })
+    }
+
+    fn clear_totp_failures(&self, user: &str) -> Result<(), StoreError> {
+        check_user(user)?;
+        let stamp = unix_now();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE pairings SET totp_failures = 0, updated = ?2 WHERE user_name = ?1",
+                params![user, stamp],
+            )
+            .map_err(db_err)?;
+            Ok(())
         })
     }
 
