@@ -177,7 +177,7 @@ fn main() {
         assert!(rc == lockserver_result::LOCKSERVER_OK && access == lockserver_access::LOCKSERVER_ACCESS_OPEN);
     };
     let run_for = Duration::from_secs(2);
-    for threads in [1usize, 4] {
+    for threads in [1usize, 2, 4] {
         let h = handle as usize;
         let start = Instant::now();
         let total: u64 = std::thread::scope(|s| {
