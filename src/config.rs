@@ -416,8 +416,11 @@ impl Config {
             trusted_owner: options.trusted_owner,
             check_files: true,
         };
-        let config = parse(&checker)?;
-        check_metadata(path, &meta, holds_inline_secrets(&text), options.trusted_owner).map_err(whole)?;
+        // Parsed once: the same document says whether it holds a secret and becomes the config.
+        let raw = read_raw(&checker)?;
+        let holds_secrets = holds_inline_secrets(&raw);
+        let config = build(&checker, raw)?;
+        check_metadata(path, &meta, holds_secrets, options.trusted_owner).map_err(whole)?;
         Ok(config)
     }
 
@@ -454,16 +457,21 @@ impl Config {
 
 /// Whether the file itself holds a secret (decided on the parsed document, so dotted keys and inline
 /// tables count too).
-fn holds_inline_secrets(text: &str) -> bool {
-    let Ok(raw) = toml::from_str::<RawConfig>(text) else {
-        return true;
-    };
-    raw.latch.is_some_and(|l| l.secret.is_some())
-        || raw.pingid.is_some_and(|p| p.token.is_some() || p.api_key.is_some())
+fn holds_inline_secrets(raw: &RawConfig) -> bool {
+    raw.latch.as_ref().is_some_and(|l| l.secret.is_some())
+        || raw
+            .pingid
+            .as_ref()
+            .is_some_and(|p| p.token.is_some() || p.api_key.is_some())
 }
 
 fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(c.text).map_err(|e| {
+    build(c, read_raw(c)?)
+}
+
+/// The TOML document, every key known (deny_unknown_fields), not yet validated.
+fn read_raw(c: &Checker<'_>) -> Result<RawConfig, ConfigError> {
+    toml::from_str(c.text).map_err(|e| {
         let line = e
             .span()
             .map(|s| c.text[..s.start.min(c.text.len())].lines().count().max(1));
@@ -473,8 +481,11 @@ fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
             key: None,
             message: e.message().to_string(),
         }
-    })?;
+    })
+}
 
+/// Validates the document into a [`Config`].
+fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let service = raw.service.ok_or_else(|| ConfigError {
         path: c.path.map(Path::to_path_buf),
         line: None,
@@ -787,13 +798,22 @@ mod tests {
 
     #[test]
     fn inline_secrets_are_found_in_any_toml_form() {
-        assert!(holds_inline_secrets(&base("")));
+        let holds = |text: &str| {
+            let c = Checker {
+                path: None,
+                text,
+                trusted_owner: None,
+                check_files: false,
+            };
+            holds_inline_secrets(&read_raw(&c).expect("valid TOML"))
+        };
+        assert!(holds(&base("")));
         let dotted = format!("service = \"latch\"\nlatch.app_id = \"{APP}\"\nlatch.secret = \"{SECRET}\"\n");
-        assert!(holds_inline_secrets(&dotted));
+        assert!(holds(&dotted));
         let inline = format!("service = \"latch\"\nlatch = {{ app_id = \"{APP}\", secret = \"{SECRET}\" }}\n");
-        assert!(holds_inline_secrets(&inline));
+        assert!(holds(&inline));
         let file = format!("service = \"latch\"\n[latch]\napp_id = \"{APP}\"\nsecret_file = \"/x\"\n");
-        assert!(!holds_inline_secrets(&file));
+        assert!(!holds(&file));
     }
 
     #[test]

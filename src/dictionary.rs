@@ -24,14 +24,6 @@ pub enum Section {
 }
 
 impl Section {
-    fn tag(self) -> &'static str {
-        match self {
-            Section::Lock => "lock",
-            Section::Pairing => "pairing",
-            Section::Totp => "totp",
-        }
-    }
-
     fn from_tag(tag: &str) -> Option<Section> {
         match tag {
             "lock" => Some(Section::Lock),
@@ -302,11 +294,6 @@ impl Dictionary {
         } else {
             self.format(section, "error", &args)
         }
-    }
-
-    /// The tag name a section uses in the file (for docs and messages).
-    pub fn section_tag(section: Section) -> &'static str {
-        section.tag()
     }
 }
 
