@@ -371,7 +371,11 @@ fn schema_older_than_this_build() {
             .expect("schema");
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    let msg = match SqliteStore::open(&path, OpenMode::Existing) {
+        Err(e @ StoreError::Outdated { .. }) => e.to_string(),
+        Err(other) => panic!("expected Outdated, got {other:?}"),
+        Ok(_) => panic!("expected Outdated, the store opened"),
+    };
     assert!(msg.contains("schema version 0"), "{msg}");
     assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
     assert!(msg.contains("`lockserver users`"), "{msg}");

@@ -202,7 +202,7 @@ impl Context<'_> {
                 Err(e) => return fail(Exit::Store, &e.to_string()),
             },
             Err(StoreError::Missing) => println!("store: not created yet (the first `lockserver pair` creates it)"),
-            Err(StoreError::Unavailable(why)) if why.contains("migrat") => {
+            Err(StoreError::Outdated { .. }) => {
                 // The CLI applies migrations: opening for writing brings the schema up to date.
                 if let Err(e) = store::open(&c.store, OpenMode::Create) {
                     return fail(Exit::Store, &e.to_string());

@@ -44,6 +44,8 @@ pub enum StoreError {
     Invalid(String),
     /// The store does not exist yet (no `lockserver pair` has run): nobody is paired.
     Missing,
+    /// The store's schema is older than this build's: any root `lockserver` command migrates it.
+    Outdated { path: String, found: u32, wanted: u32 },
 }
 
 impl fmt::Display for StoreError {
@@ -54,6 +56,11 @@ impl fmt::Display for StoreError {
             StoreError::NotPaired => f.write_str("the user is not paired"),
             StoreError::Invalid(why) => write!(f, "invalid value: {why}"),
             StoreError::Missing => f.write_str("the pairing store does not exist yet (nobody has paired)"),
+            StoreError::Outdated { path, found, wanted } => write!(
+                f,
+                "the pairing store {path} has schema version {found}, older than this build's version \
+                 {wanted}: run any `lockserver` command as root (e.g. `lockserver users`) to migrate it"
+            ),
         }
     }
 }

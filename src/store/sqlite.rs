@@ -621,11 +621,11 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             return Err(StoreError::Missing);
         }
     }
-    Err(StoreError::Unavailable(format!(
-        "the pairing store {} has schema version {found}, older than this build's version {SCHEMA_VERSION}: \
-         run any `lockserver` command as root (e.g. `lockserver users`) to migrate it",
-        path.display()
-    )))
+    Err(StoreError::Outdated {
+        path: path.display().to_string(),
+        found,
+        wanted: SCHEMA_VERSION,
+    })
 }
 
 /// Create mode: applies the pending migrations in one IMMEDIATE transaction.
