@@ -88,13 +88,6 @@ pub struct Accounts<'a> {
     pub config: &'a Config,
     pub store: &'a dyn PairingStore,
     pub service: &'a dyn LockService,
-    /// Deadline of each service call.
-    pub deadline: fn(&Config) -> Instant,
-}
-
-/// The usual deadline: now + `timeout_ms`.
-pub fn default_deadline(config: &Config) -> Instant {
-    Instant::now() + config.timeout
 }
 
 /// Checks the shape of a pairing code before it reaches the service.
@@ -108,8 +101,9 @@ pub fn check_pairing_code(code: &str) -> Result<&str, AccountError> {
 }
 
 impl Accounts<'_> {
+    /// Each service call gets the config's whole budget.
     fn deadline(&self) -> Instant {
-        (self.deadline)(self.config)
+        Instant::now() + self.config.timeout
     }
 
     fn pairing(&self, user: &str) -> Result<Pairing, AccountError> {

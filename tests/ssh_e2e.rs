@@ -15,7 +15,7 @@
 mod common;
 
 use common::{Env, OP_B, current_uid, write_file_mode};
-use lockserver::accounts::{self, Accounts};
+use lockserver::accounts::Accounts;
 use lockserver::totp;
 use lockserver_emulator::Fault;
 use serde::Deserialize;
@@ -550,7 +550,6 @@ fn enrol_totp(env: &Env, user: &str) -> Vec<u8> {
         config: &config,
         store: store.as_ref(),
         service: service.as_ref(),
-        deadline: accounts::default_deadline,
     };
     a.totp_create(user, &format!("{user}@e2e")).expect("enrol TOTP");
     let totp_id = store

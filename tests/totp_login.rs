@@ -6,7 +6,7 @@ mod common;
 
 use common::pam_driver::{PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS};
 use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
-use lockserver::accounts::{self, AccountError, Accounts};
+use lockserver::accounts::{AccountError, Accounts};
 use lockserver::cli::qr;
 use lockserver::config::TotpAlgorithm;
 use lockserver::totp;
@@ -37,7 +37,6 @@ fn enrol(env: &Env, user: &str) -> Result<String, AccountError> {
         config: &config,
         store: store.as_ref(),
         service: service.as_ref(),
-        deadline: accounts::default_deadline,
     };
     a.totp_create(user, &format!("{user}@test")).map(|e| e.qr)
 }

@@ -121,7 +121,6 @@ impl lockserver {
             config: &self.config,
             store: store.as_ref(),
             service: self.service.as_ref(),
-            deadline: accounts::default_deadline,
         };
         action(&accounts).map_err(Failure::from)
     }

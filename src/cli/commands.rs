@@ -75,7 +75,6 @@ impl Context<'_> {
             config: self.config,
             store: store.as_ref(),
             service: service.as_ref(),
-            deadline: accounts::default_deadline,
         };
         match action(&accounts) {
             Ok(code) => code,

@@ -171,29 +171,6 @@ impl Transport {
         &self.base_url
     }
 
-    pub fn get(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
-        self.send(Method::Get, path, headers, None, deadline)
-    }
-
-    pub fn delete(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
-        self.send(Method::Delete, path, headers, None, deadline)
-    }
-
-    /// POST with an `application/x-www-form-urlencoded` body (already encoded).
-    pub fn post_form(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-        deadline: Instant,
-    ) -> Result<Reply, ServiceError> {
-        let body = RequestBody {
-            content_type: FORM_CONTENT_TYPE,
-            bytes: body.as_bytes(),
-        };
-        self.send(Method::Post, path, headers, Some(body), deadline)
-    }
-
     /// One request to `base_url + path` (`path` starts with `/`). Returns by `deadline`; fails at
     /// once when it has already passed.
     pub fn send(
@@ -255,6 +232,33 @@ impl Transport {
             .timeout_global(Some(remaining))
             .build();
         self.agent.run(request)
+    }
+}
+
+/// Shorthands the unit tests use; the clients call [`Transport::send`].
+#[cfg(test)]
+impl Transport {
+    pub fn get(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
+        self.send(Method::Get, path, headers, None, deadline)
+    }
+
+    pub fn delete(&self, path: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Reply, ServiceError> {
+        self.send(Method::Delete, path, headers, None, deadline)
+    }
+
+    /// POST with an `application/x-www-form-urlencoded` body (already encoded).
+    pub fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        deadline: Instant,
+    ) -> Result<Reply, ServiceError> {
+        let body = RequestBody {
+            content_type: FORM_CONTENT_TYPE,
+            bytes: body.as_bytes(),
+        };
+        self.send(Method::Post, path, headers, Some(body), deadline)
     }
 }
 
