@@ -6,9 +6,11 @@
 //! - C API status checks per second on a warm handle (1 and 4 threads) and with a new connection per check;
 //! - local TOTP verifications per second.
 
-#[path = "../tests/common/pam_driver.rs"]
-#[allow(dead_code)]
-mod pam_driver;
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use common::pam_driver;
 
 use lockserver::capi::{
     lockserver as Handle, lockserver_access, lockserver_close, lockserver_open_config_str, lockserver_result,
@@ -22,7 +24,6 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const LOGINS: usize = 400;
@@ -42,16 +43,6 @@ fn report(name: &str, mut samples: Vec<Duration>) -> f64 {
         samples.len()
     );
     p50
-}
-
-/// The cdylib of this build (cargo builds it into `target/<profile>/deps/` with the benchmark).
-fn built_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary path");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    [deps.join("liblockserver.so"), deps.join("../liblockserver.so")]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("liblockserver.so not found near {}", deps.display()))
 }
 
 /// The process's peak resident set (VmHWM), in KiB.
@@ -116,12 +107,12 @@ fn main() {
     let confdir = tmp.path().join("pam.d");
     std::fs::create_dir_all(&confdir).expect("confdir");
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
-    let module = built_library();
+    let module = common::module_path();
     let args = vec![
         format!("config={}", config_path.display()),
         format!("trust_owner={uid}"),
     ];
-    pam_driver::write_service(&confdir, "bench", &module, &args);
+    pam_driver::write_service(&confdir, "bench", module, &args);
     let peak_before = peak_rss_kib();
     let mut logins = Vec::with_capacity(LOGINS);
     for i in 0..LOGINS + 20 {

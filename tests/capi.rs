@@ -2,6 +2,9 @@
 //! `liblockserver.so` and the committed header, and runs it (under valgrind when installed, which then
 //! must report no error and no definite leak) against the Latch emulator.
 
+#[allow(unused_imports)]
+mod common;
+
 use lockserver_emulator::{AppConfig, Emulator, Options, QrMode};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -9,20 +12,9 @@ use std::process::Command;
 
 const OPERATION: &str = "CapiOperation0000001";
 
-/// The cdylib of this build: cargo builds it into `target/<profile>/deps/` with the tests (and copies it
-/// up to `target/<profile>/` only on `cargo build`).
-fn built_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    [deps.join("liblockserver.so"), deps.join("../liblockserver.so")]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("liblockserver.so not found near {}", deps.display()))
-}
-
 /// A directory with the library under its SONAME and its link name, as an install would lay it out.
 fn lib_dir(tmp: &Path) -> PathBuf {
-    let built = built_library();
+    let built = common::module_path().to_path_buf();
     let dir = tmp.join("lib");
     std::fs::create_dir_all(&dir).expect("lib dir");
     symlink(&built, dir.join("liblockserver.so")).expect("link name");
@@ -195,7 +187,7 @@ fn strip_comments(text: &str) -> String {
 
 #[test]
 fn exports_are_exactly_the_api_and_the_pam_hooks() {
-    let lib = built_library();
+    let lib = common::module_path().to_path_buf();
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(&lib)

@@ -15,7 +15,6 @@
 mod common;
 
 use common::{Env, OP_B, current_uid, write_file_mode};
-use lockserver::accounts::Accounts;
 use lockserver::totp;
 use lockserver_emulator::Fault;
 use serde::Deserialize;
@@ -543,16 +542,9 @@ impl Drop for Sshd {
 /// Enrols a Latch TOTP for `user` (as `lockserver totp create` does) and returns its secret. Before sshd logs
 /// anyone in: the store handle is dropped on return.
 fn enrol_totp(env: &Env, user: &str) -> Vec<u8> {
-    let config = env.load_config();
-    let store = env.store();
-    let service = lockserver::service::from_config(&config).expect("service");
-    let a = Accounts {
-        config: &config,
-        store: store.as_ref(),
-        service: service.as_ref(),
-    };
-    a.totp_create(user, &format!("{user}@e2e")).expect("enrol TOTP");
-    let totp_id = store
+    env.enrol_totp(user).expect("enrol TOTP");
+    let totp_id = env
+        .store()
         .get(user)
         .expect("store")
         .expect("paired")

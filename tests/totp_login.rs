@@ -6,7 +6,7 @@ mod common;
 
 use common::pam_driver::{PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS};
 use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
-use lockserver::accounts::{AccountError, Accounts};
+use lockserver::accounts::AccountError;
 use lockserver::cli::qr;
 use lockserver::config::TotpAlgorithm;
 use lockserver::totp;
@@ -30,15 +30,7 @@ fn write_config(env: &Env, top: &str, totp: &str) {
 
 /// Enrols a TOTP for `user` as `lockserver totp create` does; returns the QR value.
 fn enrol(env: &Env, user: &str) -> Result<String, AccountError> {
-    let config = env.load_config();
-    let store = env.store();
-    let service = lockserver::service::from_config(&config).expect("service");
-    let a = Accounts {
-        config: &config,
-        store: store.as_ref(),
-        service: service.as_ref(),
-    };
-    a.totp_create(user, &format!("{user}@test")).map(|e| e.qr)
+    env.enrol_totp(user).map(|e| e.qr)
 }
 
 fn secret_of_uri(uri: &str) -> String {

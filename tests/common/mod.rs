@@ -404,6 +404,23 @@ impl Env {
         account
     }
 
+    /// Enrols a TOTP for `user` as `lockserver totp create` does (at the emulator, or a local secret per
+    /// `[totp] source`). The store handle is dropped on return, before any login through the module.
+    pub fn enrol_totp(
+        &self,
+        user: &str,
+    ) -> Result<lockserver::accounts::Enrolment, lockserver::accounts::AccountError> {
+        let config = self.load_config();
+        let store = self.store();
+        let service = lockserver::service::from_config(&config).unwrap_or_else(|e| panic!("build the client: {e}"));
+        let accounts = lockserver::accounts::Accounts {
+            config: &config,
+            store: store.as_ref(),
+            service: service.as_ref(),
+        };
+        accounts.totp_create(user, &format!("{user}@test"))
+    }
+
     /// Opens (`true`) or closes the latch of `account` (`operation: None` = the application's).
     pub fn latch(&self, account: &str, operation: Option<&str>, open: bool) {
         self.emu
