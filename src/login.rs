@@ -45,8 +45,6 @@ pub trait Prompter {
     fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>>;
     /// Shows an error text.
     fn error(&mut self, text: &str);
-    /// Shows an informational text.
-    fn info(&mut self, text: &str);
 }
 
 /// Where the decision gets its store and service. Both are made on first use, so a login that does not

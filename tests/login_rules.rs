@@ -149,7 +149,6 @@ impl Prompter for FakePrompter {
     fn error(&mut self, text: &str) {
         self.errors.push(text.into());
     }
-    fn info(&mut self, _: &str) {}
 }
 
 fn decide(config: &Config, op: &str, explicit: bool, phase: Phase, fakes: &mut Fakes, p: &mut FakePrompter) -> Verdict {

@@ -18,7 +18,7 @@ use crate::dictionary::Dictionary;
 use crate::login::{Login, Phase, Prompter, Resources, Verdict};
 use crate::service::{self, LockService, ServiceError, SharedService};
 use crate::store::{self, OpenMode, PairingStore, StoreError};
-use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
+use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::{RHost, Service, User};
 use pam::module::{PamHandle, PamHooks};
@@ -309,10 +309,6 @@ impl Prompter for ConvPrompter<'_> {
 
     fn error(&mut self, text: &str) {
         self.say(PAM_ERROR_MSG, text);
-    }
-
-    fn info(&mut self, text: &str) {
-        self.say(PAM_TEXT_INFO, text);
     }
 }
 
