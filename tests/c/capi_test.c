@@ -151,6 +151,8 @@ static void test_totp_service(lockserver *h) {
     CHECK_RC(lockserver_totp_create(h, "capi@example.com", "C API", &id, &qr), LOCKSERVER_OK);
     CHECK(id != NULL && qr != NULL);
     char secret[128];
+    /* The emulator runs with otpauth URIs as qr (tests/capi.rs): the secret must be readable. */
+    CHECK(qr != NULL && strncmp(qr, "otpauth://", 10) == 0 && otpauth_secret(qr, secret, sizeof secret));
     if (qr && strncmp(qr, "otpauth://", 10) == 0 && otpauth_secret(qr, secret, sizeof secret)) {
         char *code = NULL;
         CHECK_RC(lockserver_totp_code(secret, (uint64_t)time(NULL), NULL, &code), LOCKSERVER_OK);
