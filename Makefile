@@ -20,7 +20,7 @@ BUILD_DIR   := $(TARGET_DIR)/$(if $(filter release,$(PROFILE)),release,debug)
 all: build
 
 build:
-	$(CARGO) build -p lockserver $(if $(filter release,$(PROFILE)),--release,)
+	$(CARGO) build -p lockserver -p lockserver-cli $(if $(filter release,$(PROFILE)),--release,)
 
 install: build
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(PAMDIR) $(DESTDIR)$(SBINDIR)

@@ -83,6 +83,17 @@ run_tests() {
 step "tests" run_tests
 step "header" header_unchanged
 
+# The PAM conversation trampoline's tests play libpam's side (they build message arrays and free the
+# answers with free()); valgrind checks that no answer leaks or is freed twice, on every path.
+conversation_under_valgrind() {
+  local bin
+  bin=$(cargo test -p pam-app --lib --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [ -n "$bin" ] || { echo "no pam-app test binary"; return 1; }
+  valgrind --quiet --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect --error-exitcode=1 "$bin" --test-threads=1
+}
+step "conversation under valgrind" conversation_under_valgrind
+
 echo
 echo "== summary"
 printf '%s\n' "${results[@]}"

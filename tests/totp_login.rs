@@ -5,9 +5,9 @@
 mod common;
 
 use common::pam_driver::{PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS};
+use common::qr;
 use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
 use lockserver::accounts::AccountError;
-use lockserver::cli::qr;
 use lockserver::config::TotpAlgorithm;
 use lockserver::totp;
 use lockserver_emulator::Fault;
@@ -238,7 +238,7 @@ fn cli(env: &Env, args: &[&str]) -> Option<std::process::Output> {
         return None;
     }
     let uid = current_uid().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_lockserver"))
+    let out = Command::new(common::cli_path())
         .arg("-c")
         .arg(env.config_path())
         .args(["--trust-owner", &uid])

@@ -4,15 +4,18 @@
 //! 0 done (status: open) · 1 status: locked · 2 usage · 3 configuration error · 4 service unreachable
 //! · 5 the service refused the request · 6 not paired / already paired · 7 not allowed · 8 store error.
 
-pub mod actor;
-mod commands;
-pub mod qr;
-mod totp;
+#![forbid(unsafe_code)]
 
-use crate::config::{self, Config, LoadOptions};
-use crate::dictionary::Dictionary;
+mod actor;
+mod commands;
+mod qr;
+mod totp;
+mod try_login;
+
 use actor::Actor;
 use clap::{Parser, Subcommand};
+use lockserver::config::{self, Config, LoadOptions};
+use lockserver::dictionary::Dictionary;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,7 +121,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// Runs the CLI with the process's arguments and environment.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let euid = effective_uid();
     let actor = match Actor::detect(euid, std::env::var("SUDO_USER").ok(), std::env::var("SUDO_UID").ok()) {
@@ -215,7 +218,7 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
 }
 
 /// Prints `message` to stderr and returns `code`.
-pub(crate) fn fail(code: Exit, message: &str) -> Exit {
+fn fail(code: Exit, message: &str) -> Exit {
     eprintln!("lockserver: {message}");
     code
 }

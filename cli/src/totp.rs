@@ -3,8 +3,8 @@
 use super::commands::{Context, hostname};
 use super::qr::{self, Shown};
 use super::{Exit, fail};
-use crate::dictionary::Section;
-use crate::login::system_clock;
+use lockserver::dictionary::Section;
+use lockserver::login::system_clock;
 use std::path::Path;
 
 impl Context<'_> {

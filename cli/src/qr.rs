@@ -3,7 +3,6 @@
 //! The service's `qr` may be an `otpauth://` URI, a `data:image/png;base64,` image, or a URL. What can be
 //! rendered is rendered: a URI directly, an image by reading its QR code back (rqrr) and drawing that.
 
-use base64::Engine;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::{Color, QrCode};
 use std::fs::OpenOptions;
@@ -93,8 +92,9 @@ pub fn decode_grey(w: usize, h: usize, pixel: impl FnMut(usize, usize) -> u8) ->
         .map_err(|e| format!("cannot read the QR code: {e}"))
 }
 
-/// Reads back a QR code drawn by [`terminal_art`] (used by tests, and to check what we print).
-pub fn read_terminal_art(art: &str) -> Result<String, String> {
+/// Reads back a QR code drawn by [`terminal_art`].
+#[cfg(test)]
+fn read_terminal_art(art: &str) -> Result<String, String> {
     let rows: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let height = rows.len() * 2;
@@ -145,8 +145,8 @@ fn data_uri_png(qr: &str) -> Result<Option<Vec<u8>>, String> {
     let Some(data) = qr.strip_prefix("data:image/png;base64,") else {
         return Ok(None);
     };
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
+    data_encoding::BASE64
+        .decode(data.trim().as_bytes())
         .map(Some)
         .map_err(|_| "the QR image from the service is not valid base64".to_string())
 }
@@ -181,10 +181,7 @@ mod tests {
     fn png_reads_back_and_data_uri_is_drawn() {
         let png = png_of(URI).expect("png");
         assert_eq!(read_png(&png).expect("decoded"), URI);
-        let data_uri = format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&png)
-        );
+        let data_uri = format!("data:image/png;base64,{}", data_encoding::BASE64.encode(&png));
         match show(&data_uri).expect("shown") {
             Shown::Drawn { content, art } => {
                 assert_eq!(content, URI);
