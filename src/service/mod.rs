@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod latch;
+pub mod pingid;
 
 use crate::config::Secret;
 use std::fmt;
