@@ -485,8 +485,15 @@ impl PingidClient {
             return Ok(());
         }
         for (_, jwt) in signatures {
-            sign::verify_response(&self.key, &self.account_id, jwt, &reply.body)
-                .map_err(|e| PingidError::BadSignature(e.to_string()))?;
+            sign::verify_response(&self.key, &self.account_id, jwt, &reply.body).map_err(|e| {
+                // A wrong api_key shows this way: the service refuses the request (401) and its
+                // answer does not verify with the key either. The body cannot be trusted to say so.
+                PingidError::BadSignature(if reply.status == 401 {
+                    format!("HTTP 401 and {e}: pingid.api_key is probably wrong")
+                } else {
+                    e.to_string()
+                })
+            })?;
         }
         Ok(())
     }
