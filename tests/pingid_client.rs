@@ -248,6 +248,13 @@ fn otp_authentications() {
         c.submit_otp("alice", &a.id, "654321", soon()).expect("otp").status,
         AuthStatus::Approved
     );
+    // A code that cannot be one is refused before sending.
+    for bad in ["", "12 34", "12\"}", &"1".repeat(33)] {
+        assert!(
+            matches!(c.submit_otp("alice", &a.id, bad, soon()), Err(PingidError::Local(_))),
+            "{bad:?}"
+        );
+    }
 
     let a = c.start_authentication("alice", None, soon()).expect("start");
     let statuses: Vec<AuthStatus> = (0..5)

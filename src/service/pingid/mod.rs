@@ -33,6 +33,8 @@ pub const DEFAULT_URL: &str = "https://sdk.pingid.com/pingid";
 pub const API_PREFIX: &str = "/pingid/v1";
 /// Longest user name the service accepts.
 pub const MAX_USERNAME_LEN: usize = 100;
+/// Longest one-time code sent (PingID's are 6 digits).
+pub const MAX_OTP_LEN: usize = 32;
 /// How long a request's JWT is valid (the sample's `expires`).
 const JWT_LIFETIME: Duration = Duration::from_secs(300);
 const JSON_TYPE: &str = "application/json";
@@ -388,7 +390,14 @@ impl PingidClient {
         deadline: Instant,
     ) -> Result<Authentication, PingidError> {
         let path = format!("{}/otp", self.authentication_path(username, id)?);
-        let body = Zeroizing::new(json!({ "otp": otp }).to_string());
+        // Written straight into wiped memory (no JSON value holds a copy); a code is letters and
+        // digits, so nothing needs escaping.
+        if otp.is_empty() || otp.len() > MAX_OTP_LEN || !otp.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(local(format!(
+                "a one-time code is 1 to {MAX_OTP_LEN} letters or digits"
+            )));
+        }
+        let body = Zeroizing::new(format!("{{\"otp\":\"{otp}\"}}"));
         authentication(&self.call(Method::Put, &path, &path, None, Some(body.as_bytes()), deadline)?)
     }
 
@@ -683,6 +692,11 @@ mod tests {
         assert_eq!(
             split_url("http://127.0.0.1:8080").unwrap(),
             ("http://127.0.0.1:8080".to_string(), "127.0.0.1".to_string())
+        );
+        // IPv6: the host keeps its brackets, as Java's URI.getHost() and a Host header show it.
+        assert_eq!(
+            split_url("http://[::1]:8080/pingid").unwrap(),
+            ("http://[::1]:8080".to_string(), "[::1]".to_string())
         );
         for bad in ["ftp://x", "https://u:p@h/", "https://h/?q=1", "not a url", "/pingid"] {
             assert!(split_url(bad).is_err(), "{bad}");

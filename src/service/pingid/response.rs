@@ -107,9 +107,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// The sample's "not found" idiom: NOT_FOUND about this resource (case-insensitive target).
+    /// The sample's "not found" idiom: NOT_FOUND whose target names this resource
+    /// (case-insensitive). A NOT_FOUND about something else (an unknown application, a wrong
+    /// path) is not "the user does not exist".
     pub fn is_not_found(&self, resource: &str) -> bool {
-        self.code == ErrorCode::NotFound && self.target.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(resource))
+        self.code == ErrorCode::NotFound && self.target.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(resource))
     }
 
     /// Whether a detail has this code.
@@ -330,6 +332,12 @@ mod tests {
         assert_eq!(e.target.as_deref(), Some("pairingKey"));
         assert!(e.details.is_empty());
         assert!(e.is_not_found("pairingkey"));
+        assert!(!e.is_not_found("user"));
+        // Without a target it is about nothing in particular: not "the user does not exist".
+        let PingidError::Api(e) = error_from(404, br#"{"code":"NOT_FOUND","message":"no such resource","id":"i"}"#)
+        else {
+            panic!("expected an API error");
+        };
         assert!(!e.is_not_found("user"));
     }
 
