@@ -764,3 +764,87 @@ fn services_can_be_served_alone() {
     );
     assert_eq!((r.status, r.json()["target"].as_str()), (404, Some("user")));
 }
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_serves_pingid_alone_with_the_given_account() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let key_b64 = data_encoding::BASE64.encode(b"a key given on the command line");
+    let child = Command::new(env!("CARGO_BIN_EXE_lockserver-emulator"))
+        .args([
+            "--service",
+            "pingid",
+            "--pingid-account",
+            "acc-1",
+            "--pingid-token",
+            "tok-1",
+        ])
+        .args(["--pingid-api-key", &key_b64, "--pingid-app", "app-1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut child = Kill(child);
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening http://")
+        .expect("listening line")
+        .to_string();
+    let mut c = Conn::open(addr.parse().expect("addr"));
+    let st = c.control("GET", "/_emulator/state", Value::Null).json();
+    assert_eq!(st["pingid"]["account_id"], "acc-1");
+    assert_eq!(st["pingid"]["applications"], json!(["app-1"]));
+    assert_eq!(
+        c.control("POST", "/_emulator/pingid/users", json!({"username": "alice"}))
+            .status,
+        200
+    );
+
+    let target = "/pingid/v1/accounts/acc-1/applications/app-1/users/alice";
+    let signed = jwt::Signed {
+        method: "GET",
+        host: "localhost",
+        path: target,
+        query: None,
+        body: b"",
+    };
+    let key = data_encoding::BASE64.decode(key_b64.as_bytes()).expect("key");
+    let auth = jwt::sign_request(&key, "acc-1", "tok-1", &signed, None, &[]);
+    let r = c.request("GET", target, &[("Authorization", &auth)], b"");
+    assert_eq!((r.status, r.json()["username"].as_str()), (200, Some("alice")));
+    assert_eq!(
+        r.header("X-PINGID-Signature"),
+        Some(jwt::sign_response(&key, "acc-1", "tok-1", &r.body).as_str())
+    );
+    // Latch is not served.
+    assert_eq!(
+        c.latch(
+            ("LatchEmulatorApp0001", "emulatorsecretemulatorsecretemulator0000"),
+            "GET",
+            "/api/3.0/status/x",
+            &[]
+        )
+        .status,
+        404
+    );
+
+    // A key that is not base64 stops the start with a message.
+    let out = Command::new(env!("CARGO_BIN_EXE_lockserver-emulator"))
+        .args(["--pingid-api-key", "not base64!"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("base64"));
+}
