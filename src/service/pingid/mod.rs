@@ -704,6 +704,12 @@ mod tests {
     }
 
     #[test]
+    fn clients_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<PingidClient>();
+    }
+
+    #[test]
     fn expires_format() {
         assert_eq!(
             expires_at(UNIX_EPOCH + Duration::from_secs(1_764_608_700)),
