@@ -4,7 +4,7 @@
 //! in one place.
 
 use crate::config::{Config, OperationRule, Secret, TotpSource};
-use crate::service::{Access, LockService, ServiceError};
+use crate::service::{Access, CodeCheck, LockService, ServiceError};
 use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};
 use crate::totp;
 use std::fmt;
@@ -27,7 +27,7 @@ pub enum AccountError {
     TotpNotEnrolled,
     /// The user has a TOTP already.
     TotpAlreadyEnrolled,
-    /// Too many wrong local codes in the rate-limit period.
+    /// Too many wrong codes: the local rate limit, or the service takes no more for now.
     RateLimited,
     Service(ServiceError),
     Store(StoreError),
@@ -146,14 +146,16 @@ impl Accounts<'_> {
             warnings.push(e);
             Ok(())
         };
-        if let Some(totp_id) = &pairing.totp_id {
-            match self.service.totp_delete(totp_id, self.deadline()) {
-                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
-                Err(e) => tolerate(e)?,
-            }
+        // A TOTP gone already at the service (Removal::AlreadyGone) is no failure.
+        if let Some(Err(e)) = pairing
+            .totp_id
+            .as_ref()
+            .map(|id| self.service.totp_delete(id, self.deadline()))
+        {
+            tolerate(e)?;
         }
         match self.service.unpair(&pairing.account_id, self.deadline()) {
-            Ok(()) | Err(ServiceError::NotPaired) => {}
+            Ok(()) | Err(ServiceError::NotPaired { .. }) => {}
             Err(e) => tolerate(e)?,
         }
         self.store.remove(user)?;
@@ -235,11 +237,8 @@ impl Accounts<'_> {
             return Err(AccountError::TotpNotEnrolled);
         }
         if let Some(totp_id) = &pairing.totp_id {
-            match self.service.totp_delete(totp_id, self.deadline()) {
-                // Already gone at the service: clearing it here is what was asked.
-                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            // Deleted now or gone already (Removal::AlreadyGone): clearing it here is what was asked.
+            self.service.totp_delete(totp_id, self.deadline())?;
         }
         self.store.set_totp(user, false, None)?;
         self.store.set_local_totp(user, None)?;
@@ -254,9 +253,10 @@ impl Accounts<'_> {
             return Err(AccountError::TotpNotEnrolled);
         }
         if let (Some(totp_id), TotpSource::Latch) = (&pairing.totp_id, self.config.totp.source) {
-            return match self.service.totp_validate(totp_id, code, self.deadline()) {
-                Ok(ok) => Ok(ok),
-                Err(e) => Err(e.into()),
+            return match self.service.totp_validate(totp_id, code, self.deadline())? {
+                CodeCheck::Valid => Ok(true),
+                CodeCheck::Invalid(_) => Ok(false),
+                CodeCheck::Locked(_) => Err(AccountError::RateLimited),
             };
         }
         let t = &self.config.totp;

@@ -6,7 +6,7 @@
 
 use crate::config::{Config, FailMode, OperationRule, TotpSource, UnpairedPolicy};
 use crate::dictionary::{Dictionary, Section};
-use crate::service::{Access, Challenge, LockService, ServiceError};
+use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};
 use crate::store::{Pairing, PairingStore, StoreError};
 use crate::totp;
 use std::time::{Duration, Instant};
@@ -227,7 +227,7 @@ impl Login<'_> {
                 log::info!("latch open ({scope}); the service asks for a one-time password");
                 self.one_time_password(service, prompter, challenge, budget)
             }
-            Err(ServiceError::NotPaired) => {
+            Err(ServiceError::NotPaired { .. }) => {
                 log::warn!("the service says the account is not paired (unpaired on the phone?)");
                 self.unpaired(prompter, "the service says not paired")
             }
@@ -296,7 +296,16 @@ impl Login<'_> {
                 }
                 Challenge::Remote(session) => {
                     match budget.spend(|deadline| service.verify_remote(session, answer, deadline)) {
-                        Ok(ok) => ok,
+                        Ok(CodeCheck::Valid) => true,
+                        Ok(CodeCheck::Invalid(_)) => false,
+                        Ok(CodeCheck::Locked(refusal)) => {
+                            log::warn!(
+                                "access denied: the service takes no more one-time passwords ({})",
+                                refusal.code
+                            );
+                            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
+                            return Verdict::MaxTries;
+                        }
                         Err(e) => return self.service_failure(prompter, e),
                     }
                 }
@@ -434,7 +443,6 @@ impl Login<'_> {
             Err(v) => return v,
         };
         let dict = self.dictionary;
-        let invalid = || dict.service_error(Section::Totp, "validateerror", 306, "Invalid totp code");
         // Once the service has said "wrong code", it is reachable: a later failure is no outage to
         // fail open on (else wrong guesses could spend the budget until `fail_mode = "safe"` lets in).
         let mut refused_once = false;
@@ -449,18 +457,28 @@ impl Login<'_> {
             let answer = if well_formed {
                 budget.spend(|deadline| service.totp_validate(totp_id, code, deadline))
             } else {
-                Ok(false)
+                Ok(CodeCheck::Invalid(service.wrong_code()))
             };
             match answer {
-                Ok(true) => {
+                Ok(CodeCheck::Valid) => {
                     log::info!("verification code accepted");
                     return Verdict::Allow;
                 }
-                Ok(false) => prompter.error(&invalid()),
+                Ok(CodeCheck::Invalid(refusal)) => {
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", refusal.code, &refusal.message))
+                }
+                Ok(CodeCheck::Locked(refusal)) => {
+                    log::warn!(
+                        "access denied: the service takes no more verification codes ({})",
+                        refusal.code
+                    );
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", refusal.code, &refusal.message));
+                    return Verdict::MaxTries;
+                }
                 Err(ServiceError::Api { code, message }) => {
                     prompter.error(&dict.service_error(Section::Totp, "validateerror", code, &message))
                 }
-                Err(ServiceError::NotPaired) => {
+                Err(ServiceError::NotPaired { .. }) => {
                     log::error!("access denied: the service says the TOTP's account is not paired");
                     return Verdict::Deny;
                 }

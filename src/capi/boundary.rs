@@ -1,7 +1,7 @@
 //! The boundary between C and Rust: result codes, input strings, output strings, per-thread last error,
 //! and the panic guard every export goes through.
 
-use crate::service::ServiceError;
+use crate::service::{Refusal, ServiceError};
 use crate::store::StoreError;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -105,6 +105,15 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// A refusal the service gave as an answer (not as an error), e.g. a TOTP check it will not take.
+    pub fn refused(result: lockserver_result, refusal: Refusal) -> Failure {
+        Failure {
+            result,
+            code: service_code(refusal.code),
+            message: format!("service error {}: {}", refusal.code, refusal.message),
+        }
+    }
+
     pub fn new(result: lockserver_result, message: impl Into<String>) -> Failure {
         Failure {
             result,
@@ -116,26 +125,23 @@ impl Failure {
 
 impl From<ServiceError> for Failure {
     fn from(e: ServiceError) -> Failure {
-        let message = e.to_string();
-        match e {
-            ServiceError::Unavailable(_) => Failure::new(LOCKSERVER_ERROR_UNAVAILABLE, message),
-            ServiceError::Misconfigured { code, .. } => Failure {
-                result: LOCKSERVER_ERROR_MISCONFIGURED,
-                code: i32::try_from(code).unwrap_or(i32::MAX),
-                message,
-            },
-            ServiceError::NotPaired => Failure {
-                result: LOCKSERVER_ERROR_NOT_PAIRED,
-                code: 201,
-                message,
-            },
-            ServiceError::Api { code, .. } => Failure {
-                result: LOCKSERVER_ERROR_SERVICE,
-                code: i32::try_from(code).unwrap_or(i32::MAX),
-                message,
-            },
+        let result = match e {
+            ServiceError::Unavailable(_) => LOCKSERVER_ERROR_UNAVAILABLE,
+            ServiceError::Misconfigured { .. } => LOCKSERVER_ERROR_MISCONFIGURED,
+            ServiceError::NotPaired { .. } => LOCKSERVER_ERROR_NOT_PAIRED,
+            ServiceError::Api { .. } => LOCKSERVER_ERROR_SERVICE,
+        };
+        Failure {
+            result,
+            code: service_code(e.service_code()),
+            message: e.to_string(),
         }
     }
+}
+
+/// A service's number as `lockserver_last_error_code` gives it.
+fn service_code(code: u32) -> i32 {
+    i32::try_from(code).unwrap_or(i32::MAX)
 }
 
 impl From<StoreError> for Failure {

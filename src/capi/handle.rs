@@ -9,7 +9,7 @@ use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
 use crate::accounts::{self, AccountError, Accounts, UserStatus};
 use crate::config::{Config, LoadOptions, TotpAlgorithm};
 use crate::login::system_clock;
-use crate::service::{self, Access, Challenge, SharedService};
+use crate::service::{self, Access, Challenge, CodeCheck, SharedService};
 use crate::store::{self, OpenMode, PairingStore};
 use crate::totp;
 use once_cell::sync::Lazy;
@@ -359,14 +359,19 @@ pub unsafe extern "C" fn lockserver_totp_validate(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (id, code) = unsafe { (input(totp_id)?, input(code)?) };
-        let valid = h.service.totp_validate(id, code, h.deadline())?;
+        let valid = match h.service.totp_validate(id, code, h.deadline())? {
+            CodeCheck::Valid => true,
+            CodeCheck::Invalid(_) => false,
+            CodeCheck::Locked(refusal) => return Err(Failure::refused(LOCKSERVER_ERROR_SERVICE, refusal)),
+        };
         // SAFETY: checked non-null above.
         unsafe { *out_valid = valid };
         Ok(())
     })
 }
 
-/// Deletes a TOTP at the service. Thread-safe.
+/// Deletes a TOTP at the service. A TOTP the service no longer has counts as deleted (LOCKSERVER_OK),
+/// so a repeated call is harmless. Thread-safe.
 ///
 /// # Safety
 /// `totp_id` is NULL or NUL-terminated.
