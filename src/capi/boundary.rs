@@ -49,6 +49,48 @@ pub enum lockserver_result {
 
 use lockserver_result::*;
 
+/// The one table of result texts. It expands to an exhaustive `match`, so a variant without a
+/// text does not compile and a variant listed twice is an unreachable pattern (denied in CI);
+/// Rust itself refuses two variants with one number.
+macro_rules! result_texts {
+    ($($variant:ident => $text:literal,)*) => {
+        impl lockserver_result {
+            /// Every result, in the order of the table.
+            pub(crate) const ALL: &[lockserver_result] = &[$($variant),*];
+
+            /// The text [`lockserver_result_message`] gives.
+            pub(crate) fn text(self) -> &'static CStr {
+                match self {
+                    $($variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+result_texts! {
+    LOCKSERVER_OK => c"ok",
+    LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
+    LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",
+    LOCKSERVER_ERROR_TOO_LONG => c"a string argument is too long",
+    LOCKSERVER_ERROR_INVALID_HANDLE => c"the handle is NULL, closed or unknown",
+    LOCKSERVER_ERROR_INVALID_ARGUMENT => c"an argument has a wrong value",
+    LOCKSERVER_ERROR_CONFIG => c"the configuration cannot be used",
+    LOCKSERVER_ERROR_UNAVAILABLE => c"the service is unreachable, too slow, or answered nonsense",
+    LOCKSERVER_ERROR_MISCONFIGURED => c"the service rejects this host's configuration",
+    LOCKSERVER_ERROR_NOT_PAIRED => c"not paired",
+    LOCKSERVER_ERROR_ALREADY_PAIRED => c"already paired",
+    LOCKSERVER_ERROR_SERVICE => c"the service refused the request",
+    LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
+    LOCKSERVER_ERROR_PANIC => c"internal error",
+    LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
+}
+
+/// Numbers of results that were removed. C programs may still hold them, so they are never given
+/// to another result (a test checks); a removed variant's number goes here.
+#[cfg(test)]
+const RETIRED_RESULTS: &[i32] = &[];
+
 /// The text of a result code (a `lockserver_result` value; any other number gets "unknown result").
 /// The pointer is static: do not free it. Never NULL. Thread-safe.
 ///
@@ -56,44 +98,11 @@ use lockserver_result::*;
 /// value in a Rust enum would be undefined behaviour.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_result_message(result: i32) -> *const c_char {
-    const ALL: [lockserver_result; 15] = [
-        LOCKSERVER_OK,
-        LOCKSERVER_ERROR_NULL_ARGUMENT,
-        LOCKSERVER_ERROR_INVALID_UTF8,
-        LOCKSERVER_ERROR_TOO_LONG,
-        LOCKSERVER_ERROR_INVALID_HANDLE,
-        LOCKSERVER_ERROR_INVALID_ARGUMENT,
-        LOCKSERVER_ERROR_CONFIG,
-        LOCKSERVER_ERROR_UNAVAILABLE,
-        LOCKSERVER_ERROR_MISCONFIGURED,
-        LOCKSERVER_ERROR_NOT_PAIRED,
-        LOCKSERVER_ERROR_ALREADY_PAIRED,
-        LOCKSERVER_ERROR_SERVICE,
-        LOCKSERVER_ERROR_STORE,
-        LOCKSERVER_ERROR_PANIC,
-        LOCKSERVER_ERROR_TOTP_DISABLED,
-    ];
-    let Some(known) = ALL.into_iter().find(|r| *r as i32 == result) else {
-        return c"unknown result".as_ptr();
-    };
-    let text: &'static CStr = match known {
-        LOCKSERVER_OK => c"ok",
-        LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
-        LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",
-        LOCKSERVER_ERROR_TOO_LONG => c"a string argument is too long",
-        LOCKSERVER_ERROR_INVALID_HANDLE => c"the handle is NULL, closed or unknown",
-        LOCKSERVER_ERROR_INVALID_ARGUMENT => c"an argument has a wrong value",
-        LOCKSERVER_ERROR_CONFIG => c"the configuration cannot be used",
-        LOCKSERVER_ERROR_UNAVAILABLE => c"the service is unreachable, too slow, or answered nonsense",
-        LOCKSERVER_ERROR_MISCONFIGURED => c"the service rejects this host's configuration",
-        LOCKSERVER_ERROR_NOT_PAIRED => c"not paired",
-        LOCKSERVER_ERROR_ALREADY_PAIRED => c"already paired",
-        LOCKSERVER_ERROR_SERVICE => c"the service refused the request",
-        LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
-        LOCKSERVER_ERROR_PANIC => c"internal error",
-        LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
-    };
-    text.as_ptr()
+    lockserver_result::ALL
+        .iter()
+        .find(|r| **r as i32 == result)
+        .map_or(c"unknown result", |r| r.text())
+        .as_ptr()
 }
 
 /// A failure: the result code and the details kept for `lockserver_last_error_*`.
@@ -284,6 +293,45 @@ pub extern "C" fn lockserver_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_result_has_its_own_number_and_text_and_the_header_lists_them_all() {
+        let mut numbers: Vec<i32> = lockserver_result::ALL.iter().map(|r| *r as i32).collect();
+        let mut texts: Vec<&CStr> = lockserver_result::ALL.iter().map(|r| r.text()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(numbers.len(), lockserver_result::ALL.len(), "a number is used twice");
+        assert_eq!(texts.len(), lockserver_result::ALL.len(), "a text is used twice");
+        assert!(
+            numbers.iter().all(|n| !RETIRED_RESULTS.contains(n)),
+            "a retired number is reused"
+        );
+        assert!(texts.iter().all(|t| !t.is_empty() && *t != c"unknown result"));
+
+        // The header is generated from the enum: the table must cover every enumerator it declares.
+        let header = include_str!("../../include/lockserver.h");
+        let body = header
+            .split("typedef enum lockserver_result {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("the header declares lockserver_result");
+        let declared: Vec<(String, i32)> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_suffix(','))
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(name, n)| (name.to_string(), n.parse().expect("a number")))
+            .collect();
+        let table: Vec<(String, i32)> = lockserver_result::ALL
+            .iter()
+            .map(|r| (format!("{r:?}"), *r as i32))
+            .collect();
+        assert_eq!(declared, table);
+        // SAFETY: lockserver_result_message returns a static NUL-terminated string.
+        let unknown = unsafe { CStr::from_ptr(lockserver_result_message(9999)) };
+        assert_eq!(unknown, c"unknown result");
+    }
 
     #[test]
     fn a_panic_becomes_an_error_code_and_a_message() {
