@@ -3,6 +3,8 @@
 //! half-done pairing, unpairing removes the TOTP, local codes are rate-limited and never replayed) live
 //! in one place.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{Config, OperationRule, Secret, TotpSource};
 use crate::service::{Access, CodeCheck, LockService, ServiceError};
 use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};

@@ -4,6 +4,8 @@
 //! `auth.log` must be able to fix the file without guessing. Secrets are held in [`Secret`], which never
 //! prints its value.
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use std::fmt;
 use std::fs;

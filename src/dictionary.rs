@@ -6,6 +6,8 @@
 //! its own (`validateerror306`, `pairerror206`, …) shows the section's generic text with the service's own
 //! message, so no error is ever shown as a bare number.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{Config, check_permissions};
 use quick_xml::Reader;
 use quick_xml::events::Event;

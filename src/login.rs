@@ -4,6 +4,8 @@
 //! Rules (DESIGN §3, §5): a configuration error never lets anyone in; `fail_mode` covers only a service
 //! that is unreachable, slow or incoherent; answers that prove a misconfiguration always deny.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{Config, FailMode, OperationRule, TotpSource, UnpairedPolicy};
 use crate::dictionary::{Dictionary, Section};
 use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};

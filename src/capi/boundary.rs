@@ -98,11 +98,13 @@ const RETIRED_RESULTS: &[i32] = &[];
 /// value in a Rust enum would be undefined behaviour.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_result_message(result: i32) -> *const c_char {
-    lockserver_result::ALL
-        .iter()
-        .find(|r| **r as i32 == result)
-        .map_or(c"unknown result", |r| r.text())
-        .as_ptr()
+    guard_or(c"internal error".as_ptr(), || {
+        lockserver_result::ALL
+            .iter()
+            .find(|r| **r as i32 == result)
+            .map_or(c"unknown result", |r| r.text())
+            .as_ptr()
+    })
 }
 
 /// A failure: the result code and the details kept for `lockserver_last_error_*`.
@@ -189,6 +191,11 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> lockserver_re
     }
 }
 
+/// Runs the body of an export that returns no [`lockserver_result`]: a panic gives `fallback`.
+pub(crate) fn guard_or<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
 /// Reads a required string argument.
 ///
 /// # Safety
@@ -254,14 +261,16 @@ pub(crate) fn output(s: &str) -> Result<*mut c_char, Failure> {
 /// `s` is NULL or a string returned by a `lockserver_*` function and not freed yet.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: the caller passes back a pointer from CString::into_raw (see `output`), once.
-    let owned = unsafe { CString::from_raw(s) };
-    // Strings may hold tokens or secrets: wipe before freeing.
-    let mut bytes = owned.into_bytes_with_nul();
-    zeroize::Zeroize::zeroize(&mut bytes);
+    guard_or((), || {
+        if s.is_null() {
+            return;
+        }
+        // SAFETY: the caller passes back a pointer from CString::into_raw (see `output`), once.
+        let owned = unsafe { CString::from_raw(s) };
+        // Strings may hold tokens or secrets: wipe before freeing.
+        let mut bytes = owned.into_bytes_with_nul();
+        zeroize::Zeroize::zeroize(&mut bytes);
+    });
 }
 
 /// The service's error code of this thread's last failed call (e.g. 206 "token expired", 306 "invalid
@@ -269,23 +278,28 @@ pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
 /// calling thread's last call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_code() -> i32 {
-    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
+    guard_or(0, || {
+        LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
+    })
 }
 
 /// The message of this thread's last failed call, or NULL when the last call succeeded. The caller
 /// frees it with lockserver_string_free. Per thread, like lockserver_last_error_code.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_message() -> *mut c_char {
-    let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
-    match message {
-        Some(m) => CString::new(m.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw),
-        None => std::ptr::null_mut(),
-    }
+    guard_or(std::ptr::null_mut(), || {
+        let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
+        match message {
+            Some(m) => CString::new(m.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw),
+            None => std::ptr::null_mut(),
+        }
+    })
 }
 
 /// The library's version, e.g. "0.1.0". Static: do not free. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_version() -> *const c_char {
+    // No panic boundary: a constant, no code that can panic.
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }

@@ -392,6 +392,7 @@ pub unsafe extern "C" fn lockserver_totp_delete(
 /// The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_totp_params_default() -> lockserver_totp_params {
+    // No panic boundary: a constant, no code that can panic.
     lockserver_totp_params {
         algorithm: lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1 as u32,
         digits: 6,

@@ -4,6 +4,8 @@
 //! this module builds the paths, signs, sends through the shared [`Transport`] and logs (at debug
 //! level, method and path only: never a header, a body, a code or a token).
 
+#![forbid(unsafe_code)]
+
 pub mod response;
 pub mod sign;
 

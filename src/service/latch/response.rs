@@ -5,6 +5,8 @@
 //! [`ServiceError::Unavailable`], so `fail_mode` decides. Answers are navigated key by key, never
 //! searched as text: a nested `"status":"off"` or a token somewhere else must not count.
 
+#![forbid(unsafe_code)]
+
 use crate::config::Secret;
 use crate::service::http::Reply;
 use crate::service::{Access, Challenge, ServiceError, TotpEnrolment};

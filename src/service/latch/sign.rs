@@ -4,6 +4,8 @@
 //! the caller passes the date, the method, the path and the form parameters, and gets the exact
 //! string the server re-computes and the `Authorization` value it expects.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
