@@ -12,12 +12,11 @@ use crate::login::system_clock;
 use crate::service::{self, Access, Challenge, CodeCheck, SharedService};
 use crate::store::{self, OpenMode, PairingStore};
 use crate::totp;
-use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::ffi::c_char;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 /// An open lockserver: a config, a kept-alive service client and (on first use) the pairing store.
@@ -65,7 +64,7 @@ pub struct lockserver_totp_params {
     pub window: u32,
 }
 
-static REGISTRY: Lazy<Mutex<HashMap<usize, Arc<lockserver>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+static REGISTRY: LazyLock<Mutex<HashMap<usize, Arc<lockserver>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn registry() -> std::sync::MutexGuard<'static, HashMap<usize, Arc<lockserver>>> {
     // A panic while holding the lock cannot leave the map inconsistent (single inserts/removes).

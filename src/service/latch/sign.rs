@@ -6,8 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use std::fmt::Write as _;
@@ -139,7 +138,7 @@ pub fn signature(secret: &[u8], to_sign: &str) -> String {
         return String::new();
     };
     mac.update(to_sign.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    BASE64.encode(&mac.finalize().into_bytes())
 }
 
 /// The `Authorization` header value. It grants access to the application: never log it.
