@@ -372,12 +372,7 @@ impl Login<'_> {
             let now = (self.clock)();
             match store.totp_failures(self.user, now, t.rate_limit_period_secs) {
                 Ok(failures) if failures >= t.rate_limit_count => {
-                    log::warn!(
-                        "access denied: {failures} wrong codes within {} s (rate limit)",
-                        t.rate_limit_period_secs
-                    );
-                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
-                    return Verdict::MaxTries;
+                    return self.rate_limited(prompter, &format!("{failures} wrong codes"));
                 }
                 Ok(_) => {}
                 Err(e) => return config_error(e),
@@ -390,14 +385,7 @@ impl Login<'_> {
             // The attempt is counted before the code is checked, atomically, so parallel logins cannot
             // each get their own allowance; a right code clears the count.
             match store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
-                Ok(n) if n > t.rate_limit_count => {
-                    log::warn!(
-                        "access denied: {n} codes within {} s (rate limit)",
-                        t.rate_limit_period_secs
-                    );
-                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
-                    return Verdict::MaxTries;
-                }
+                Ok(n) if n > t.rate_limit_count => return self.rate_limited(prompter, &format!("{n} codes")),
                 Ok(_) => {}
                 Err(e) => return config_error(e),
             }
@@ -426,6 +414,16 @@ impl Login<'_> {
             prompter.error(dict.get(Section::Totp, "invalidcode"));
         }
         log::warn!("access denied: too many wrong verification codes");
+        Verdict::MaxTries
+    }
+
+    /// The local TOTP rate limit is reached: `count` codes within the period.
+    fn rate_limited(&self, prompter: &mut dyn Prompter, count: &str) -> Verdict {
+        log::warn!(
+            "access denied: {count} within {} s (rate limit)",
+            self.config.totp.rate_limit_period_secs
+        );
+        prompter.error(self.dictionary.get(Section::Totp, "too_many_attempts"));
         Verdict::MaxTries
     }
 

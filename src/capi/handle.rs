@@ -78,6 +78,30 @@ fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
         .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_HANDLE, "the handle is NULL, closed or unknown"))
 }
 
+/// The handle and the one string argument of a call, looked up and read in that order.
+///
+/// # Safety
+/// `arg` is NULL or a NUL-terminated string that stays valid during the call.
+unsafe fn handle_and_input<'a>(
+    h: *const lockserver,
+    arg: *const c_char,
+) -> Result<(Arc<lockserver>, &'a str), Failure> {
+    let handle = lookup(h)?;
+    // SAFETY: the caller's guarantee on `arg`.
+    Ok((handle, unsafe { input(arg) }?))
+}
+
+/// Hands `s` to the caller through `out`, which `out_ptr` checked before any work was done.
+///
+/// # Safety
+/// `out` is non-null and writable.
+unsafe fn give(out: *mut *mut c_char, s: &str) -> Result<(), Failure> {
+    let ptr = output(s)?;
+    // SAFETY: the caller's guarantee on `out`.
+    unsafe { *out = ptr };
+    Ok(())
+}
+
 /// Handle values are numbers counted up from a high base and never reused, so a pointer kept after
 /// `lockserver_close` can never name a newer handle. C only passes them back; they are never
 /// dereferenced.
@@ -282,10 +306,8 @@ pub unsafe extern "C" fn lockserver_pair(
         let (code, name) = unsafe { (input(code)?, optional_input(common_name)?) };
         let code = accounts::check_pairing_code(code)?;
         let account = h.service.pair(code, name, h.deadline())?;
-        let ptr = output(&account)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_account_id = ptr };
-        Ok(())
+        unsafe { give(out_account_id, &account) }
     })
 }
 
@@ -296,9 +318,8 @@ pub unsafe extern "C" fn lockserver_pair(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_unpair(handle: *const lockserver, account_id: *const c_char) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on account_id.
-        let account = unsafe { input(account_id) }?;
+        let (h, account) = unsafe { handle_and_input(handle, account_id) }?;
         h.service.unpair(account, h.deadline())?;
         Ok(())
     })
@@ -380,9 +401,8 @@ pub unsafe extern "C" fn lockserver_totp_delete(
     totp_id: *const c_char,
 ) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on totp_id.
-        let id = unsafe { input(totp_id) }?;
+        let (h, id) = unsafe { handle_and_input(handle, totp_id) }?;
         h.service.totp_delete(id, h.deadline())?;
         Ok(())
     })
@@ -487,10 +507,8 @@ pub unsafe extern "C" fn lockserver_totp_code(
         // SAFETY: the caller's guarantee on params.
         let params = unsafe { params_from(params) }?;
         let code = totp::code_at(&secret, unix_time, &params);
-        let ptr = output(&code)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_code = ptr };
-        Ok(())
+        unsafe { give(out_code, &code) }
     })
 }
 
@@ -556,9 +574,8 @@ pub unsafe extern "C" fn lockserver_user_pair(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_user_unpair(handle: *const lockserver, user: *const c_char) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         h.with_accounts(|a| a.unpair(user, false))?;
         Ok(())
     })
@@ -577,14 +594,11 @@ pub unsafe extern "C" fn lockserver_user_totp_create(
 ) -> lockserver_result {
     guard(|| {
         out_ptr(out_qr)?;
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         let enrolment = h.with_accounts(|a| a.totp_create(user, user))?;
-        let ptr = output(&enrolment.qr)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_qr = ptr };
-        Ok(())
+        unsafe { give(out_qr, &enrolment.qr) }
     })
 }
 
@@ -598,9 +612,8 @@ pub unsafe extern "C" fn lockserver_user_totp_disable(
     user: *const c_char,
 ) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         h.with_accounts(|a| a.totp_disable(user))?;
         Ok(())
     })
