@@ -1,7 +1,8 @@
 //! What is done for a local user by name, through the pairing store and the service: pair, unpair,
-//! status, TOTP enrolment and checks. The CLI and the C API both call these, so the rules (roll back a
-//! half-done pairing, unpairing removes the TOTP, local codes are rate-limited and never replayed) live
-//! in one place.
+//! status, TOTP enrolment and checks. The CLI and the C API both call these, so their rules (roll back
+//! a half-done pairing, unpairing removes the TOTP, a TOTP already gone at the service counts as
+//! removed, local codes are checked under the rate limit) live in one place. The login checks codes
+//! itself ([`crate::login`]: it also consumes a right code, against replay); this module does not.
 
 #![forbid(unsafe_code)]
 
@@ -70,7 +71,7 @@ impl From<StoreError> for AccountError {
     }
 }
 
-/// The lock status answer for a user: what [`user_status`] found.
+/// The lock status answer for a user: what [`Accounts::status`] found.
 #[derive(Debug)]
 pub enum UserStatus {
     /// The lock check is off for that operation (config).
