@@ -4,8 +4,9 @@
 //! - `src/capi/`: each `extern "C" fn` body calls `guard(` (result-returning) or `guard_or(`, unless
 //!   a `// No panic boundary: <why>` line in it says why none is needed (a constant).
 //! - `src/pam/`: the `pam_sm_*` hooks come only from `pam::pam_hooks!` (pam-bindings, pinned, wraps
-//!   each hook in `catch_unwind`); any other `extern "C" fn` there (a conversation callback) calls
-//!   `catch_unwind(`. Which symbols the library exports at all is checked by `tests/capi.rs`.
+//!   each hook in `catch_unwind`); any other `extern "C" fn` there, and the conversation callback of
+//!   `pam-app/` (libpam calls it inside the CLI's try-login and the tests), calls `catch_unwind(`.
+//!   Which symbols the library exports at all is checked by `tests/capi.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,10 @@ fn src(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir)
 }
 
+fn pam_app_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pam-app/src")
+}
+
 #[test]
 fn every_c_api_export_goes_through_the_guard() {
     let exports: Vec<Export> = rust_files(&src("capi")).iter().flat_map(|f| definitions(f)).collect();
@@ -129,7 +134,16 @@ fn pam_hooks_come_from_the_catching_macro_and_callbacks_catch_panics() {
             file.display()
         );
     }
-    for e in files.iter().flat_map(|f| definitions(f)) {
+    let callbacks: Vec<Export> = files
+        .iter()
+        .chain(&rust_files(&pam_app_src()))
+        .flat_map(|f| definitions(f))
+        .collect();
+    assert!(
+        callbacks.iter().any(|e| e.name == "conversation_trampoline"),
+        "the scan no longer finds pam-app's conversation callback"
+    );
+    for e in &callbacks {
         assert!(
             e.body.contains("catch_unwind("),
             "{}: the callback {} does not catch panics",
