@@ -367,6 +367,38 @@ fn latch_totp_prompts_until_max_attempts() {
 }
 
 #[test]
+fn a_service_that_takes_no_more_codes_ends_the_prompts() {
+    let c = config("operations = [\"TOTP:TOTP:true\"]\n[totp]\nmax_attempts = 3");
+    let mut pairing = paired("alice");
+    pairing.totp_enabled = true;
+    pairing.totp_id = Some("totp1".into());
+    let service = FakeService::answering(Ok(Access::Open));
+    let locked = Refusal {
+        code: 999,
+        message: "too many codes".into(),
+    };
+    service
+        .totp_answers
+        .borrow_mut()
+        .extend([Ok(CodeCheck::Locked(locked))]);
+    let mut f = fakes(vec![pairing], service);
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::MaxTries
+    );
+    assert_eq!(
+        f.service.totp_calls.get(),
+        1,
+        "no code is asked after the service locked"
+    );
+    assert_eq!(p.prompts.len(), 1);
+}
+
+#[test]
 fn disabled_config_steps_aside() {
     let c = config("enabled = false");
     let mut f = fakes(vec![paired("alice")], FakeService::default());
