@@ -278,12 +278,14 @@ enum lockserver_result lockserver_totp_validate(const struct lockserver *handle,
                                                 bool *out_valid);
 
 /**
- * Deletes a TOTP at the service. Thread-safe.
+ * Deletes a TOTP at the service. A TOTP the service no longer has counts as deleted (LOCKSERVER_OK),
+ * so a repeated call is harmless. Thread-safe.
  *
  * # Safety
  * `totp_id` is NULL or NUL-terminated.
  */
-enum lockserver_result lockserver_totp_delete(const struct lockserver *handle, const char *totp_id);
+enum lockserver_result lockserver_totp_delete(const struct lockserver *handle,
+                                              const char *totp_id);
 
 /**
  * The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step. Thread-safe.

@@ -1,10 +1,13 @@
 //! What is done for a local user by name, through the pairing store and the service: pair, unpair,
-//! status, TOTP enrolment and checks. The CLI and the C API both call these, so the rules (roll back a
-//! half-done pairing, unpairing removes the TOTP, local codes are rate-limited and never replayed) live
-//! in one place.
+//! status, TOTP enrolment and checks. The CLI and the C API both call these, so their rules (roll back
+//! a half-done pairing, unpairing removes the TOTP, a TOTP already gone at the service counts as
+//! removed, local codes are checked under the rate limit) live in one place. The login checks codes
+//! itself ([`crate::login`]: it also consumes a right code, against replay); this module does not.
+
+#![forbid(unsafe_code)]
 
 use crate::config::{Config, OperationRule, Secret, TotpSource};
-use crate::service::{Access, LockService, ServiceError};
+use crate::service::{Access, CodeCheck, LockService, ServiceError};
 use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};
 use crate::totp;
 use std::fmt;
@@ -27,7 +30,7 @@ pub enum AccountError {
     TotpNotEnrolled,
     /// The user has a TOTP already.
     TotpAlreadyEnrolled,
-    /// Too many wrong local codes in the rate-limit period.
+    /// Too many wrong codes: the local rate limit, or the service takes no more for now.
     RateLimited,
     Service(ServiceError),
     Store(StoreError),
@@ -68,7 +71,7 @@ impl From<StoreError> for AccountError {
     }
 }
 
-/// The lock status answer for a user: what [`user_status`] found.
+/// The lock status answer for a user: what [`Accounts::status`] found.
 #[derive(Debug)]
 pub enum UserStatus {
     /// The lock check is off for that operation (config).
@@ -146,14 +149,16 @@ impl Accounts<'_> {
             warnings.push(e);
             Ok(())
         };
-        if let Some(totp_id) = &pairing.totp_id {
-            match self.service.totp_delete(totp_id, self.deadline()) {
-                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
-                Err(e) => tolerate(e)?,
-            }
+        // A TOTP gone already at the service (Removal::AlreadyGone) is no failure.
+        if let Some(Err(e)) = pairing
+            .totp_id
+            .as_ref()
+            .map(|id| self.service.totp_delete(id, self.deadline()))
+        {
+            tolerate(e)?;
         }
         match self.service.unpair(&pairing.account_id, self.deadline()) {
-            Ok(()) | Err(ServiceError::NotPaired) => {}
+            Ok(()) | Err(ServiceError::NotPaired { .. }) => {}
             Err(e) => tolerate(e)?,
         }
         self.store.remove(user)?;
@@ -235,11 +240,8 @@ impl Accounts<'_> {
             return Err(AccountError::TotpNotEnrolled);
         }
         if let Some(totp_id) = &pairing.totp_id {
-            match self.service.totp_delete(totp_id, self.deadline()) {
-                // Already gone at the service: clearing it here is what was asked.
-                Ok(()) | Err(ServiceError::Api { code: 301, .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            // Deleted now or gone already (Removal::AlreadyGone): clearing it here is what was asked.
+            self.service.totp_delete(totp_id, self.deadline())?;
         }
         self.store.set_totp(user, false, None)?;
         self.store.set_local_totp(user, None)?;
@@ -254,9 +256,10 @@ impl Accounts<'_> {
             return Err(AccountError::TotpNotEnrolled);
         }
         if let (Some(totp_id), TotpSource::Latch) = (&pairing.totp_id, self.config.totp.source) {
-            return match self.service.totp_validate(totp_id, code, self.deadline()) {
-                Ok(ok) => Ok(ok),
-                Err(e) => Err(e.into()),
+            return match self.service.totp_validate(totp_id, code, self.deadline())? {
+                CodeCheck::Valid => Ok(true),
+                CodeCheck::Invalid(_) => Ok(false),
+                CodeCheck::Locked(_) => Err(AccountError::RateLimited),
             };
         }
         let t = &self.config.totp;

@@ -4,12 +4,16 @@
 //! `auth.log` must be able to fix the file without guessing. Secrets are held in [`Secret`], which never
 //! prints its value.
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
 
 /// Where the module and the CLI look when no `config=` / `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/lockserver/lockserver.conf";
@@ -289,9 +293,41 @@ struct RawTotp {
 /// Reads the text and the semantic checks against one source, so errors can point at lines.
 struct Checker<'a> {
     path: Option<&'a Path>,
-    text: &'a str,
+    spans: Spans<'a>,
     trusted_owner: Option<u32>,
     check_files: bool,
+}
+
+/// The parsed document with the parser's spans: where each key and section is in the text.
+struct Spans<'a> {
+    text: &'a str,
+    root: DeTable<'a>,
+}
+
+impl Spans<'_> {
+    /// The 1-based line where `key` is assigned inside `section` (or at the top level), or where the
+    /// section itself starts when `key` is `None`. Dotted keys and inline tables count too.
+    fn line(&self, section: Option<&str>, key: Option<&str>) -> Option<usize> {
+        let (table, name) = match (section, key) {
+            (Some(s), Some(k)) => (entry(&self.root, s)?.1.get_ref().as_table()?, k),
+            (Some(s), None) => (&self.root, s),
+            (None, Some(k)) => (&self.root, k),
+            (None, None) => return None,
+        };
+        entry(table, name).map(|(k, _)| line_at(self.text, k.span().start))
+    }
+}
+
+type DeEntry<'t, 'a> = (&'t Spanned<DeString<'a>>, &'t Spanned<DeValue<'a>>);
+
+fn entry<'t, 'a>(table: &'t DeTable<'a>, name: &str) -> Option<DeEntry<'t, 'a>> {
+    table.iter().find(|(k, _)| k.get_ref() == name)
+}
+
+/// The 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 impl Checker<'_> {
@@ -302,7 +338,7 @@ impl Checker<'_> {
         };
         ConfigError {
             path: self.path.map(Path::to_path_buf),
-            line: line_of(self.text, section, key),
+            line: self.spans.line(section, Some(key)),
             key: Some(full_key),
             message: message.into(),
         }
@@ -314,7 +350,7 @@ impl Checker<'_> {
             Some(_) => Err(self.error(Some(section), key, "is empty")),
             None => Err(ConfigError {
                 path: self.path.map(Path::to_path_buf),
-                line: section_line(self.text, section),
+                line: self.spans.line(Some(section), None),
                 key: Some(format!("{section}.{key}")),
                 message: "is missing".into(),
             }),
@@ -353,7 +389,7 @@ impl Checker<'_> {
             }
             (None, None) => Err(ConfigError {
                 path: self.path.map(Path::to_path_buf),
-                line: section_line(self.text, section),
+                line: self.spans.line(Some(section), None),
                 key: Some(format!("{section}.{key}")),
                 message: format!("is missing (give `{key}` or `{file_key}`)"),
             }),
@@ -410,14 +446,14 @@ impl Config {
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
             .map_err(|e| whole(format!("cannot read: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
+        // Parsed once: the same document says whether it holds a secret and becomes the config.
+        let (spans, raw) = read_raw(Some(path), &text)?;
         let checker = Checker {
             path: Some(path),
-            text: &text,
+            spans,
             trusted_owner: options.trusted_owner,
             check_files: true,
         };
-        // Parsed once: the same document says whether it holds a secret and becomes the config.
-        let raw = read_raw(&checker)?;
         let holds_secrets = holds_inline_secrets(&raw);
         let config = build(&checker, raw)?;
         check_metadata(path, &meta, holds_secrets, options.trusted_owner).map_err(whole)?;
@@ -427,12 +463,14 @@ impl Config {
     /// Parses a config given as a string (the C API's `lockserver_open_config_str`). No file is
     /// involved, so there is no permission check, and `*_file` secrets are refused.
     pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
-        parse(&Checker {
+        let (spans, raw) = read_raw(None, text)?;
+        let checker = Checker {
             path: None,
-            text,
+            spans,
             trusted_owner: None,
             check_files: false,
-        })
+        };
+        build(&checker, raw)
     }
 
     /// The lock check rule for the operation NAME (PAM service or `operation=` argument).
@@ -465,23 +503,23 @@ fn holds_inline_secrets(raw: &RawConfig) -> bool {
             .is_some_and(|p| p.token.is_some() || p.api_key.is_some())
 }
 
-fn parse(c: &Checker<'_>) -> Result<Config, ConfigError> {
-    build(c, read_raw(c)?)
-}
-
-/// The TOML document, every key known (deny_unknown_fields), not yet validated.
-fn read_raw(c: &Checker<'_>) -> Result<RawConfig, ConfigError> {
-    toml::from_str(c.text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| c.text[..s.start.min(c.text.len())].lines().count().max(1));
-        ConfigError {
-            path: c.path.map(Path::to_path_buf),
-            line,
-            key: None,
-            message: e.message().to_string(),
-        }
-    })
+/// The TOML document with its spans, and every key known (deny_unknown_fields), not yet validated.
+fn read_raw<'a>(path: Option<&Path>, text: &'a str) -> Result<(Spans<'a>, RawConfig), ConfigError> {
+    let syntax = |e: toml::de::Error| ConfigError {
+        path: path.map(Path::to_path_buf),
+        line: e.span().map(|s| line_at(text, s.start)),
+        key: None,
+        message: e.message().to_string(),
+    };
+    let doc = DeTable::parse(text).map_err(syntax)?;
+    let raw = RawConfig::deserialize(toml::de::Deserializer::from(doc.clone())).map_err(syntax)?;
+    Ok((
+        Spans {
+            text,
+            root: doc.into_inner(),
+        },
+        raw,
+    ))
 }
 
 /// Validates the document into a [`Config`].
@@ -686,37 +724,6 @@ fn check_metadata(
     Ok(())
 }
 
-/// The 1-based line where `key` is assigned inside `[section]` (or at the top level).
-fn line_of(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
-    let mut current: Option<String> = None;
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            current = Some(name.trim().to_string());
-            continue;
-        }
-        if current.as_deref() == section
-            && let Some(rest) = t.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
-        {
-            return Some(n + 1);
-        }
-    }
-    None
-}
-
-fn section_line(text: &str, section: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            l.trim()
-                .strip_prefix('[')
-                .and_then(|r| r.split(']').next())
-                .map(str::trim)
-                == Some(section)
-        })
-        .map(|n| n + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,6 +778,22 @@ mod tests {
     }
 
     #[test]
+    fn lines_come_from_the_parser_in_any_toml_form() {
+        // A key at the start of a line, a dotted key, an inline table and a missing key (its section).
+        let e = Config::parse_str(&base("colour = 1")).expect_err("unknown");
+        assert_eq!(e.line, Some(2), "{e}");
+        let dotted = format!("service = \"latch\"\n\nlatch.app_id = \"short\"\nlatch.secret = \"{SECRET}\"\n");
+        let e = Config::parse_str(&dotted).expect_err("short app id");
+        assert_eq!((e.key.as_deref(), e.line), (Some("latch.app_id"), Some(3)), "{e}");
+        let inline = format!("service = \"latch\"\n# app\nlatch = {{ app_id = \"{APP}\", secret = \"short\" }}\n");
+        let e = Config::parse_str(&inline).expect_err("short secret");
+        assert_eq!((e.key.as_deref(), e.line), (Some("latch.secret"), Some(3)), "{e}");
+        let missing = "service = \"latch\"\n\n[latch]\nsecret = \"x\"\n";
+        let e = Config::parse_str(missing).expect_err("no app id");
+        assert_eq!((e.key.as_deref(), e.line), (Some("latch.app_id"), Some(3)), "{e}");
+    }
+
+    #[test]
     fn unknown_key_and_bad_enum_are_errors() {
         let e = Config::parse_str(&base("colour = 1")).expect_err("unknown");
         assert!(e.message.contains("colour"), "{e}");
@@ -798,15 +821,7 @@ mod tests {
 
     #[test]
     fn inline_secrets_are_found_in_any_toml_form() {
-        let holds = |text: &str| {
-            let c = Checker {
-                path: None,
-                text,
-                trusted_owner: None,
-                check_files: false,
-            };
-            holds_inline_secrets(&read_raw(&c).expect("valid TOML"))
-        };
+        let holds = |text: &str| holds_inline_secrets(&read_raw(None, text).expect("valid TOML").1);
         assert!(holds(&base("")));
         let dotted = format!("service = \"latch\"\nlatch.app_id = \"{APP}\"\nlatch.secret = \"{SECRET}\"\n");
         assert!(holds(&dotted));

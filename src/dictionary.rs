@@ -6,6 +6,9 @@
 //! its own (`validateerror306`, `pairerror206`, …) shows the section's generic text with the service's own
 //! message, so no error is ever shown as a bare number.
 
+#![forbid(unsafe_code)]
+
+use crate::config::{Config, check_permissions};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use std::collections::HashMap;
@@ -173,7 +176,21 @@ impl Dictionary {
         Dictionary::default()
     }
 
-    /// The built-in texts overridden by the XML file at `path`.
+    /// The texts a config names: the built-in ones, or those of its `dictionary` file after the
+    /// file's ownership and mode are checked (whoever can write it writes what users are asked at the
+    /// prompt). The one way the PAM module and the CLI load it.
+    pub fn for_config(config: &Config, trusted_owner: Option<u32>) -> Result<Dictionary, String> {
+        match &config.dictionary {
+            None => Ok(Dictionary::builtin()),
+            Some(path) => {
+                check_permissions(path, false, trusted_owner)?;
+                Dictionary::load(path).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The built-in texts overridden by the XML file at `path` (no permission check: see
+    /// [`Dictionary::for_config`]).
     pub fn load(path: &Path) -> Result<Dictionary, DictionaryError> {
         let text = std::fs::read_to_string(path).map_err(|e| DictionaryError {
             path: path.to_path_buf(),

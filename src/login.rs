@@ -4,9 +4,11 @@
 //! Rules (DESIGN §3, §5): a configuration error never lets anyone in; `fail_mode` covers only a service
 //! that is unreachable, slow or incoherent; answers that prove a misconfiguration always deny.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{Config, FailMode, OperationRule, TotpSource, UnpairedPolicy};
 use crate::dictionary::{Dictionary, Section};
-use crate::service::{Access, Challenge, LockService, ServiceError};
+use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};
 use crate::store::{Pairing, PairingStore, StoreError};
 use crate::totp;
 use std::time::{Duration, Instant};
@@ -227,7 +229,7 @@ impl Login<'_> {
                 log::info!("latch open ({scope}); the service asks for a one-time password");
                 self.one_time_password(service, prompter, challenge, budget)
             }
-            Err(ServiceError::NotPaired) => {
+            Err(ServiceError::NotPaired { .. }) => {
                 log::warn!("the service says the account is not paired (unpaired on the phone?)");
                 self.unpaired(prompter, "the service says not paired")
             }
@@ -296,7 +298,16 @@ impl Login<'_> {
                 }
                 Challenge::Remote(session) => {
                     match budget.spend(|deadline| service.verify_remote(session, answer, deadline)) {
-                        Ok(ok) => ok,
+                        Ok(CodeCheck::Valid) => true,
+                        Ok(CodeCheck::Invalid(_)) => false,
+                        Ok(CodeCheck::Locked(refusal)) => {
+                            log::warn!(
+                                "access denied: the service takes no more one-time passwords ({})",
+                                refusal.code
+                            );
+                            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
+                            return Verdict::MaxTries;
+                        }
                         Err(e) => return self.service_failure(prompter, e),
                     }
                 }
@@ -361,12 +372,7 @@ impl Login<'_> {
             let now = (self.clock)();
             match store.totp_failures(self.user, now, t.rate_limit_period_secs) {
                 Ok(failures) if failures >= t.rate_limit_count => {
-                    log::warn!(
-                        "access denied: {failures} wrong codes within {} s (rate limit)",
-                        t.rate_limit_period_secs
-                    );
-                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
-                    return Verdict::MaxTries;
+                    return self.rate_limited(prompter, &format!("{failures} wrong codes"));
                 }
                 Ok(_) => {}
                 Err(e) => return config_error(e),
@@ -379,14 +385,7 @@ impl Login<'_> {
             // The attempt is counted before the code is checked, atomically, so parallel logins cannot
             // each get their own allowance; a right code clears the count.
             match store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
-                Ok(n) if n > t.rate_limit_count => {
-                    log::warn!(
-                        "access denied: {n} codes within {} s (rate limit)",
-                        t.rate_limit_period_secs
-                    );
-                    prompter.error(dict.get(Section::Totp, "too_many_attempts"));
-                    return Verdict::MaxTries;
-                }
+                Ok(n) if n > t.rate_limit_count => return self.rate_limited(prompter, &format!("{n} codes")),
                 Ok(_) => {}
                 Err(e) => return config_error(e),
             }
@@ -418,6 +417,16 @@ impl Login<'_> {
         Verdict::MaxTries
     }
 
+    /// The local TOTP rate limit is reached: `count` codes within the period.
+    fn rate_limited(&self, prompter: &mut dyn Prompter, count: &str) -> Verdict {
+        log::warn!(
+            "access denied: {count} within {} s (rate limit)",
+            self.config.totp.rate_limit_period_secs
+        );
+        prompter.error(self.dictionary.get(Section::Totp, "too_many_attempts"));
+        Verdict::MaxTries
+    }
+
     fn latch_totp(
         &self,
         res: &mut dyn Resources,
@@ -434,7 +443,6 @@ impl Login<'_> {
             Err(v) => return v,
         };
         let dict = self.dictionary;
-        let invalid = || dict.service_error(Section::Totp, "validateerror", 306, "Invalid totp code");
         // Once the service has said "wrong code", it is reachable: a later failure is no outage to
         // fail open on (else wrong guesses could spend the budget until `fail_mode = "safe"` lets in).
         let mut refused_once = false;
@@ -449,18 +457,28 @@ impl Login<'_> {
             let answer = if well_formed {
                 budget.spend(|deadline| service.totp_validate(totp_id, code, deadline))
             } else {
-                Ok(false)
+                Ok(CodeCheck::Invalid(service.wrong_code()))
             };
             match answer {
-                Ok(true) => {
+                Ok(CodeCheck::Valid) => {
                     log::info!("verification code accepted");
                     return Verdict::Allow;
                 }
-                Ok(false) => prompter.error(&invalid()),
+                Ok(CodeCheck::Invalid(refusal)) => {
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", refusal.code, &refusal.message))
+                }
+                Ok(CodeCheck::Locked(refusal)) => {
+                    log::warn!(
+                        "access denied: the service takes no more verification codes ({})",
+                        refusal.code
+                    );
+                    prompter.error(&dict.service_error(Section::Totp, "validateerror", refusal.code, &refusal.message));
+                    return Verdict::MaxTries;
+                }
                 Err(ServiceError::Api { code, message }) => {
                     prompter.error(&dict.service_error(Section::Totp, "validateerror", code, &message))
                 }
-                Err(ServiceError::NotPaired) => {
+                Err(ServiceError::NotPaired { .. }) => {
                     log::error!("access denied: the service says the TOTP's account is not paired");
                     return Verdict::Deny;
                 }

@@ -3,6 +3,8 @@
 //! Hand-written on `hmac` + `sha1`/`sha2` (a few lines, security-relevant, and we need the matched time
 //! step back for replay protection). Codes are compared in constant time.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{TotpAlgorithm, TotpConfig};
 use hmac::{Hmac, Mac};
 use std::io::Read;

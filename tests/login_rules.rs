@@ -4,7 +4,7 @@
 use lockserver::config::{Config, Secret};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::{Login, Phase, Prompter, Resources, Verdict};
-use lockserver::service::{Access, Challenge, LockService, ServiceError, TotpEnrolment};
+use lockserver::service::{Access, Challenge, CodeCheck, LockService, Refusal, Removal, ServiceError, TotpEnrolment};
 use lockserver::store::{LocalTotp, Pairing, PairingStore, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -75,12 +75,20 @@ impl PairingStore for FakeStore {
     }
 }
 
+/// The refusal of a wrong TOTP code, as Latch gives it.
+fn wrong() -> Refusal {
+    Refusal {
+        code: 306,
+        message: "Invalid totp code".into(),
+    }
+}
+
 /// A service whose status answers are scripted; records the calls.
 #[derive(Default)]
 struct FakeService {
     status_answers: RefCell<VecDeque<Result<Access, ServiceError>>>,
     status_calls: RefCell<Vec<(String, Option<String>, bool)>>,
-    totp_answers: RefCell<VecDeque<Result<bool, ServiceError>>>,
+    totp_answers: RefCell<VecDeque<Result<CodeCheck, ServiceError>>>,
     totp_calls: Cell<u32>,
 }
 
@@ -111,11 +119,17 @@ impl LockService for FakeService {
     fn totp_create(&self, _: &str, _: &str, _: Instant) -> Result<TotpEnrolment, ServiceError> {
         unreachable!()
     }
-    fn totp_validate(&self, _: &str, _: &str, _: Instant) -> Result<bool, ServiceError> {
+    fn totp_validate(&self, _: &str, _: &str, _: Instant) -> Result<CodeCheck, ServiceError> {
         self.totp_calls.set(self.totp_calls.get() + 1);
-        self.totp_answers.borrow_mut().pop_front().unwrap_or(Ok(false))
+        self.totp_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Ok(CodeCheck::Invalid(self.wrong_code())))
     }
-    fn totp_delete(&self, _: &str, _: Instant) -> Result<(), ServiceError> {
+    fn wrong_code(&self) -> Refusal {
+        wrong()
+    }
+    fn totp_delete(&self, _: &str, _: Instant) -> Result<Removal, ServiceError> {
         unreachable!()
     }
 }
@@ -237,7 +251,7 @@ fn unpaired_policies() {
     let c = config("unpaired = \"deny\"");
     let mut f = fakes(
         vec![paired("alice")],
-        FakeService::answering(Err(ServiceError::NotPaired)),
+        FakeService::answering(Err(ServiceError::NotPaired { code: 201 })),
     );
     assert_eq!(
         decide(&c, "sshd", false, Phase::Auth, &mut f, &mut FakePrompter::default()),
@@ -331,7 +345,10 @@ fn latch_totp_prompts_until_max_attempts() {
     pairing.totp_enabled = true;
     pairing.totp_id = Some("totp1".into());
     let service = FakeService::answering(Ok(Access::Open));
-    service.totp_answers.borrow_mut().extend([Ok(false), Ok(true)]);
+    service
+        .totp_answers
+        .borrow_mut()
+        .extend([Ok(CodeCheck::Invalid(wrong())), Ok(CodeCheck::Valid)]);
     let mut f = fakes(vec![pairing.clone()], service);
     let mut p = FakePrompter {
         answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
@@ -347,6 +364,38 @@ fn latch_totp_prompts_until_max_attempts() {
     let mut p = FakePrompter::default();
     assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
     assert!(p.prompts.is_empty());
+}
+
+#[test]
+fn a_service_that_takes_no_more_codes_ends_the_prompts() {
+    let c = config("operations = [\"TOTP:TOTP:true\"]\n[totp]\nmax_attempts = 3");
+    let mut pairing = paired("alice");
+    pairing.totp_enabled = true;
+    pairing.totp_id = Some("totp1".into());
+    let service = FakeService::answering(Ok(Access::Open));
+    let locked = Refusal {
+        code: 999,
+        message: "too many codes".into(),
+    };
+    service
+        .totp_answers
+        .borrow_mut()
+        .extend([Ok(CodeCheck::Locked(locked))]);
+    let mut f = fakes(vec![pairing], service);
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::MaxTries
+    );
+    assert_eq!(
+        f.service.totp_calls.get(),
+        1,
+        "no code is asked after the service locked"
+    );
+    assert_eq!(p.prompts.len(), 1);
 }
 
 #[test]
@@ -380,7 +429,7 @@ fn totp_codes_fail_closed_once_the_service_has_refused_one() {
     pairing.totp_id = Some("totp1".into());
     let service = FakeService::answering(Ok(Access::Open));
     service.totp_answers.borrow_mut().extend([
-        Ok(false),
+        Ok(CodeCheck::Invalid(wrong())),
         Err(ServiceError::Unavailable("time budget exhausted".into())),
     ]);
     let mut f = fakes(vec![pairing.clone()], service);

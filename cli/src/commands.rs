@@ -49,7 +49,7 @@ impl Context<'_> {
                      and this host's clock"
                 ),
             ),
-            ServiceError::NotPaired => fail(Exit::PairingState, "the service says the account is not paired"),
+            ServiceError::NotPaired { .. } => fail(Exit::PairingState, "the service says the account is not paired"),
             ServiceError::Unavailable(why) => fail(
                 Exit::Unavailable,
                 &format!("{}: {why}", self.dictionary.get(Section::Lock, "unavailable")),
@@ -102,7 +102,7 @@ impl Context<'_> {
             ),
             AccountError::RateLimited => fail(Exit::Refused, d.get(Section::Totp, "too_many_attempts")),
             AccountError::Store(e) => fail(Exit::Store, &e.to_string()),
-            AccountError::Service(ServiceError::NotPaired) => fail(
+            AccountError::Service(ServiceError::NotPaired { .. }) => fail(
                 Exit::PairingState,
                 &format!("{user} was unpaired from the phone: run `lockserver unpair` and pair again"),
             ),
@@ -217,7 +217,7 @@ impl Context<'_> {
         // A status for an account nobody has: a signed request whose expected answer is "not paired".
         let probe = "0".repeat(64);
         match service.status(&probe, None, false, self.deadline()) {
-            Err(ServiceError::NotPaired) | Ok(_) => {
+            Err(ServiceError::NotPaired { .. }) | Ok(_) => {
                 println!("service: ok (reachable, credentials and clock accepted)");
                 Exit::Ok
             }

@@ -87,15 +87,9 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
         Ok(c) => c,
         Err(e) => return fail(Exit::Config, &format!("configuration error: {e}")),
     };
-    let dictionary = match &config.dictionary {
-        None => Dictionary::builtin(),
-        Some(p) => match config::check_permissions(p, false, cli.trust_owner)
-            .map_err(|e| e.to_string())
-            .and_then(|()| Dictionary::load(p).map_err(|e| e.to_string()))
-        {
-            Ok(d) => d,
-            Err(e) => return fail(Exit::Config, &format!("configuration error: dictionary {e}")),
-        },
+    let dictionary = match Dictionary::for_config(&config, cli.trust_owner) {
+        Ok(d) => d,
+        Err(e) => return fail(Exit::Config, &format!("configuration error: dictionary {e}")),
     };
     let ctx = commands::Context {
         config: &config,

@@ -1,7 +1,6 @@
 //! What the emulator returns as a TOTP's `qr`: an `otpauth://` URI, or a `data:image/png;base64,` PNG of it.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use data_encoding::BASE64;
 
 /// The form of the `qr` field of `POST /totps` and `GET /totps/{id}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -87,7 +86,7 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, String> {
 
 /// `data:image/png;base64,...` of [`qr_png`].
 pub fn png_data_uri(text: &str) -> Result<String, String> {
-    Ok(format!("data:image/png;base64,{}", STANDARD.encode(qr_png(text)?)))
+    Ok(format!("data:image/png;base64,{}", BASE64.encode(&qr_png(text)?)))
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 
 use std::cmp::Ordering;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
@@ -190,12 +189,12 @@ pub fn sign(secret: &[u8], data: &str) -> String {
         Err(_) => return String::new(),
     };
     mac.update(data.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    BASE64.encode(&mac.finalize().into_bytes())
 }
 
 /// Constant-time check of a Base64 signature.
 pub fn verify(secret: &[u8], data: &str, signature_b64: &str) -> bool {
-    let Ok(sig) = STANDARD.decode(signature_b64.as_bytes()) else {
+    let Ok(sig) = BASE64.decode(signature_b64.as_bytes()) else {
         return false;
     };
     let Ok(mut mac) = HmacSha1::new_from_slice(secret) else {

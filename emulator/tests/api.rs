@@ -329,7 +329,6 @@ fn decode_png_qr(png_bytes: &[u8]) -> String {
 
 #[test]
 fn totp_endpoints() {
-    use base64::Engine;
     let emu = start();
     let app = (emu.app_id(), emu.secret());
     let mut c = Conn::open(emu.addr());
@@ -406,7 +405,7 @@ fn totp_endpoints() {
     let r = c.latch(app, "GET", &format!("/api/3.0/totps/{id}"), &[]);
     let qr = r.json()["data"]["qr"].as_str().expect("qr").to_string();
     let b64 = qr.strip_prefix("data:image/png;base64,").expect("data uri");
-    let png_bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+    let png_bytes = data_encoding::BASE64.decode(b64.as_bytes()).expect("base64");
     assert_eq!(decode_png_qr(&png_bytes), uri);
 
     // Delete: 204 empty, then unknown id.

@@ -1,7 +1,7 @@
 //! The boundary between C and Rust: result codes, input strings, output strings, per-thread last error,
 //! and the panic guard every export goes through.
 
-use crate::service::ServiceError;
+use crate::service::{Refusal, ServiceError};
 use crate::store::StoreError;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -49,6 +49,48 @@ pub enum lockserver_result {
 
 use lockserver_result::*;
 
+/// The one table of result texts. It expands to an exhaustive `match`, so a variant without a
+/// text does not compile and a variant listed twice is an unreachable pattern (denied in CI);
+/// Rust itself refuses two variants with one number.
+macro_rules! result_texts {
+    ($($variant:ident => $text:literal,)*) => {
+        impl lockserver_result {
+            /// Every result, in the order of the table.
+            pub(crate) const ALL: &[lockserver_result] = &[$($variant),*];
+
+            /// The text [`lockserver_result_message`] gives.
+            pub(crate) fn text(self) -> &'static CStr {
+                match self {
+                    $($variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+result_texts! {
+    LOCKSERVER_OK => c"ok",
+    LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
+    LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",
+    LOCKSERVER_ERROR_TOO_LONG => c"a string argument is too long",
+    LOCKSERVER_ERROR_INVALID_HANDLE => c"the handle is NULL, closed or unknown",
+    LOCKSERVER_ERROR_INVALID_ARGUMENT => c"an argument has a wrong value",
+    LOCKSERVER_ERROR_CONFIG => c"the configuration cannot be used",
+    LOCKSERVER_ERROR_UNAVAILABLE => c"the service is unreachable, too slow, or answered nonsense",
+    LOCKSERVER_ERROR_MISCONFIGURED => c"the service rejects this host's configuration",
+    LOCKSERVER_ERROR_NOT_PAIRED => c"not paired",
+    LOCKSERVER_ERROR_ALREADY_PAIRED => c"already paired",
+    LOCKSERVER_ERROR_SERVICE => c"the service refused the request",
+    LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
+    LOCKSERVER_ERROR_PANIC => c"internal error",
+    LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
+}
+
+/// Numbers of results that were removed. C programs may still hold them, so they are never given
+/// to another result (a test checks); a removed variant's number goes here.
+#[cfg(test)]
+const RETIRED_RESULTS: &[i32] = &[];
+
 /// The text of a result code (a `lockserver_result` value; any other number gets "unknown result").
 /// The pointer is static: do not free it. Never NULL. Thread-safe.
 ///
@@ -56,44 +98,13 @@ use lockserver_result::*;
 /// value in a Rust enum would be undefined behaviour.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_result_message(result: i32) -> *const c_char {
-    const ALL: [lockserver_result; 15] = [
-        LOCKSERVER_OK,
-        LOCKSERVER_ERROR_NULL_ARGUMENT,
-        LOCKSERVER_ERROR_INVALID_UTF8,
-        LOCKSERVER_ERROR_TOO_LONG,
-        LOCKSERVER_ERROR_INVALID_HANDLE,
-        LOCKSERVER_ERROR_INVALID_ARGUMENT,
-        LOCKSERVER_ERROR_CONFIG,
-        LOCKSERVER_ERROR_UNAVAILABLE,
-        LOCKSERVER_ERROR_MISCONFIGURED,
-        LOCKSERVER_ERROR_NOT_PAIRED,
-        LOCKSERVER_ERROR_ALREADY_PAIRED,
-        LOCKSERVER_ERROR_SERVICE,
-        LOCKSERVER_ERROR_STORE,
-        LOCKSERVER_ERROR_PANIC,
-        LOCKSERVER_ERROR_TOTP_DISABLED,
-    ];
-    let Some(known) = ALL.into_iter().find(|r| *r as i32 == result) else {
-        return c"unknown result".as_ptr();
-    };
-    let text: &'static CStr = match known {
-        LOCKSERVER_OK => c"ok",
-        LOCKSERVER_ERROR_NULL_ARGUMENT => c"a required pointer argument is NULL",
-        LOCKSERVER_ERROR_INVALID_UTF8 => c"a string argument is not valid UTF-8",
-        LOCKSERVER_ERROR_TOO_LONG => c"a string argument is too long",
-        LOCKSERVER_ERROR_INVALID_HANDLE => c"the handle is NULL, closed or unknown",
-        LOCKSERVER_ERROR_INVALID_ARGUMENT => c"an argument has a wrong value",
-        LOCKSERVER_ERROR_CONFIG => c"the configuration cannot be used",
-        LOCKSERVER_ERROR_UNAVAILABLE => c"the service is unreachable, too slow, or answered nonsense",
-        LOCKSERVER_ERROR_MISCONFIGURED => c"the service rejects this host's configuration",
-        LOCKSERVER_ERROR_NOT_PAIRED => c"not paired",
-        LOCKSERVER_ERROR_ALREADY_PAIRED => c"already paired",
-        LOCKSERVER_ERROR_SERVICE => c"the service refused the request",
-        LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
-        LOCKSERVER_ERROR_PANIC => c"internal error",
-        LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
-    };
-    text.as_ptr()
+    guard_or(c"internal error".as_ptr(), || {
+        lockserver_result::ALL
+            .iter()
+            .find(|r| **r as i32 == result)
+            .map_or(c"unknown result", |r| r.text())
+            .as_ptr()
+    })
 }
 
 /// A failure: the result code and the details kept for `lockserver_last_error_*`.
@@ -105,6 +116,15 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// A refusal the service gave as an answer (not as an error), e.g. a TOTP check it will not take.
+    pub fn refused(result: lockserver_result, refusal: Refusal) -> Failure {
+        Failure {
+            result,
+            code: service_code(refusal.code),
+            message: format!("service error {}: {}", refusal.code, refusal.message),
+        }
+    }
+
     pub fn new(result: lockserver_result, message: impl Into<String>) -> Failure {
         Failure {
             result,
@@ -116,26 +136,23 @@ impl Failure {
 
 impl From<ServiceError> for Failure {
     fn from(e: ServiceError) -> Failure {
-        let message = e.to_string();
-        match e {
-            ServiceError::Unavailable(_) => Failure::new(LOCKSERVER_ERROR_UNAVAILABLE, message),
-            ServiceError::Misconfigured { code, .. } => Failure {
-                result: LOCKSERVER_ERROR_MISCONFIGURED,
-                code: i32::try_from(code).unwrap_or(i32::MAX),
-                message,
-            },
-            ServiceError::NotPaired => Failure {
-                result: LOCKSERVER_ERROR_NOT_PAIRED,
-                code: 201,
-                message,
-            },
-            ServiceError::Api { code, .. } => Failure {
-                result: LOCKSERVER_ERROR_SERVICE,
-                code: i32::try_from(code).unwrap_or(i32::MAX),
-                message,
-            },
+        let result = match e {
+            ServiceError::Unavailable(_) => LOCKSERVER_ERROR_UNAVAILABLE,
+            ServiceError::Misconfigured { .. } => LOCKSERVER_ERROR_MISCONFIGURED,
+            ServiceError::NotPaired { .. } => LOCKSERVER_ERROR_NOT_PAIRED,
+            ServiceError::Api { .. } => LOCKSERVER_ERROR_SERVICE,
+        };
+        Failure {
+            result,
+            code: service_code(e.service_code()),
+            message: e.to_string(),
         }
     }
+}
+
+/// A service's number as `lockserver_last_error_code` gives it.
+fn service_code(code: u32) -> i32 {
+    i32::try_from(code).unwrap_or(i32::MAX)
 }
 
 impl From<StoreError> for Failure {
@@ -172,6 +189,11 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> lockserver_re
             f.result
         }
     }
+}
+
+/// Runs the body of an export that returns no [`lockserver_result`]: a panic gives `fallback`.
+pub(crate) fn guard_or<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
 /// Reads a required string argument.
@@ -239,14 +261,16 @@ pub(crate) fn output(s: &str) -> Result<*mut c_char, Failure> {
 /// `s` is NULL or a string returned by a `lockserver_*` function and not freed yet.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: the caller passes back a pointer from CString::into_raw (see `output`), once.
-    let owned = unsafe { CString::from_raw(s) };
-    // Strings may hold tokens or secrets: wipe before freeing.
-    let mut bytes = owned.into_bytes_with_nul();
-    zeroize::Zeroize::zeroize(&mut bytes);
+    guard_or((), || {
+        if s.is_null() {
+            return;
+        }
+        // SAFETY: the caller passes back a pointer from CString::into_raw (see `output`), once.
+        let owned = unsafe { CString::from_raw(s) };
+        // Strings may hold tokens or secrets: wipe before freeing.
+        let mut bytes = owned.into_bytes_with_nul();
+        zeroize::Zeroize::zeroize(&mut bytes);
+    });
 }
 
 /// The service's error code of this thread's last failed call (e.g. 206 "token expired", 306 "invalid
@@ -254,23 +278,28 @@ pub unsafe extern "C" fn lockserver_string_free(s: *mut c_char) {
 /// calling thread's last call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_code() -> i32 {
-    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
+    guard_or(0, || {
+        LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |(code, _)| *code))
+    })
 }
 
 /// The message of this thread's last failed call, or NULL when the last call succeeded. The caller
 /// frees it with lockserver_string_free. Per thread, like lockserver_last_error_code.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_last_error_message() -> *mut c_char {
-    let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
-    match message {
-        Some(m) => CString::new(m.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw),
-        None => std::ptr::null_mut(),
-    }
+    guard_or(std::ptr::null_mut(), || {
+        let message = LAST_ERROR.with(|e| e.borrow().as_ref().map(|(_, m)| m.clone()));
+        match message {
+            Some(m) => CString::new(m.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw),
+            None => std::ptr::null_mut(),
+        }
+    })
 }
 
 /// The library's version, e.g. "0.1.0". Static: do not free. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_version() -> *const c_char {
+    // No panic boundary: a constant, no code that can panic.
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }
@@ -278,6 +307,45 @@ pub extern "C" fn lockserver_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_result_has_its_own_number_and_text_and_the_header_lists_them_all() {
+        let mut numbers: Vec<i32> = lockserver_result::ALL.iter().map(|r| *r as i32).collect();
+        let mut texts: Vec<&CStr> = lockserver_result::ALL.iter().map(|r| r.text()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(numbers.len(), lockserver_result::ALL.len(), "a number is used twice");
+        assert_eq!(texts.len(), lockserver_result::ALL.len(), "a text is used twice");
+        assert!(
+            numbers.iter().all(|n| !RETIRED_RESULTS.contains(n)),
+            "a retired number is reused"
+        );
+        assert!(texts.iter().all(|t| !t.is_empty() && *t != c"unknown result"));
+
+        // The header is generated from the enum: the table must cover every enumerator it declares.
+        let header = include_str!("../../include/lockserver.h");
+        let body = header
+            .split("typedef enum lockserver_result {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("the header declares lockserver_result");
+        let declared: Vec<(String, i32)> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_suffix(','))
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(name, n)| (name.to_string(), n.parse().expect("a number")))
+            .collect();
+        let table: Vec<(String, i32)> = lockserver_result::ALL
+            .iter()
+            .map(|r| (format!("{r:?}"), *r as i32))
+            .collect();
+        assert_eq!(declared, table);
+        // SAFETY: lockserver_result_message returns a static NUL-terminated string.
+        let unknown = unsafe { CStr::from_ptr(lockserver_result_message(9999)) };
+        assert_eq!(unknown, c"unknown result");
+    }
 
     #[test]
     fn a_panic_becomes_an_error_code_and_a_message() {

@@ -9,15 +9,14 @@ use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
 use crate::accounts::{self, AccountError, Accounts, UserStatus};
 use crate::config::{Config, LoadOptions, TotpAlgorithm};
 use crate::login::system_clock;
-use crate::service::{self, Access, Challenge, SharedService};
+use crate::service::{self, Access, Challenge, CodeCheck, SharedService};
 use crate::store::{self, OpenMode, PairingStore};
 use crate::totp;
-use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::ffi::c_char;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 /// An open lockserver: a config, a kept-alive service client and (on first use) the pairing store.
@@ -65,7 +64,7 @@ pub struct lockserver_totp_params {
     pub window: u32,
 }
 
-static REGISTRY: Lazy<Mutex<HashMap<usize, Arc<lockserver>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+static REGISTRY: LazyLock<Mutex<HashMap<usize, Arc<lockserver>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn registry() -> std::sync::MutexGuard<'static, HashMap<usize, Arc<lockserver>>> {
     // A panic while holding the lock cannot leave the map inconsistent (single inserts/removes).
@@ -77,6 +76,30 @@ fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
         .get(&(h as usize))
         .cloned()
         .ok_or_else(|| Failure::new(LOCKSERVER_ERROR_INVALID_HANDLE, "the handle is NULL, closed or unknown"))
+}
+
+/// The handle and the one string argument of a call, looked up and read in that order.
+///
+/// # Safety
+/// `arg` is NULL or a NUL-terminated string that stays valid during the call.
+unsafe fn handle_and_input<'a>(
+    h: *const lockserver,
+    arg: *const c_char,
+) -> Result<(Arc<lockserver>, &'a str), Failure> {
+    let handle = lookup(h)?;
+    // SAFETY: the caller's guarantee on `arg`.
+    Ok((handle, unsafe { input(arg) }?))
+}
+
+/// Hands `s` to the caller through `out`, which `out_ptr` checked before any work was done.
+///
+/// # Safety
+/// `out` is non-null and writable.
+unsafe fn give(out: *mut *mut c_char, s: &str) -> Result<(), Failure> {
+    let ptr = output(s)?;
+    // SAFETY: the caller's guarantee on `out`.
+    unsafe { *out = ptr };
+    Ok(())
 }
 
 /// Handle values are numbers counted up from a high base and never reused, so a pointer kept after
@@ -283,10 +306,8 @@ pub unsafe extern "C" fn lockserver_pair(
         let (code, name) = unsafe { (input(code)?, optional_input(common_name)?) };
         let code = accounts::check_pairing_code(code)?;
         let account = h.service.pair(code, name, h.deadline())?;
-        let ptr = output(&account)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_account_id = ptr };
-        Ok(())
+        unsafe { give(out_account_id, &account) }
     })
 }
 
@@ -297,9 +318,8 @@ pub unsafe extern "C" fn lockserver_pair(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_unpair(handle: *const lockserver, account_id: *const c_char) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on account_id.
-        let account = unsafe { input(account_id) }?;
+        let (h, account) = unsafe { handle_and_input(handle, account_id) }?;
         h.service.unpair(account, h.deadline())?;
         Ok(())
     })
@@ -359,14 +379,19 @@ pub unsafe extern "C" fn lockserver_totp_validate(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (id, code) = unsafe { (input(totp_id)?, input(code)?) };
-        let valid = h.service.totp_validate(id, code, h.deadline())?;
+        let valid = match h.service.totp_validate(id, code, h.deadline())? {
+            CodeCheck::Valid => true,
+            CodeCheck::Invalid(_) => false,
+            CodeCheck::Locked(refusal) => return Err(Failure::refused(LOCKSERVER_ERROR_SERVICE, refusal)),
+        };
         // SAFETY: checked non-null above.
         unsafe { *out_valid = valid };
         Ok(())
     })
 }
 
-/// Deletes a TOTP at the service. Thread-safe.
+/// Deletes a TOTP at the service. A TOTP the service no longer has counts as deleted (LOCKSERVER_OK),
+/// so a repeated call is harmless. Thread-safe.
 ///
 /// # Safety
 /// `totp_id` is NULL or NUL-terminated.
@@ -376,9 +401,8 @@ pub unsafe extern "C" fn lockserver_totp_delete(
     totp_id: *const c_char,
 ) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on totp_id.
-        let id = unsafe { input(totp_id) }?;
+        let (h, id) = unsafe { handle_and_input(handle, totp_id) }?;
         h.service.totp_delete(id, h.deadline())?;
         Ok(())
     })
@@ -387,6 +411,7 @@ pub unsafe extern "C" fn lockserver_totp_delete(
 /// The default TOTP parameters: SHA1, 6 digits, 30 s steps, ±1 step. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn lockserver_totp_params_default() -> lockserver_totp_params {
+    // No panic boundary: a constant, no code that can panic.
     lockserver_totp_params {
         algorithm: lockserver_totp_algorithm::LOCKSERVER_TOTP_SHA1 as u32,
         digits: 6,
@@ -482,10 +507,8 @@ pub unsafe extern "C" fn lockserver_totp_code(
         // SAFETY: the caller's guarantee on params.
         let params = unsafe { params_from(params) }?;
         let code = totp::code_at(&secret, unix_time, &params);
-        let ptr = output(&code)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_code = ptr };
-        Ok(())
+        unsafe { give(out_code, &code) }
     })
 }
 
@@ -551,9 +574,8 @@ pub unsafe extern "C" fn lockserver_user_pair(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lockserver_user_unpair(handle: *const lockserver, user: *const c_char) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         h.with_accounts(|a| a.unpair(user, false))?;
         Ok(())
     })
@@ -572,14 +594,11 @@ pub unsafe extern "C" fn lockserver_user_totp_create(
 ) -> lockserver_result {
     guard(|| {
         out_ptr(out_qr)?;
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         let enrolment = h.with_accounts(|a| a.totp_create(user, user))?;
-        let ptr = output(&enrolment.qr)?;
         // SAFETY: checked non-null above.
-        unsafe { *out_qr = ptr };
-        Ok(())
+        unsafe { give(out_qr, &enrolment.qr) }
     })
 }
 
@@ -593,9 +612,8 @@ pub unsafe extern "C" fn lockserver_user_totp_disable(
     user: *const c_char,
 ) -> lockserver_result {
     guard(|| {
-        let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on user.
-        let user = unsafe { input(user) }?;
+        let (h, user) = unsafe { handle_and_input(handle, user) }?;
         h.with_accounts(|a| a.totp_disable(user))?;
         Ok(())
     })

@@ -168,19 +168,12 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
             return PamResultCode::PAM_SERVICE_ERR;
         }
     };
-    let dictionary = match &config.dictionary {
-        None => Dictionary::builtin(),
-        // Whoever can write the dictionary writes what users are asked at the prompt.
-        Some(p) => match crate::config::check_permissions(p, false, args.trust_owner)
-            .map_err(|e| e.to_string())
-            .and_then(|()| Dictionary::load(p).map_err(|e| e.to_string()))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("configuration error: dictionary {e}; denying");
-                return PamResultCode::PAM_SERVICE_ERR;
-            }
-        },
+    let dictionary = match Dictionary::for_config(&config, args.trust_owner) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("configuration error: dictionary {e}; denying");
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
     };
     // A user name that is not UTF-8 cannot be in the store: the empty name is refused by the store's
     // check and so takes the unpaired path, as any unknown user does.

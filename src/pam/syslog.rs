@@ -5,10 +5,10 @@
 //! tests) instead of through `syslog(3)`: no `openlog()` state of the host process is touched, no unsafe
 //! code is needed, and the timestamp is left to the syslog daemon (RFC 3164 allows it).
 
-use once_cell::sync::OnceCell;
 use std::cell::RefCell;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 const LOG_AUTHPRIV: u8 = 10 << 3;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
@@ -30,7 +30,7 @@ thread_local! {
 struct SyslogLogger;
 
 static LOGGER: SyslogLogger = SyslogLogger;
-static INSTALLED: OnceCell<()> = OnceCell::new();
+static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Installs the logger (once per load of the module) and sets this thread's context.
 pub fn begin(context: Context, debug: bool) {

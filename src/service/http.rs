@@ -10,6 +10,8 @@
 //! keyboard-interactive child has an empty one anyway, DESIGN §5): ureq's `Config::default()` does
 //! read the `*_PROXY` variables, and the agent built here overwrites whatever it found.
 
+#![forbid(unsafe_code)]
+
 use super::ServiceError;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

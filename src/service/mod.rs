@@ -3,6 +3,13 @@
 //! The login decision ([`crate::login`]) only sees [`LockService`]: Latch answers a status with an
 //! optional one-time token that is compared locally, PingID (later) with a push approval or a code that
 //! the service itself verifies — both fit [`Access`] and [`Challenge`].
+//!
+//! A service's own error numbers are read in its module only. Callers see typed outcomes
+//! ([`CodeCheck`], [`Removal`], [`ServiceError`]); where a user's text is chosen by the service's code
+//! (the dictionary's `pairerrorNNN` / `validateerrorNNN` keys) or a C caller is given it
+//! (`lockserver_last_error_code`), the code travels in a [`Refusal`] and is passed on, never matched.
+
+#![forbid(unsafe_code)]
 
 pub mod http;
 pub mod latch;
@@ -32,6 +39,32 @@ pub enum Challenge {
     Remote(String),
 }
 
+/// What a service said when it refused a request: its own code and text (already cleaned for a log
+/// line). Passed on for the user's text and the C API; only the service module interprets `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u32,
+    pub message: String,
+}
+
+/// The answer to a one-time code (a TOTP at the service, or a [`Challenge::Remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    Valid,
+    /// A wrong code (Latch 306); the user may try again while the login has attempts left.
+    Invalid(Refusal),
+    /// The service takes no more codes for now (e.g. too many wrong ones): no retry helps.
+    Locked(Refusal),
+}
+
+/// The answer to a TOTP delete. Both mean the TOTP is gone, as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    /// The service had no such TOTP any more (e.g. deleted by an earlier call).
+    AlreadyGone,
+}
+
 /// Why a service call did not give an answer. The variant decides what the login does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceError {
@@ -40,10 +73,22 @@ pub enum ServiceError {
     /// The answer proves this host is misconfigured (bad app id or signature, clock off, unknown
     /// operation): always deny, log loudly.
     Misconfigured { code: u32, message: String },
-    /// The service says the account is not paired (Latch 201).
-    NotPaired,
-    /// Any other error the service reported for this request (e.g. 206 code expired, 306 invalid code).
+    /// The service says the account is not paired (Latch 201); `code` is the service's number for it.
+    NotPaired { code: u32 },
+    /// Any other refusal of this request (e.g. Latch 206 pairing code expired or not found).
     Api { code: u32, message: String },
+}
+
+impl ServiceError {
+    /// The service's own error number, 0 when the failure had none (an outage, a local check).
+    pub fn service_code(&self) -> u32 {
+        match self {
+            ServiceError::Unavailable(_) => 0,
+            ServiceError::Misconfigured { code, .. }
+            | ServiceError::NotPaired { code }
+            | ServiceError::Api { code, .. } => *code,
+        }
+    }
 }
 
 impl fmt::Display for ServiceError {
@@ -53,7 +98,7 @@ impl fmt::Display for ServiceError {
             ServiceError::Misconfigured { code, message } => {
                 write!(f, "service rejects this host's configuration: {code} {message}")
             }
-            ServiceError::NotPaired => f.write_str("the service says the account is not paired"),
+            ServiceError::NotPaired { .. } => f.write_str("the service says the account is not paired"),
             ServiceError::Api { code, message } => write!(f, "service error {code}: {message}"),
         }
     }
@@ -83,7 +128,7 @@ pub trait LockService {
     ) -> Result<Access, ServiceError>;
 
     /// Verifies a code for a [`Challenge::Remote`]. Services without remote challenges never get here.
-    fn verify_remote(&self, _session: &str, _code: &str, _deadline: Instant) -> Result<bool, ServiceError> {
+    fn verify_remote(&self, _session: &str, _code: &str, _deadline: Instant) -> Result<CodeCheck, ServiceError> {
         Err(ServiceError::Unavailable(
             "this service has no remote code check".into(),
         ))
@@ -92,17 +137,21 @@ pub trait LockService {
     /// Pairs with the code from the phone app; returns the service's account id.
     fn pair(&self, code: &str, common_name: Option<&str>, deadline: Instant) -> Result<String, ServiceError>;
 
-    /// Unpairs the account at the service.
+    /// Unpairs the account at the service ([`ServiceError::NotPaired`] if it has no such pairing).
     fn unpair(&self, account: &str, deadline: Instant) -> Result<(), ServiceError>;
 
     /// Creates a TOTP at the service for `user_id`.
     fn totp_create(&self, user_id: &str, common_name: &str, deadline: Instant) -> Result<TotpEnrolment, ServiceError>;
 
-    /// Validates a TOTP code: `Ok(true)` valid, `Ok(false)` the service says invalid (Latch 306).
-    fn totp_validate(&self, totp_id: &str, code: &str, deadline: Instant) -> Result<bool, ServiceError>;
+    /// Validates a TOTP code at the service.
+    fn totp_validate(&self, totp_id: &str, code: &str, deadline: Instant) -> Result<CodeCheck, ServiceError>;
 
-    /// Deletes a TOTP at the service.
-    fn totp_delete(&self, totp_id: &str, deadline: Instant) -> Result<(), ServiceError>;
+    /// The refusal this service gives a wrong code, for a code refused before it reaches the service
+    /// (not 6-8 digits): the user then reads the same text as for a code the service refused.
+    fn wrong_code(&self) -> Refusal;
+
+    /// Deletes a TOTP at the service; a TOTP the service no longer has is [`Removal::AlreadyGone`].
+    fn totp_delete(&self, totp_id: &str, deadline: Instant) -> Result<Removal, ServiceError>;
 }
 
 /// A lock service that may be shared between threads (the C API's handles do).

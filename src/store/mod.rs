@@ -1,6 +1,8 @@
 //! The pairing store: the seed's four facts per local user name (LOCK_ACCOUNT_ID, LOCK_ENABLED,
 //! LOCK_TOTP_ENABLED, LOCK_TOTP_ID) plus what local TOTP needs.
 
+#![forbid(unsafe_code)]
+
 pub mod sqlite;
 
 use crate::config::Secret;
@@ -103,8 +105,8 @@ pub trait PairingStore {
 pub enum OpenMode {
     /// The CLI: create the store if needed and apply pending migrations.
     Create,
-    /// A login: never create or migrate; a missing store is [`StoreError::Missing`], a schema older or
-    /// newer than this build is [`StoreError::Unavailable`] with a message telling what to run.
+    /// A login: never create or migrate; a missing store is [`StoreError::Missing`], an older schema is
+    /// [`StoreError::Outdated`] and a newer one [`StoreError::Unavailable`], each saying what to run.
     Existing,
 }
 
@@ -126,7 +128,7 @@ pub fn open_with_timeout(
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError::Unavailable(
-            "PostgreSQL stores need lockserver built with the `postgres` feature".into(),
+            "PostgreSQL stores are not supported yet: use sqlite:///PATH".into(),
         ));
     }
     Err(StoreError::Unavailable(format!("unknown store URL scheme in {url:?}")))

@@ -11,8 +11,8 @@
 //! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and the file (0600) if
 //!   missing, switches the file to WAL, and applies pending migrations in one IMMEDIATE transaction.
 //! - [`OpenMode::Existing`] (every login, in a fresh process): never creates, never migrates, never
-//!   vacuums. A missing file (or one no migration has ever run on) is [`StoreError::Missing`]; a schema
-//!   older or newer than this build is [`StoreError::Unavailable`] saying what to run.
+//!   vacuums. A missing file (or one no migration has ever run on) is [`StoreError::Missing`]; an older
+//!   schema is [`StoreError::Outdated`] and a newer one [`StoreError::Unavailable`], each saying what to run.
 //!
 //! Both modes refuse a database file (or its `-wal` / `-shm` companions) that group or others may write,
 //! and a parent directory that group or others may write (unless it is sticky). SQLite gives the `-wal`
@@ -31,6 +31,8 @@
 //! fails half-way on a lock upgrade). `insert` relies on the primary key (no check-then-insert race),
 //! `remove` is one `DELETE … RETURNING`, and the TOTP counters (`accept_totp_step`,
 //! `record_totp_failure`) are read-modify-writes inside one transaction.
+
+#![forbid(unsafe_code)]
 
 use super::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError, check_user};
 use crate::config::Secret;

@@ -166,6 +166,10 @@ static void test_totp_service(lockserver *h) {
     CHECK(!valid);
     CHECK_RC(lockserver_totp_validate(h, id, "123456", NULL), LOCKSERVER_ERROR_NULL_ARGUMENT);
     CHECK_RC(lockserver_totp_delete(h, id), LOCKSERVER_OK);
+    /* Gone already (the service answers 301 on the TOTP's path): that is what was asked, not a
+       misconfiguration that sends the admin to check the secret. */
+    CHECK_RC(lockserver_totp_delete(h, id), LOCKSERVER_OK);
+    CHECK(lockserver_last_error_code() == 0);
     CHECK_RC(lockserver_totp_create(h, "x", "y", NULL, &qr), LOCKSERVER_ERROR_NULL_ARGUMENT);
     lockserver_string_free(id);
     lockserver_string_free(qr);

@@ -4,6 +4,8 @@
 //! this module builds the paths, signs, sends through the shared [`Transport`] and logs (at debug
 //! level, method and path only: never a header, a body, a code or a token).
 
+#![forbid(unsafe_code)]
+
 pub mod response;
 pub mod sign;
 
@@ -11,7 +13,7 @@ use crate::config::{LatchConfig, Secret};
 use crate::service::http::{
     FORM_CONTENT_TYPE, LOCAL_ERROR_CODE, Method, Reply, RequestBody, Transport, TransportOptions,
 };
-use crate::service::{Access, LockService, ServiceError, TotpEnrolment};
+use crate::service::{Access, CodeCheck, LockService, Refusal, Removal, ServiceError, TotpEnrolment};
 use serde_json::Value;
 use std::time::{Instant, SystemTime};
 use zeroize::Zeroizing;
@@ -149,21 +151,40 @@ impl LockService for LatchClient {
         response::totp_enrolment(self.data(Method::Post, &path, &params, deadline)?)
     }
 
-    fn totp_validate(&self, totp_id: &str, code: &str, deadline: Instant) -> Result<bool, ServiceError> {
+    fn totp_validate(&self, totp_id: &str, code: &str, deadline: Instant) -> Result<CodeCheck, ServiceError> {
         let path = format!("{API_PREFIX}/totps/{}/validate", segment("TOTP id", totp_id)?);
         match self.data(Method::Post, &path, &[("code", code)], deadline) {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(CodeCheck::Valid),
             Err(ServiceError::Api {
                 code: response::INVALID_TOTP,
-                ..
-            }) => Ok(false),
+                message,
+            }) => Ok(CodeCheck::Invalid(Refusal {
+                code: response::INVALID_TOTP,
+                message,
+            })),
             Err(e) => Err(e),
         }
     }
 
-    fn totp_delete(&self, totp_id: &str, deadline: Instant) -> Result<(), ServiceError> {
+    fn wrong_code(&self) -> Refusal {
+        Refusal {
+            code: response::INVALID_TOTP,
+            message: "Invalid totp code".into(),
+        }
+    }
+
+    fn totp_delete(&self, totp_id: &str, deadline: Instant) -> Result<Removal, ServiceError> {
         let path = format!("{API_PREFIX}/totps/{}", segment("TOTP id", totp_id)?);
-        self.data(Method::Delete, &path, &[], deadline).map(drop)
+        match self.data(Method::Delete, &path, &[], deadline) {
+            Ok(_) => Ok(Removal::Deleted),
+            // On a TOTP path, "application or operation not found" is the TOTP id: it is gone
+            // already. (On a status with an operation id the same code proves a misconfiguration.)
+            Err(ServiceError::Misconfigured {
+                code: response::NOT_FOUND,
+                ..
+            }) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -492,7 +513,10 @@ mod tests {
     #[test]
     fn unpair_not_paired() {
         let (url, _r) = server(leak(ok(r#"{"error":{"code":201,"message":"Account not paired"}}"#)));
-        assert_eq!(client(&url).unpair("acc1", soon()), Err(ServiceError::NotPaired));
+        assert_eq!(
+            client(&url).unpair("acc1", soon()),
+            Err(ServiceError::NotPaired { code: 201 })
+        );
     }
 
     #[test]
@@ -513,7 +537,10 @@ mod tests {
     #[test]
     fn totp_validate_outcomes() {
         let (url, requests) = server("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-        assert!(client(&url).totp_validate("TOTP1", "123456", soon()).unwrap());
+        assert_eq!(
+            client(&url).totp_validate("TOTP1", "123456", soon()),
+            Ok(CodeCheck::Valid)
+        );
         let req = requests.recv().unwrap();
         assert!(
             req.starts_with("POST /api/3.0/totps/TOTP1/validate HTTP/1.1\r\n"),
@@ -522,11 +549,23 @@ mod tests {
         assert!(req.ends_with("\r\n\r\ncode=123456"), "{req}");
 
         let (url, _r) = server(leak(ok("{}")));
-        assert!(client(&url).totp_validate("TOTP1", "123456", soon()).unwrap());
+        assert_eq!(
+            client(&url).totp_validate("TOTP1", "123456", soon()),
+            Ok(CodeCheck::Valid)
+        );
         let (url, _r) = server(leak(ok("")));
-        assert!(client(&url).totp_validate("TOTP1", "123456", soon()).unwrap());
+        assert_eq!(
+            client(&url).totp_validate("TOTP1", "123456", soon()),
+            Ok(CodeCheck::Valid)
+        );
         let (url, _r) = server(leak(ok(r#"{"error":{"code":306,"message":"Invalid totp code"}}"#)));
-        assert!(!client(&url).totp_validate("TOTP1", "000000", soon()).unwrap());
+        assert_eq!(
+            client(&url).totp_validate("TOTP1", "000000", soon()),
+            Ok(CodeCheck::Invalid(Refusal {
+                code: 306,
+                message: "Invalid totp code".into()
+            }))
+        );
         let (url, _r) = server(leak(ok(
             r#"{"error":{"code":102,"message":"Invalid application signature"}}"#,
         )));
@@ -539,13 +578,29 @@ mod tests {
     #[test]
     fn totp_delete_204() {
         let (url, requests) = server("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-        client(&url).totp_delete("TOTP1", soon()).unwrap();
+        assert_eq!(client(&url).totp_delete("TOTP1", soon()), Ok(Removal::Deleted));
         assert!(
             requests
                 .recv()
                 .unwrap()
                 .starts_with("DELETE /api/3.0/totps/TOTP1 HTTP/1.1\r\n")
         );
+    }
+
+    #[test]
+    fn totp_delete_of_a_gone_totp_is_no_misconfiguration() {
+        let (url, _r) = server(leak(ok(
+            r#"{"error":{"code":301,"message":"Application or Operation not found"}}"#,
+        )));
+        assert_eq!(client(&url).totp_delete("TOTP1", soon()), Ok(Removal::AlreadyGone));
+        // The same code on a status with an operation id still proves a misconfiguration.
+        let (url, _r) = server(leak(ok(
+            r#"{"error":{"code":301,"message":"Application or Operation not found"}}"#,
+        )));
+        assert!(matches!(
+            client(&url).status("acc1", Some("OP1"), false, soon()),
+            Err(ServiceError::Misconfigured { code: 301, .. })
+        ));
     }
 
     #[test]

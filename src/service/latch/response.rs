@@ -5,6 +5,8 @@
 //! [`ServiceError::Unavailable`], so `fail_mode` decides. Answers are navigated key by key, never
 //! searched as text: a nested `"status":"off"` or a token somewhere else must not count.
 
+#![forbid(unsafe_code)]
+
 use crate::config::Secret;
 use crate::service::http::Reply;
 use crate::service::{Access, Challenge, ServiceError, TotpEnrolment};
@@ -14,7 +16,10 @@ use serde_json::{Map, Value};
 /// 101–105 (authorization header, signature, credentials), 108/109 (date format, clock skew), 110
 /// (unauthorized client), 111 (application not allowed to make this call) and 301 (application or
 /// operation not found; on a status with an operation id it means the configured id is unknown).
-const MISCONFIGURATION_CODES: &[u32] = &[101, 102, 103, 104, 105, 108, 109, 110, 111, 301];
+/// A TOTP call reads 301 for its own path as "this TOTP id is gone" instead.
+const MISCONFIGURATION_CODES: &[u32] = &[101, 102, 103, 104, 105, 108, 109, 110, 111, NOT_FOUND];
+/// Application or operation (or TOTP) not found.
+pub const NOT_FOUND: u32 = 301;
 /// Account not paired (the user unpaired from the phone).
 pub const NOT_PAIRED: u32 = 201;
 /// Pairing token not found or expired; also what a malformed pairing code gets.
@@ -79,7 +84,7 @@ pub fn map_error(code: u32, message: String) -> ServiceError {
     if MISCONFIGURATION_CODES.contains(&code) {
         ServiceError::Misconfigured { code, message }
     } else if code == NOT_PAIRED {
-        ServiceError::NotPaired
+        ServiceError::NotPaired { code }
     } else {
         ServiceError::Api { code, message }
     }
@@ -103,7 +108,7 @@ fn http_status_reason(status: u16, body: &[u8]) -> String {
         Some(ServiceError::Api { code, message } | ServiceError::Misconfigured { code, message }) => {
             format!("HTTP {status} (error {code}: {message})")
         }
-        Some(ServiceError::NotPaired) => format!("HTTP {status} (error {NOT_PAIRED})"),
+        Some(ServiceError::NotPaired { .. }) => format!("HTTP {status} (error {NOT_PAIRED})"),
         _ => format!("HTTP {status}"),
     }
 }
@@ -243,7 +248,10 @@ mod tests {
 
     #[test]
     fn not_paired_code() {
-        assert_eq!(parse(200, &error_body(201)), Err(ServiceError::NotPaired));
+        assert_eq!(
+            parse(200, &error_body(201)),
+            Err(ServiceError::NotPaired { code: NOT_PAIRED })
+        );
     }
 
     #[test]
@@ -389,7 +397,10 @@ mod tests {
 
     #[test]
     fn status_errors_pass_through() {
-        assert_eq!(status_of(&error_body(201), "APP").unwrap_err(), ServiceError::NotPaired);
+        assert_eq!(
+            status_of(&error_body(201), "APP").unwrap_err(),
+            ServiceError::NotPaired { code: NOT_PAIRED }
+        );
         assert!(matches!(
             status_of(&error_body(301), "OP"),
             Err(ServiceError::Misconfigured { code: 301, .. })

@@ -4,8 +4,9 @@
 //! the caller passes the date, the method, the path and the form parameters, and gets the exact
 //! string the server re-computes and the `Authorization` value it expects.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+#![forbid(unsafe_code)]
+
+use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use std::fmt::Write as _;
@@ -137,7 +138,7 @@ pub fn signature(secret: &[u8], to_sign: &str) -> String {
         return String::new();
     };
     mac.update(to_sign.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    BASE64.encode(&mac.finalize().into_bytes())
 }
 
 /// The `Authorization` header value. It grants access to the application: never log it.
