@@ -4,11 +4,26 @@
 //! Lines go as datagrams straight to the syslog socket (`/dev/log`, or `log_socket=` for containers and
 //! tests) instead of through `syslog(3)`: no `openlog()` state of the host process is touched, no unsafe
 //! code is needed, and the timestamp is left to the syslog daemon (RFC 3164 allows it).
+//!
+//! An authentication module must not lose its audit trail, nor hold a login on a stuck daemon: a send
+//! waits at most [`SEND_WAIT`] for room in the socket's queue (the kernel queues only
+//! `net.unix.max_dgram_qlen` datagrams, 10 by default). What still could not be written is counted,
+//! and the next line that gets through says how many were lost.
 
-use once_cell::sync::OnceCell;
+use crate::escape;
 use std::cell::RefCell;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The longest a line waits for room in the syslog socket's queue.
+pub const SEND_WAIT: Duration = Duration::from_millis(100);
+/// Longest line sent (in characters); the fields in it are capped too, this is the last bound.
+const MAX_LINE_CHARS: usize = 2048;
+/// Lines that could not be written since the last one that was (non-zero: the last send failed).
+static LOST: AtomicU64 = AtomicU64::new(0);
 
 const LOG_AUTHPRIV: u8 = 10 << 3;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
@@ -30,7 +45,7 @@ thread_local! {
 struct SyslogLogger;
 
 static LOGGER: SyslogLogger = SyslogLogger;
-static INSTALLED: OnceCell<()> = OnceCell::new();
+static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Installs the logger (once per load of the module) and sets this thread's context.
 pub fn begin(context: Context, debug: bool) {
@@ -67,15 +82,10 @@ pub fn prefix(service: &str, phase: &str, user: &str, rhost: &str) -> String {
     )
 }
 
-/// Escapes control characters (and quotes oddities) so a user name cannot forge log lines.
+/// A name for a log field, escaped and quoted unless plain ([`escape::field`]), so a user name cannot
+/// forge a line or a field.
 pub fn printable(s: &str) -> String {
-    if s.is_empty() {
-        return "-".into();
-    }
-    if s.chars().all(|c| !c.is_control() && c != ' ') {
-        return s.to_string();
-    }
-    format!("{:?}", s)
+    escape::field(s)
 }
 
 impl log::Log for SyslogLogger {
@@ -107,16 +117,36 @@ impl log::Log for SyslogLogger {
                 ctx.prefix,
                 record.args()
             );
-            let line: String = text.chars().map(|ch| if ch == '\n' { ' ' } else { ch }).collect();
-            // Logging must never fail a login: a missing syslog daemon loses the line, nothing more.
-            // Non-blocking: a stuck syslog daemon (full socket queue) loses lines, it never holds a login.
-            if let Ok(sock) = UnixDatagram::unbound()
-                && sock.set_nonblocking(true).is_ok()
-            {
-                let _ = sock.send_to(line.as_bytes(), &ctx.socket);
-            }
+            send(&text, &ctx.socket);
         });
     }
 
     fn flush(&self) {}
+}
+
+/// Sends one line (escaped, capped), waiting at most [`SEND_WAIT`] for room; counts it as lost if it
+/// cannot go, and tells in it how many earlier lines were lost. Logging never fails a login.
+fn send(text: &str, socket: &std::path::Path) {
+    let lost = LOST.swap(0, Ordering::Relaxed);
+    let mut line = escape::for_log_line(text, MAX_LINE_CHARS);
+    if lost > 0 {
+        line.push_str(&format!(" ({lost} earlier log lines were lost)"));
+    }
+    // A blocking socket with a send timeout: the kernel waits for room in the receiver's queue
+    // (SO_SNDTIMEO applies to a full datagram queue), and gives up after SEND_WAIT. While the line
+    // before was lost (a daemon that stopped reading), no wait: a stuck daemon costs each login at most
+    // one SEND_WAIT, never one per line.
+    let sent = UnixDatagram::unbound()
+        .and_then(|sock| {
+            if lost > 0 {
+                sock.set_nonblocking(true)?;
+            } else {
+                sock.set_write_timeout(Some(SEND_WAIT))?;
+            }
+            sock.send_to(line.as_bytes(), socket)
+        })
+        .is_ok();
+    if !sent {
+        LOST.fetch_add(lost + 1, Ordering::Relaxed);
+    }
 }

@@ -5,6 +5,7 @@
 //! the service itself verifies — both fit [`Access`] and [`Challenge`].
 
 pub mod http;
+pub mod json;
 pub mod latch;
 
 use crate::config::Secret;

@@ -7,7 +7,7 @@
 
 use crate::config::Secret;
 use crate::service::http::Reply;
-use crate::service::{Access, Challenge, ServiceError, TotpEnrolment};
+use crate::service::{Access, Challenge, ServiceError, TotpEnrolment, json};
 use serde_json::{Map, Value};
 
 /// Error codes that prove this host's configuration is wrong rather than the request or the user:
@@ -43,7 +43,11 @@ fn parse_body(body: &[u8]) -> Result<Option<Value>, ServiceError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| incoherent("not JSON"))?;
+    // A key given twice (anywhere) makes the answer ambiguous: refused, so fail_mode decides.
+    let value = json::parse_unique(body).map_err(|e| match e {
+        json::JsonError::Syntax => incoherent("not JSON"),
+        ambiguous => incoherent(&ambiguous.to_string()),
+    })?;
     let Value::Object(mut top) = value else {
         return Err(incoherent("not a JSON object"));
     };
@@ -85,7 +89,8 @@ pub fn map_error(code: u32, message: String) -> ServiceError {
     }
 }
 
-/// The server's text, made safe for one log line: control characters dropped, length capped.
+/// The server's text: control characters dropped, length capped. What is left (bidi overrides, format
+/// characters) is escaped where it is written ([`crate::escape`]).
 fn clean_message(message: &str) -> String {
     message
         .chars()
@@ -96,7 +101,7 @@ fn clean_message(message: &str) -> String {
 
 /// "HTTP 503", plus the Latch error inside if the body is a well-formed error envelope.
 fn http_status_reason(status: u16, body: &[u8]) -> String {
-    let inner = serde_json::from_slice::<Value>(body)
+    let inner = json::parse_unique(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| api_error(e).ok()));
     match inner {
