@@ -406,7 +406,11 @@ impl Config {
         // The directories on the way by path (root's, not writable by others), then one open, checked and
         // read through the same descriptor: no symbolic link, no swap between the permission check and
         // the read, nothing but a small regular file.
-        crate::safe_path::check_ancestors(path, options.trusted_owner).map_err(|p| whole(p.to_string()))?;
+        // (A missing file is reported by the open below.)
+        match crate::safe_path::check_ancestors(path, options.trusted_owner) {
+            Err(p) if !p.not_found => return Err(whole(p.to_string())),
+            _ => {}
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

@@ -109,7 +109,7 @@ impl Login<'_> {
         if self.explicit_operation && !config.has_operation(self.operation) {
             log::error!(
                 "configuration error: operation={} names no entry of `operations` in the config",
-                quoted(self.operation)
+                crate::escape::field(self.operation)
             );
             prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
             return Verdict::ConfigError;
@@ -127,7 +127,10 @@ impl Login<'_> {
         let mut budget = Budget::new(config.timeout);
         let operation_id = match config.operation_rule(self.operation) {
             OperationRule::Off => {
-                log::info!("lock check is off for operation {} (config)", quoted(self.operation));
+                log::info!(
+                    "lock check is off for operation {} (config)",
+                    crate::escape::field(self.operation)
+                );
                 None
             }
             OperationRule::Check(id) => Some(Some(id)),

@@ -196,7 +196,7 @@ pub fn check_file_meta(
         return Err(problem(
             path,
             format!("is writable by group or others (mode {mode:o})"),
-            format!("chmod go-w {}", path.display()),
+            format!("chmod 600 {}", path.display()),
         ));
     }
     if holds_secrets && mode & 0o044 != 0 {
@@ -225,6 +225,7 @@ pub fn check_store_file(path: &Path, trusted: Option<u32>) -> Result<(), Problem
     let real = check_ancestors(path, trusted)?;
     let meta = fs::symlink_metadata(&real).map_err(|e| stat_problem(&real, &e))?;
     check_file_meta(&real, &meta, trusted, false)?;
+    check_private(&real, &meta, "the store")?;
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut side = real.as_os_str().to_os_string();
         side.push(suffix);
@@ -235,14 +236,21 @@ pub fn check_store_file(path: &Path, trusted: Option<u32>) -> Result<(), Problem
             Err(e) => return Err(stat_problem(&side, &e)),
         };
         check_file_meta(&side, &meta, trusted, false)?;
-        let mode = meta.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(problem(
-                &side,
-                format!("(a side file of the store) is open to group or others (mode {mode:o})"),
-                format!("chmod 600 {}", side.display()),
-            ));
-        }
+        check_private(&side, &meta, "a side file of the store")?;
+    }
+    Ok(())
+}
+
+/// No access at all for group or others. The store too: SQLite gives its side files the database's
+/// mode, so a readable database makes readable side files.
+fn check_private(path: &Path, meta: &fs::Metadata, what: &str) -> Result<(), Problem> {
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(problem(
+            path,
+            format!("({what}) is open to group or others (mode {mode:o})"),
+            format!("chmod 600 {}", path.display()),
+        ));
     }
     Ok(())
 }

@@ -12,18 +12,21 @@
 
 use crate::escape;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// The longest a line waits for room in the syslog socket's queue.
 pub const SEND_WAIT: Duration = Duration::from_millis(100);
 /// Longest line sent (in characters); the fields in it are capped too, this is the last bound.
 const MAX_LINE_CHARS: usize = 2048;
-/// Lines that could not be written since the last one that was (non-zero: the last send failed).
-static LOST: AtomicU64 = AtomicU64::new(0);
+/// Per socket: lines that could not be written since the last one that was (present: the last send
+/// failed). Per socket, so a host (or a test) with several never reports one socket's losses in another.
+/// Held during a send, so this process's lines queue here, in order, and each send waits only for its
+/// own slot in the socket's queue.
+static LOST: LazyLock<Mutex<HashMap<PathBuf, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 const LOG_AUTHPRIV: u8 = 10 << 3;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
@@ -127,15 +130,16 @@ impl log::Log for SyslogLogger {
 /// Sends one line (escaped, capped), waiting at most [`SEND_WAIT`] for room; counts it as lost if it
 /// cannot go, and tells in it how many earlier lines were lost. Logging never fails a login.
 fn send(text: &str, socket: &std::path::Path) {
-    let lost = LOST.swap(0, Ordering::Relaxed);
+    let mut lost_lines = LOST.lock().unwrap_or_else(PoisonError::into_inner);
+    let lost = lost_lines.remove(socket).unwrap_or(0);
     let mut line = escape::for_log_line(text, MAX_LINE_CHARS);
     if lost > 0 {
         line.push_str(&format!(" ({lost} earlier log lines were lost)"));
     }
     // A blocking socket with a send timeout: the kernel waits for room in the receiver's queue
     // (SO_SNDTIMEO applies to a full datagram queue), and gives up after SEND_WAIT. While the line
-    // before was lost (a daemon that stopped reading), no wait: a stuck daemon costs each login at most
-    // one SEND_WAIT, never one per line.
+    // before was lost (a daemon that stopped reading), no wait: a stuck daemon costs this process one
+    // SEND_WAIT, not one per line.
     let sent = UnixDatagram::unbound()
         .and_then(|sock| {
             if lost > 0 {
@@ -147,6 +151,61 @@ fn send(text: &str, socket: &std::path::Path) {
         })
         .is_ok();
     if !sent {
-        LOST.fetch_add(lost + 1, Ordering::Relaxed);
+        lost_lines.insert(socket.to_path_buf(), lost + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_and_reported_in_the_next_one() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("log.sock");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        // Nobody reads: the queue fills (net.unix.max_dgram_qlen datagrams), then lines are lost.
+        let queue: usize = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(512);
+        let sent = queue + 20;
+        for i in 0..sent {
+            send(&format!("line {i}"), &path);
+        }
+        daemon.set_nonblocking(true).expect("non-blocking");
+        let mut buf = vec![0u8; 8192];
+        let mut received = 0;
+        while daemon.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        assert!(received < sent, "all {sent} lines fit in the queue");
+        send("after the daemon caught up", &path);
+        let n = daemon.recv(&mut buf).expect("the next line gets through");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            line,
+            format!(
+                "after the daemon caught up ({} earlier log lines were lost)",
+                sent - received
+            )
+        );
+        // Reported once: the count starts again.
+        send("and then", &path);
+        let n = daemon.recv(&mut buf).expect("line");
+        assert_eq!(&buf[..n], b"and then");
+    }
+
+    #[test]
+    fn a_line_is_escaped_and_capped() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("log.sock");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        send(&format!("a\nb\u{202e}{}", "x".repeat(10_000)), &path);
+        let mut buf = vec![0u8; 65536];
+        let n = daemon.recv(&mut buf).expect("line");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(line.starts_with("a\\u{a}b\\u{202e}xxx"), "{line}");
+        assert!(line.len() < MAX_LINE_CHARS + 40, "{}", line.len());
     }
 }

@@ -393,6 +393,24 @@ mod tests {
     }
 
     #[test]
+    fn duplicated_keys_are_ambiguous_and_unavailable_in_any_order() {
+        for body in [
+            r#"{"data":{"operations":{"APP":{"status":"on","status":"off"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"off","status":"on"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on"},"APP":{"status":"off"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on"}}},"data":{"operations":{"APP":{"status":"off"}}}}"#,
+            r#"{"error":{"code":201,"message":"x"},"error":{"code":101,"message":"y"}}"#,
+            r#"{"error":{"code":201,"code":101}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on","two_factor":{"token":"a","token":"b"}}}}}"#,
+        ] {
+            match status_of(body, "APP") {
+                Err(ServiceError::Unavailable(why)) => assert!(why.contains("ambiguous"), "{body}: {why}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_errors_pass_through() {
         assert_eq!(status_of(&error_body(201), "APP").unwrap_err(), ServiceError::NotPaired);
         assert!(matches!(
