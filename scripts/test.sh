@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Everything the tests need from apt, in one place.
-APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo)
+APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -82,6 +82,17 @@ run_tests() {
 }
 step "tests" run_tests
 step "header" header_unchanged
+
+# The PAM conversation trampoline's tests play libpam's side (they build message arrays and free the
+# answers with free()); valgrind checks that no answer leaks or is freed twice, on every path.
+conversation_under_valgrind() {
+  local bin
+  bin=$(cargo test -p pam-app --lib --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [ -n "$bin" ] || { echo "no pam-app test binary"; return 1; }
+  valgrind --quiet --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect --error-exitcode=1 "$bin" --test-threads=1
+}
+step "conversation under valgrind" conversation_under_valgrind
 
 echo
 echo "== summary"

@@ -11,12 +11,12 @@
 //! - [`login`]: the login decision, free of PAM types.
 //! - [`pam`]: the PAM hooks (`pam_sm_*`) and their syslog lines.
 //! - [`accounts`]: pair, unpair, status and TOTP for a local user (shared by the CLI and the C API).
-//! - [`cli`]: the `lockserver` command's verbs.
 //! - [`capi`]: the C API (`lockserver_*`).
+//!
+//! The `lockserver` command is a program of its own (the `cli/` package), written against this API.
 
 pub mod accounts;
 pub mod capi;
-pub mod cli;
 pub mod config;
 pub mod dictionary;
 pub mod escape;

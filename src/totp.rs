@@ -100,23 +100,32 @@ pub fn generate_secret() -> std::io::Result<String> {
     Ok(data_encoding::BASE32_NOPAD.encode(&bytes))
 }
 
-/// The `otpauth://totp/ISSUER:ACCOUNT?...` URI authenticator apps scan.
+/// The `otpauth://totp/ISSUER:ACCOUNT?...` URI authenticator apps scan. `algorithm`, `digits` and
+/// `period` are written only when they differ from the Key URI format's defaults (SHA1, 6, 30): a
+/// shorter URI is a smaller QR code, one that fits an 80x24 terminal.
 pub fn otpauth_uri(issuer: &str, account: &str, secret_base32: &str, p: &Params) -> String {
-    let algorithm = match p.algorithm {
-        TotpAlgorithm::Sha1 => "SHA1",
-        TotpAlgorithm::Sha256 => "SHA256",
-        TotpAlgorithm::Sha512 => "SHA512",
-    };
-    format!(
-        "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm={}&digits={}&period={}",
+    let mut uri = format!(
+        "otpauth://totp/{}:{}?secret={}&issuer={}",
         encode(issuer),
         encode(account),
         secret_base32,
-        encode(issuer),
-        algorithm,
-        p.digits,
-        p.step_secs
-    )
+        encode(issuer)
+    );
+    let algorithm = match p.algorithm {
+        TotpAlgorithm::Sha1 => None,
+        TotpAlgorithm::Sha256 => Some("SHA256"),
+        TotpAlgorithm::Sha512 => Some("SHA512"),
+    };
+    if let Some(a) = algorithm {
+        uri.push_str(&format!("&algorithm={a}"));
+    }
+    if p.digits != 6 {
+        uri.push_str(&format!("&digits={}", p.digits));
+    }
+    if p.step_secs != 30 {
+        uri.push_str(&format!("&period={}", p.step_secs));
+    }
+    uri
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
@@ -208,7 +217,17 @@ mod tests {
         let uri = otpauth_uri("Lock Server", "alice@host", "JBSWY3DPEHPK3PXP", &Params::default());
         assert_eq!(
             uri,
-            "otpauth://totp/Lock%20Server:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=Lock%20Server&algorithm=SHA1&digits=6&period=30"
+            "otpauth://totp/Lock%20Server:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=Lock%20Server"
+        );
+        let other = Params {
+            algorithm: TotpAlgorithm::Sha256,
+            digits: 8,
+            step_secs: 60,
+            ..Params::default()
+        };
+        assert_eq!(
+            otpauth_uri("x", "a", "JBSWY3DPEHPK3PXP", &other),
+            "otpauth://totp/x:a?secret=JBSWY3DPEHPK3PXP&issuer=x&algorithm=SHA256&digits=8&period=60"
         );
     }
 }

@@ -13,7 +13,7 @@ fn run(env: &Env, sudo_user: Option<&str>, args: &[&str]) -> Option<Output> {
         eprintln!("not root: CLI test skipped (CI runs as root)");
         return None;
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockserver"));
+    let mut cmd = Command::new(common::cli_path());
     cmd.arg("-c").arg(env.config_path()).args(args);
     cmd.env_remove("SUDO_USER").env_remove("SUDO_UID");
     if let Some(user) = sudo_user {
@@ -202,7 +202,7 @@ fn try_login_runs_the_real_stack_without_a_session() {
         let script = format!(
             "mount --bind '{}' /etc/pam.d && exec '{}' try-login --service {service} --user root",
             env.pam_dir().display(),
-            env!("CARGO_BIN_EXE_lockserver")
+            common::cli_path().display()
         );
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])

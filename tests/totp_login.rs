@@ -5,9 +5,9 @@
 mod common;
 
 use common::pam_driver::{PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS};
+use common::qr;
 use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
 use lockserver::accounts::AccountError;
-use lockserver::cli::qr;
 use lockserver::config::TotpAlgorithm;
 use lockserver::totp;
 use lockserver_emulator::Fault;
@@ -238,7 +238,7 @@ fn cli(env: &Env, args: &[&str]) -> Option<std::process::Output> {
         return None;
     }
     let uid = current_uid().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_lockserver"))
+    let out = Command::new(common::cli_path())
         .arg("-c")
         .arg(env.config_path())
         .args(["--trust-owner", &uid])
@@ -252,8 +252,15 @@ fn cli(env: &Env, args: &[&str]) -> Option<std::process::Output> {
 
 /// The block of QR art in the CLI's output (the lines made of block characters).
 fn art_of(stdout: &str) -> String {
-    stdout
+    // Every line of the code sets its colours (bright white on black) and resets them.
+    let plain: Vec<String> = stdout
         .lines()
+        .filter_map(|l| l.strip_prefix("\x1b[97;40m")?.strip_suffix("\x1b[0m").map(String::from))
+        .collect();
+    assert!(!plain.is_empty(), "no coloured QR lines in {stdout:?}");
+    plain
+        .iter()
+        .map(String::as_str)
         .filter(|l| !l.is_empty() && l.chars().all(|c| matches!(c, ' ' | '█' | '▀' | '▄')))
         .collect::<Vec<_>>()
         .join("\n")

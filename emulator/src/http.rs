@@ -237,8 +237,10 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
@@ -261,12 +263,27 @@ pub enum BodyLen {
 
 /// Appends a status line and headers to `out`.
 pub fn write_head(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, len: BodyLen, keep_alive: bool) {
+    write_head_with(out, status, content_type, &[], len, keep_alive);
+}
+
+/// [`write_head`] with extra headers (names and values as given; no CR or LF in them).
+pub fn write_head_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: Option<&str>,
+    extra: &[(String, String)],
+    len: BodyLen,
+    keep_alive: bool,
+) {
     // Writes into a Vec cannot fail.
     let _ = write!(
         out,
         "HTTP/1.1 {status} {}\r\nServer: lockserver-emulator\r\n",
         reason(status)
     );
+    for (name, value) in extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     if let Some(ct) = content_type {
         let _ = write!(out, "Content-Type: {ct}\r\n");
     }
@@ -287,10 +304,23 @@ pub fn write_head(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, le
 
 /// Appends a complete response (head and body) to `out`.
 pub fn write_response(out: &mut Vec<u8>, status: u16, content_type: Option<&str>, body: &[u8], keep_alive: bool) {
-    write_head(
+    write_response_with(out, status, content_type, &[], body, keep_alive);
+}
+
+/// [`write_response`] with extra headers.
+pub fn write_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: Option<&str>,
+    extra: &[(String, String)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    write_head_with(
         out,
         status,
         content_type,
+        extra,
         BodyLen::Length(body.len() as u64),
         keep_alive,
     );

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod http;
+pub mod pingid;
 pub mod qr;
 mod server;
 pub mod sign;
@@ -18,6 +19,7 @@ pub mod state;
 mod tls;
 pub mod totp;
 
+pub use pingid::{PingidOptions, Plan, SignatureMode};
 pub use qr::QrMode;
-pub use server::{AppConfig, DEFAULT_APP_ID, DEFAULT_SECRET, EmuError, Emulator, Options, TlsMode, TotpInfo};
+pub use server::{AppConfig, DEFAULT_APP_ID, DEFAULT_SECRET, EmuError, Emulator, Options, Services, TlsMode, TotpInfo};
 pub use state::Fault;

@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lockserver_emulator::{AppConfig, DEFAULT_APP_ID, DEFAULT_SECRET, Emulator, Options, QrMode, TlsMode};
+use lockserver_emulator::pingid::{DEFAULT_ACCOUNT_ID, DEFAULT_API_KEY_B64, DEFAULT_TOKEN};
+use lockserver_emulator::{
+    AppConfig, DEFAULT_APP_ID, DEFAULT_SECRET, Emulator, Options, PingidOptions, QrMode, Services, TlsMode,
+};
 
-/// A Latch-compatible emulator (API 3.0 paths under /api/<v>/, control API under /_emulator/).
+/// A Latch- and PingID-SDK-compatible emulator (Latch under /api/<v>/, PingID under /pingid/v1/,
+/// control API under /_emulator/).
 #[derive(Parser, Debug)]
 #[command(name = "lockserver-emulator", version, about)]
 struct Cli {
@@ -57,6 +61,21 @@ struct Cli {
     /// Log every request to stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// Which API to serve: latch, pingid or both.
+    #[arg(long, value_parser = ["latch", "pingid", "both"], default_value = "both")]
+    service: String,
+    /// PingID account id.
+    #[arg(long, default_value = DEFAULT_ACCOUNT_ID)]
+    pingid_account: String,
+    /// PingID account token.
+    #[arg(long, default_value = DEFAULT_TOKEN)]
+    pingid_token: String,
+    /// PingID API key (base64, standard alphabet).
+    #[arg(long, default_value = DEFAULT_API_KEY_B64)]
+    pingid_api_key: String,
+    /// A PingID application id (repeatable; the first is the default). Default: two built-in ids.
+    #[arg(long = "pingid-app", value_name = "ID")]
+    pingid_apps: Vec<String>,
 }
 
 fn parse_app(s: &str) -> Result<AppConfig, String> {
@@ -108,6 +127,20 @@ fn run(cli: Cli) -> Result<(), String> {
         qr_mode: QrMode::parse(&cli.totp_qr).unwrap_or_default(),
         code_ttl: cli.code_ttl_secs.map(Duration::from_secs),
         verbose: cli.verbose,
+        services: Services {
+            latch: cli.service != "pingid",
+            pingid: cli.service != "latch",
+        },
+        pingid: PingidOptions {
+            account_id: cli.pingid_account,
+            token: cli.pingid_token,
+            api_key_b64: cli.pingid_api_key,
+            applications: if cli.pingid_apps.is_empty() {
+                PingidOptions::default().applications
+            } else {
+                cli.pingid_apps
+            },
+        },
     };
     let emu = Emulator::start(options).map_err(|e| format!("cannot start on {}: {e}", cli.listen))?;
     for code in &cli.codes {

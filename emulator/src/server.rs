@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::http::{self, BodyLen, ReadError, Request};
+use crate::pingid::{Pingid, PingidOptions, Plan, SignatureMode};
 use crate::qr::{self, QrMode};
 use crate::sign;
 use crate::state::{ALNUM, Fault, State, latch_message, random_string};
@@ -83,6 +84,28 @@ pub struct Options {
     pub code_ttl: Option<Duration>,
     /// Log every request to stderr.
     pub verbose: bool,
+    /// Which APIs are served (both by default).
+    pub services: Services,
+    /// The PingID account served under `/pingid/`.
+    pub pingid: PingidOptions,
+}
+
+/// Which service APIs an emulator serves; the other's paths answer 404.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Services {
+    /// Latch, under `/api/`.
+    pub latch: bool,
+    /// PingID SDK, under `/pingid/`.
+    pub pingid: bool,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            latch: true,
+            pingid: true,
+        }
+    }
 }
 
 impl Default for Options {
@@ -95,6 +118,8 @@ impl Default for Options {
             qr_mode: QrMode::Png,
             code_ttl: None,
             verbose: false,
+            services: Services::default(),
+            pingid: PingidOptions::default(),
         }
     }
 }
@@ -133,6 +158,8 @@ struct Shared {
     conns: Mutex<HashMap<u64, TcpStream>>,
     next_conn: AtomicU64,
     verbose: bool,
+    services: Services,
+    pingid: Pingid,
 }
 
 fn wall_ms() -> i64 {
@@ -282,6 +309,7 @@ impl Shared {
     }
 
     fn reset(&self) {
+        self.pingid.reset();
         self.state().reset(&self.initial_ops);
         self.requests.store(0, Ordering::SeqCst);
     }
@@ -291,6 +319,7 @@ impl Shared {
         let mut v = self.state().to_json(n);
         v["window_secs"] = json!(self.window_secs.load(Ordering::Relaxed));
         v["apps"] = json!(self.apps.iter().map(|(id, _)| id).collect::<Vec<_>>());
+        v["pingid"] = self.pingid.state_json();
         v
     }
 }
@@ -327,6 +356,7 @@ impl Emulator {
                 (Some(cfg), Some(pem))
             }
         };
+        let pingid = Pingid::new(options.pingid).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut state = State::new(&initial_ops);
         state.qr_mode = options.qr_mode;
         let shared = Arc::new(Shared {
@@ -340,6 +370,8 @@ impl Emulator {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             verbose: options.verbose,
+            services: options.services,
+            pingid,
         });
         let host_ip = match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -490,6 +522,71 @@ impl Emulator {
     /// The state as `GET /_emulator/state` shows it.
     pub fn state_json(&self) -> Value {
         self.shared.state_json()
+    }
+
+    /// The PingID account served (ids, token, API key).
+    pub fn pingid_options(&self) -> &PingidOptions {
+        self.shared.pingid.options()
+    }
+
+    fn pingid_now_ms(&self) -> i64 {
+        let st = self.shared.state();
+        self.shared.now_ms(&st)
+    }
+
+    /// Creates a PingID user, as `POST /users` would.
+    pub fn pingid_add_user(&self, user: &str) -> Result<(), EmuError> {
+        self.shared.pingid.add_user(user).map_err(EmuError)
+    }
+
+    /// The phone claims a pairing key (see [`Pingid::claim`]); returns (device id, user).
+    pub fn pingid_claim(&self, key: &str, user: Option<&str>, app: Option<&str>) -> Result<(String, String), EmuError> {
+        let now = self.pingid_now_ms();
+        self.shared.pingid.claim(key, user, app, now).map_err(EmuError)
+    }
+
+    /// Pairs a device for an existing PingID user without a key; returns the device id.
+    pub fn pingid_add_device(&self, user: &str, app: Option<&str>) -> Result<String, EmuError> {
+        let now = self.pingid_now_ms();
+        self.shared.pingid.add_device(user, app, now).map_err(EmuError)
+    }
+
+    /// How the phone answers `user`'s (with `None`: everyone's) next authentications.
+    pub fn pingid_plan(&self, user: Option<&str>, plan: Plan) -> Result<(), EmuError> {
+        self.shared.pingid.set_plan(user, plan).map_err(EmuError)
+    }
+
+    /// Answers `user`'s latest pending authentication now; returns its id.
+    pub fn pingid_answer(&self, user: &str, plan: Plan) -> Result<String, EmuError> {
+        let now = self.pingid_now_ms();
+        self.shared.pingid.answer_latest(user, plan, now).map_err(EmuError)
+    }
+
+    /// The right OTP of `user`'s latest authentication, once it asks for one.
+    pub fn pingid_otp(&self, user: &str) -> Option<String> {
+        let now = self.pingid_now_ms();
+        self.shared.pingid.otp(user, now).map(|(_, otp)| otp)
+    }
+
+    /// `user`'s authentications (all users' with `None`), oldest first, with status and clientContext.
+    pub fn pingid_authentications(&self, user: Option<&str>) -> Vec<Value> {
+        let now = self.pingid_now_ms();
+        self.shared.pingid.authentications(user, now)
+    }
+
+    /// How PingID answers are signed from now on.
+    pub fn pingid_set_signature(&self, mode: SignatureMode) {
+        self.shared.pingid.set_signature(mode);
+    }
+
+    /// The next `count` PingID API requests get exactly this answer (signed per the signature mode).
+    pub fn pingid_set_raw(&self, status: u16, body: &str, count: u64) {
+        self.shared.pingid.set_raw(status, body.as_bytes(), count);
+    }
+
+    /// PingID API requests that reached the PingID handler (not faulted).
+    pub fn pingid_request_count(&self) -> u64 {
+        self.shared.pingid.request_count()
     }
 
     /// Stops the listener and closes every connection (what `Drop` does).
@@ -682,17 +779,31 @@ fn api_request<S: Read + Write>(
         }
         Fault::None | Fault::Slow { .. } | Fault::Trickle { .. } | Fault::Close | Fault::Contradict { .. } => {}
     }
-    let (status, ctype) = match injected {
-        Some((code, message)) => {
-            latch_error(body, code, &message);
-            (200, Some(JSON))
+    let mut extra = Vec::new();
+    let (status, ctype) = if req.path().starts_with("/pingid/") {
+        if sh.services.pingid {
+            let (status, ctype, headers) = sh.pingid.api(req, now_ms, body);
+            extra = headers;
+            (status, ctype)
+        } else {
+            body.extend_from_slice(&crate::pingid::envelope("NOT_FOUND", "PingID is not served", None, &[]));
+            (404, Some(JSON))
         }
-        None => api(sh, req, body, now_ms, qr_mode),
+    } else if !sh.services.latch {
+        not_found(body)
+    } else {
+        match injected {
+            Some((code, message)) => {
+                latch_error(body, code, &message);
+                (200, Some(JSON))
+            }
+            None => api(sh, req, body, now_ms, qr_mode),
+        }
     };
     if let Fault::Contradict { twin_first } = fault {
         contradict_statuses(body, twin_first);
     }
-    http::write_response(out, status, ctype, body, keep);
+    http::write_response_with(out, status, ctype, &extra, body, keep);
     let head_len = out.len() - if status == 204 { 0 } else { body.len() };
     let w = reader.get_mut();
     match fault {
@@ -1304,6 +1415,14 @@ fn control_inner(sh: &Shared, req: &Request) -> Ctl {
                 .totp_info(id.as_deref(), user.as_deref())
                 .ok_or((404, "no such TOTP".to_string()))?;
             Ok(json!({ "id": t.id, "user_id": t.user_id, "secret": t.secret_b32 }))
+        }
+        (_, path) if path.starts_with("/_emulator/pingid/") => {
+            let now_ms = {
+                let st = sh.state();
+                sh.now_ms(&st)
+            };
+            let what = &path["/_emulator/pingid/".len()..];
+            sh.pingid.control(req, what, now_ms)
         }
         _ => Err((404, format!("no control endpoint {} {}", req.method(), req.path()))),
     }

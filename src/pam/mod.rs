@@ -10,7 +10,6 @@
 //! pam-bindings catches panics at the boundary (→ PAM_ABORT) and checks argc/argv; nothing here writes
 //! to stdout or stderr, and the environment is never read (sshd's keyboard-interactive child has none).
 
-pub mod client;
 pub mod syslog;
 
 use crate::config::{Config, LoadOptions};

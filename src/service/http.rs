@@ -62,6 +62,9 @@ pub struct TransportOptions<'a> {
     pub proxy: Option<&'a str>,
 }
 
+/// Response headers asked for by name: (the name as asked, the value).
+pub type ResponseHeaders = Vec<(&'static str, String)>;
+
 /// HTTP methods the services use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -184,6 +187,22 @@ impl Transport {
         body: Option<RequestBody<'_>>,
         deadline: Instant,
     ) -> Result<Reply, ServiceError> {
+        self.send_reading_headers(method, path, headers, body, &[], deadline)
+            .map(|(reply, _)| reply)
+    }
+
+    /// [`Self::send`], also returning the values of the response headers named in `wanted`
+    /// (case-insensitive; each name at most once, the first value), in no particular order. PingID
+    /// signs its answers in a header.
+    pub fn send_reading_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<RequestBody<'_>>,
+        wanted: &[&'static str],
+        deadline: Instant,
+    ) -> Result<(Reply, ResponseHeaders), ServiceError> {
         let remaining = time_left(deadline)?;
         if !path.starts_with('/') {
             return Err(ServiceError::Unavailable(
@@ -198,8 +217,16 @@ impl Transport {
         let url = format!("{}{path}", self.base_url);
         let mut response = self.call(method, &url, headers, body, remaining).map_err(unavailable)?;
         let status = response.status().as_u16();
+        // A header value that is not visible ASCII is left out, as if it were absent.
+        let found = wanted
+            .iter()
+            .filter_map(|name| {
+                let value = response.headers().get(*name)?.to_str().ok()?;
+                Some((*name, value.to_string()))
+            })
+            .collect();
         let body = read_body(response.body_mut())?;
-        Ok(Reply { status, body })
+        Ok((Reply { status, body }, found))
     }
 
     fn call(

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod json;
 pub mod latch;
+pub mod pingid;
 
 use crate::config::Secret;
 use std::fmt;

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 
 pub mod pam_driver;
+pub mod qr;
 
 pub use pam_driver::{Answer, PamSession, Style, Transcript};
 
@@ -70,6 +71,33 @@ pub fn module_path() -> &'static Path {
         let status = cmd.status().expect("run cargo build --lib");
         assert!(status.success(), "cargo build --lib failed: {status}");
         newest(&candidates).unwrap_or_else(|| panic!("liblockserver.so not found in {}", profile_dir.display()))
+    })
+}
+
+/// The `lockserver` CLI of the build the tests run from. It is a package of its own (`cli/`), so cargo
+/// does not build it for this package's tests: `cargo build -p lockserver-cli` runs once per test binary
+/// (a no-op when it is fresh) and the binary next to the profile's other outputs is used.
+pub fn cli_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the profile directory")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "lockserver-cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p lockserver-cli");
+        assert!(status.success(), "cargo build -p lockserver-cli failed: {status}");
+        let bin = profile_dir.join("lockserver");
+        assert!(bin.is_file(), "{} not found after the build", bin.display());
+        bin
     })
 }
 

@@ -4,98 +4,21 @@
 //! 0 done (status: open) · 1 status: locked · 2 usage · 3 configuration error · 4 service unreachable
 //! · 5 the service refused the request · 6 not paired / already paired · 7 not allowed · 8 store error.
 
-pub mod actor;
+#![forbid(unsafe_code)]
+
+mod actor;
+mod args;
 mod commands;
-pub mod qr;
+mod qr;
 mod totp;
+mod try_login;
 
-use crate::config::{self, Config, LoadOptions};
-use crate::dictionary::Dictionary;
 use actor::Actor;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use args::{Cli, Command, TotpAction};
+use clap::Parser;
+use lockserver::config::{self, Config, LoadOptions};
+use lockserver::dictionary::Dictionary;
 use std::process::ExitCode;
-
-/// Command-line interface of lockserver.
-#[derive(Debug, Parser)]
-#[command(name = "lockserver", version, about = "Pair users with Latch and check their lock", long_about = None)]
-pub struct Cli {
-    /// Config file.
-    #[arg(short, long, global = true, default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// Also accept a config owned by this uid (root only; for tests and staging).
-    #[arg(long, global = true, value_name = "UID")]
-    pub trust_owner: Option<u32>,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Pair a user with the code shown in the Latch app.
-    Pair {
-        /// The 6-character pairing code from the app.
-        code: String,
-        #[arg(long)]
-        user: Option<String>,
-    },
-    /// Unpair a user (also removes their TOTP).
-    Unpair {
-        #[arg(long)]
-        user: Option<String>,
-        /// Remove the local pairing even if the service cannot be reached.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Show whether a user's latch is open or locked.
-    Status {
-        #[arg(long)]
-        user: Option<String>,
-        /// Operation NAME from the config (default: the application-wide latch).
-        #[arg(long)]
-        operation: Option<String>,
-    },
-    /// TOTP codes at login: enrol, switch off, check a code.
-    Totp {
-        #[command(subcommand)]
-        action: TotpAction,
-    },
-    /// List every pairing in the store (root only).
-    Users,
-    /// Parse the config, check permissions, open the store and reach the service (like `sshd -t`).
-    CheckConfig,
-    /// Run the real PAM stack of a service for a user (auth + account, no session), without changing
-    /// anything: try a new stack before closing your root shell.
-    TryLogin {
-        #[arg(long)]
-        service: String,
-        #[arg(long)]
-        user: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TotpAction {
-    /// Switch TOTP on for a paired user and show the QR code to scan.
-    Create {
-        #[arg(long)]
-        user: Option<String>,
-        /// Also save the QR code as a PNG image (mode 0600: it holds the secret).
-        #[arg(long, value_name = "PATH")]
-        qr_file: Option<PathBuf>,
-    },
-    /// Switch TOTP off for a user and delete the TOTP at the service.
-    Disable {
-        #[arg(long)]
-        user: Option<String>,
-    },
-    /// Check a code without logging in.
-    Verify {
-        code: String,
-        #[arg(long)]
-        user: Option<String>,
-    },
-}
 
 /// Exit codes of the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +41,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// Runs the CLI with the process's arguments and environment.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let euid = effective_uid();
     let actor = match Actor::detect(euid, std::env::var("SUDO_USER").ok(), std::env::var("SUDO_UID").ok()) {
@@ -215,7 +138,7 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
 }
 
 /// Prints `message` to stderr and returns `code`.
-pub(crate) fn fail(code: Exit, message: &str) -> Exit {
+fn fail(code: Exit, message: &str) -> Exit {
     eprintln!("lockserver: {message}");
     code
 }

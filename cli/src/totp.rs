@@ -3,8 +3,8 @@
 use super::commands::{Context, hostname};
 use super::qr::{self, Shown};
 use super::{Exit, fail};
-use crate::dictionary::Section;
-use crate::login::system_clock;
+use lockserver::dictionary::Section;
+use lockserver::login::system_clock;
 use std::path::Path;
 
 impl Context<'_> {
@@ -24,9 +24,13 @@ impl Context<'_> {
             println!("{}", self.text(Section::Totp, "enabled", user));
             match qr::show(&enrolment.qr) {
                 Ok(Shown::Drawn { art, content }) => {
-                    println!("{art}");
+                    // The key first and the code last, so that the code is what stays on the screen.
                     if content.starts_with("otpauth://") {
-                        println!("Or enter it by hand: {content}");
+                        println!("Scan this code with the app, or enter it by hand: {content}");
+                    }
+                    println!("{}", qr::coloured(&art));
+                    if let Some(warning) = qr::too_small(&art, 1, qr::terminal_size()) {
+                        eprintln!("lockserver: {warning}");
                     }
                 }
                 Ok(Shown::Link(url)) => println!("Open this address to see the QR code: {url}"),

@@ -1,11 +1,11 @@
 //! The CLI verbs. Messages a user reads come from the dictionary; each error says what to do next.
 
 use super::{Exit, fail};
-use crate::accounts::{self, AccountError, Accounts, UserStatus};
-use crate::config::Config;
-use crate::dictionary::{Dictionary, Section};
-use crate::service::{self, Access, ServiceError, SharedService};
-use crate::store::{self, OpenMode, PairingStore, StoreError};
+use lockserver::accounts::{self, AccountError, Accounts, UserStatus};
+use lockserver::config::Config;
+use lockserver::dictionary::{Dictionary, Section};
+use lockserver::service::{self, Access, ServiceError, SharedService};
+use lockserver::store::{self, OpenMode, PairingStore, StoreError};
 use std::time::Instant;
 
 pub(super) type Store = Box<dyn PairingStore + Send + Sync>;
@@ -231,7 +231,7 @@ impl Context<'_> {
 }
 
 pub(super) fn try_login(service: &str, user: &str) -> Exit {
-    match crate::pam::client::try_login(service, user) {
+    match crate::try_login::try_login(service, user) {
         Ok(report) => {
             println!("authenticate: {}", report.auth);
             if let Some(account) = &report.account {

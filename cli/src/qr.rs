@@ -3,9 +3,7 @@
 //! The service's `qr` may be an `otpauth://` URI, a `data:image/png;base64,` image, or a URL. What can be
 //! rendered is rendered: a URI directly, an image by reading its QR code back (rqrr) and drawing that.
 
-use base64::Engine;
-use qrcode::render::unicode::Dense1x2;
-use qrcode::{Color, QrCode};
+use qrcode::{Color, EcLevel, QrCode};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,16 +18,73 @@ pub enum Shown {
     Link(String),
 }
 
-/// The QR code of `content` drawn for a terminal: dark modules as spaces on a light background, which
-/// scans on dark and light terminal themes alike, with the quiet zone.
+/// Quiet zone around a terminal QR code, in modules: 2 instead of the standard 4 keeps an enrolment code
+/// (version 6 at level L, 41 modules) within 23 rows of an 80x24 terminal; phones read it, since the
+/// zone is drawn in explicit colours that never blend into the code.
+const TERMINAL_QUIET_ZONE: usize = 2;
+
+/// Bright white on black, set at the start of every line and reset at its end, so that the code has the
+/// same polarity (dark modules on a light ground) on dark and light terminal themes alike.
+pub const COLOURS: &str = "\x1b[97;40m";
+pub const RESET: &str = "\x1b[0m";
+
+/// The QR code of `content` drawn for a terminal with Unicode half blocks (two modules a character, top
+/// and bottom): a light module is the foreground colour, a dark one the background, so a space is two
+/// dark modules. Error correction L: a screen is not a worn label, and the smallest code scans best.
+/// Plain text; [`coloured`] adds the colours.
 pub fn terminal_art(content: &str) -> Result<String, String> {
-    let code = QrCode::new(content.as_bytes()).map_err(|e| format!("cannot make a QR code: {e}"))?;
-    Ok(code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build())
+    let code = QrCode::with_error_correction_level(content.as_bytes(), EcLevel::L)
+        .map_err(|e| format!("cannot make a QR code: {e}"))?;
+    let (modules, colors) = (code.width(), code.to_colors());
+    let q = TERMINAL_QUIET_ZONE;
+    let size = modules + 2 * q;
+    let dark = |x: usize, y: usize| {
+        x >= q && y >= q && x < q + modules && y < q + modules && colors[(y - q) * modules + (x - q)] == Color::Dark
+    };
+    let mut art = String::new();
+    for row in (0..size).step_by(2) {
+        if row > 0 {
+            art.push('\n');
+        }
+        for x in 0..size {
+            // Past the last row (an odd size) the lower half is quiet zone: light.
+            let bottom_dark = row + 1 < size && dark(x, row + 1);
+            art.push(match (dark(x, row), bottom_dark) {
+                (false, false) => '█',
+                (false, true) => '▀',
+                (true, false) => '▄',
+                (true, true) => ' ',
+            });
+        }
+    }
+    Ok(art)
+}
+
+/// `art` with explicit colours on every line.
+pub fn coloured(art: &str) -> String {
+    art.lines()
+        .map(|l| format!("{COLOURS}{l}{RESET}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The size (columns, rows) of the terminal on standard output, if it is one.
+pub fn terminal_size() -> Option<(usize, usize)> {
+    let (terminal_size::Width(w), terminal_size::Height(h)) = terminal_size::terminal_size()?;
+    Some((usize::from(w), usize::from(h)))
+}
+
+/// A warning when `art` (plus `extra_rows` of text below it) does not fit a `size` terminal.
+pub fn too_small(art: &str, extra_rows: usize, size: Option<(usize, usize)>) -> Option<String> {
+    let (cols, rows) = size?;
+    let width = art.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    let height = art.lines().count() + extra_rows;
+    (width > cols || height > rows).then(|| {
+        format!(
+            "the terminal ({cols}x{rows}) is smaller than the QR code ({width}x{height}): enlarge the window and \
+             run the command again, or enter the key by hand"
+        )
+    })
 }
 
 /// The PNG image (8 pixels a module, quiet zone of 4) of the QR code of `content`.
@@ -93,8 +148,9 @@ pub fn decode_grey(w: usize, h: usize, pixel: impl FnMut(usize, usize) -> u8) ->
         .map_err(|e| format!("cannot read the QR code: {e}"))
 }
 
-/// Reads back a QR code drawn by [`terminal_art`] (used by tests, and to check what we print).
-pub fn read_terminal_art(art: &str) -> Result<String, String> {
+/// Reads back a QR code drawn by [`terminal_art`].
+#[cfg(test)]
+fn read_terminal_art(art: &str) -> Result<String, String> {
     let rows: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let height = rows.len() * 2;
@@ -145,8 +201,8 @@ fn data_uri_png(qr: &str) -> Result<Option<Vec<u8>>, String> {
     let Some(data) = qr.strip_prefix("data:image/png;base64,") else {
         return Ok(None);
     };
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
+    data_encoding::BASE64
+        .decode(data.trim().as_bytes())
         .map(Some)
         .map_err(|_| "the QR image from the service is not valid base64".to_string())
 }
@@ -181,16 +237,35 @@ mod tests {
     fn png_reads_back_and_data_uri_is_drawn() {
         let png = png_of(URI).expect("png");
         assert_eq!(read_png(&png).expect("decoded"), URI);
-        let data_uri = format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&png)
-        );
+        let data_uri = format!("data:image/png;base64,{}", data_encoding::BASE64.encode(&png));
         match show(&data_uri).expect("shown") {
             Shown::Drawn { content, art } => {
                 assert_eq!(content, URI);
                 assert_eq!(read_terminal_art(&art).expect("art"), URI);
             }
             other => panic!("expected a drawing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_enrolment_code_fits_80x24_and_reads_back_with_the_small_quiet_zone() {
+        // What `lockserver totp create` shows for local codes (lockserver::totp::otpauth_uri, defaults).
+        let uri = "otpauth://totp/lockserver:alice%40host.example.com?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\
+                   &issuer=lockserver";
+        let art = terminal_art(uri).expect("art");
+        assert_eq!(read_terminal_art(&art).expect("decoded"), uri);
+        assert!(art.lines().count() <= 23, "{} rows", art.lines().count());
+        assert_eq!(too_small(&art, 1, Some((80, 24))), None);
+        let warning = too_small(&art, 1, Some((80, 20))).expect("too small");
+        assert!(warning.contains("80x20"), "{warning}");
+        assert_eq!(too_small(&art, 1, None), None, "not a terminal: nothing to say");
+    }
+
+    #[test]
+    fn every_line_sets_and_resets_its_colours() {
+        let shown = coloured(&terminal_art(URI).expect("art"));
+        for line in shown.lines() {
+            assert!(line.starts_with(COLOURS) && line.ends_with(RESET), "{line:?}");
         }
     }
 
