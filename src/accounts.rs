@@ -86,6 +86,33 @@ pub struct Enrolment {
     pub qr: String,
 }
 
+/// Why a self-service action was refused by [`Accounts::prove_factor`]: the caller could not show that
+/// they still hold the factor the action would remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotProven {
+    /// The latch is locked right now: only its owner, with the phone, can open it.
+    Locked,
+    /// TOTP is on for the user and no code was given.
+    CodeNeeded,
+    /// The TOTP code given is not right.
+    WrongCode,
+    /// The check itself could not be made (not paired, service or store failure, rate limit).
+    Account(AccountError),
+}
+
+impl fmt::Display for NotProven {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotProven::Locked => f.write_str("the latch is locked: open it in the app first, then try again"),
+            NotProven::CodeNeeded => f.write_str("give a current verification code of the user's TOTP"),
+            NotProven::WrongCode => f.write_str("the verification code is not right"),
+            NotProven::Account(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for NotProven {}
+
 /// Everything an action needs.
 pub struct Accounts<'a> {
     pub config: &'a Config,
@@ -245,6 +272,33 @@ impl Accounts<'_> {
         }
         self.store.set_totp(user, false, None)?;
         self.store.set_local_totp(user, None)?;
+        Ok(())
+    }
+
+    /// Proves that whoever asks for a self-service `unpair` or `totp disable` of `user` (through sudo, with
+    /// a password that may be borrowed) still holds the user's factors: the application latch is open
+    /// right now, and when TOTP is on, `code` is a current code (checked under the rate limit). Nothing
+    /// is changed but a failed code's count.
+    pub fn prove_factor(&self, user: &str, code: Option<&str>, now: u64) -> Result<(), NotProven> {
+        let pairing = self.pairing(user).map_err(NotProven::Account)?;
+        let access = self
+            .service
+            .status(&pairing.account_id, None, false, self.deadline())
+            .map_err(|e| NotProven::Account(e.into()))?;
+        match access {
+            // Open (a one-time code the service asks for anyway is still an open latch).
+            Access::Open | Access::CodeRequired(_) => {}
+            Access::Locked => return Err(NotProven::Locked),
+        }
+        if pairing.totp_enabled && self.config.totp_enabled() {
+            let code = code
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .ok_or(NotProven::CodeNeeded)?;
+            if !self.totp_verify(user, code, now).map_err(NotProven::Account)? {
+                return Err(NotProven::WrongCode);
+            }
+        }
         Ok(())
     }
 

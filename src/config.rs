@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -77,6 +77,18 @@ pub enum UnpairedPolicy {
     Allow,
     /// PAM_AUTH_ERR.
     Deny,
+}
+
+/// What a login gets when the store has the user as paired but the service says "not paired" (the
+/// pairing was removed at the service, e.g. from the phone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceUnpaired {
+    /// PAM_AUTH_ERR, with a text saying the pairing was removed at the service (the default): the
+    /// lock cannot be shed from the phone.
+    Deny,
+    /// Follow `unpaired`, as if the store had no pairing.
+    AsUnpaired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,6 +197,7 @@ pub struct Config {
     pub operations: Vec<Operation>,
     pub fail_mode: FailMode,
     pub unpaired: UnpairedPolicy,
+    pub service_unpaired: ServiceUnpaired,
     pub timeout: Duration,
     pub store: String,
     pub dictionary: Option<PathBuf>,
@@ -244,6 +257,7 @@ struct RawConfig {
     operations: Option<RawOperations>,
     fail_mode: Option<FailMode>,
     unpaired: Option<UnpairedPolicy>,
+    service_unpaired: Option<ServiceUnpaired>,
     timeout_ms: Option<u64>,
     store: Option<String>,
     dictionary: Option<PathBuf>,
@@ -425,8 +439,14 @@ impl Config {
             key: None,
             message,
         };
-        // One open, checked and read through the same descriptor: no symbolic link, no swap between the
-        // permission check and the read, nothing but a small regular file.
+        // The directories on the way by path (root's, not writable by others), then one open, checked and
+        // read through the same descriptor: no symbolic link, no swap between the permission check and
+        // the read, nothing but a small regular file.
+        // (A missing file is reported by the open below.)
+        match crate::safe_path::check_ancestors(path, options.trusted_owner) {
+            Err(p) if !p.not_found => return Err(whole(p.to_string())),
+            _ => {}
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -546,6 +566,33 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     if !(store.starts_with("sqlite://") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
         return Err(c.error(None, "store", "must be sqlite:///PATH or postgres://..."));
     }
+    // Every path is absolute: a relative one would resolve against the working directory of whatever
+    // process loads the module (or of a sudo caller).
+    let relative = |p: &Path| !p.is_absolute();
+    if store.strip_prefix("sqlite://").is_some_and(|p| relative(Path::new(p))) {
+        return Err(c.error(
+            None,
+            "store",
+            "the SQLite path must be absolute (sqlite:///var/lib/...)",
+        ));
+    }
+    let must_be_absolute = |section: Option<&str>, key: &str, p: Option<&PathBuf>| match p {
+        Some(p) if relative(p) => Err(c.error(
+            section,
+            key,
+            format!("{} is a relative path: give the absolute path", p.display()),
+        )),
+        _ => Ok(()),
+    };
+    must_be_absolute(None, "dictionary", raw.dictionary.as_ref())?;
+    if let Some(l) = &raw.latch {
+        must_be_absolute(Some("latch"), "secret_file", l.secret_file.as_ref())?;
+        must_be_absolute(Some("latch"), "ca_file", l.ca_file.as_ref())?;
+    }
+    if let Some(p) = &raw.pingid {
+        must_be_absolute(Some("pingid"), "token_file", p.token_file.as_ref())?;
+        must_be_absolute(Some("pingid"), "api_key_file", p.api_key_file.as_ref())?;
+    }
 
     let latch = match raw.latch {
         None => None,
@@ -615,6 +662,7 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         operations,
         fail_mode: raw.fail_mode.unwrap_or(FailMode::Secure),
         unpaired: raw.unpaired.unwrap_or(UnpairedPolicy::Ignore),
+        service_unpaired: raw.service_unpaired.unwrap_or(ServiceUnpaired::Deny),
         timeout: Duration::from_millis(timeout_ms),
         store,
         dictionary: raw.dictionary,
@@ -691,11 +739,10 @@ fn parse_operations<'a>(c: &Checker<'_>, items: impl Iterator<Item = &'a str>) -
     Ok(out)
 }
 
-/// Refuses a file not owned by root (or the trusted uid), writable by group/other, or — when it holds
-/// secrets — readable by group/other.
+/// Refuses a file that someone other than root (or the trusted uid) could have written or put in place
+/// ([`crate::safe_path`]), or — when it holds secrets — that group/other can read.
 pub fn check_permissions(path: &Path, holds_secrets: bool, trusted_owner: Option<u32>) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    check_metadata(path, &meta, holds_secrets, trusted_owner)
+    crate::safe_path::check_file(path, trusted_owner, holds_secrets).map_err(|p| p.to_string())
 }
 
 fn check_metadata(
@@ -704,24 +751,7 @@ fn check_metadata(
     holds_secrets: bool,
     trusted_owner: Option<u32>,
 ) -> Result<(), String> {
-    let uid = meta.uid();
-    if uid != 0 && Some(uid) != trusted_owner {
-        return Err(format!("{} is owned by uid {uid}, not root", path.display()));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by group or others (mode {mode:o})",
-            path.display()
-        ));
-    }
-    if holds_secrets && mode & 0o044 != 0 {
-        return Err(format!(
-            "{} holds secrets and is readable by group or others (mode {mode:o}); chmod 600 it",
-            path.display()
-        ));
-    }
-    Ok(())
+    crate::safe_path::check_file_meta(path, meta, trusted_owner, holds_secrets).map_err(|p| p.to_string())
 }
 
 #[cfg(test)]

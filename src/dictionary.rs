@@ -63,6 +63,12 @@ const DEFAULTS: &[(Section, &str, &str)] = &[
     ),
     (
         Section::Lock,
+        "unpaired_at_service",
+        "Access denied: the pairing of this account was removed at the lock server (from the phone). \
+         Ask your administrator to pair it again or to remove it.",
+    ),
+    (
+        Section::Lock,
         "error",
         "The lock server refused the request ({code}: {message}).",
     ),
@@ -314,10 +320,12 @@ impl Dictionary {
     }
 }
 
+/// The template with its placeholders filled; the values (a server's message, a user name) are
+/// escaped, so they cannot add lines or reorder what the terminal shows.
 fn fill(template: &str, args: &[(&str, &str)]) -> String {
     let mut out = template.to_string();
     for (name, value) in args {
-        out = out.replace(&format!("{{{name}}}"), value);
+        out = out.replace(&format!("{{{name}}}"), &crate::escape::escape(value));
     }
     out
 }

@@ -3,6 +3,8 @@
 //! Module map:
 //! - [`config`]: `lockserver.conf` → [`config::Config`], validated, with permission checks.
 //! - [`dictionary`]: every text a user sees.
+//! - [`escape`]: text from others made safe for a log line or a terminal.
+//! - [`safe_path`]: which files may be trusted (root's, in root's directories).
 //! - [`service`]: one trait for "a lock server", one module per service.
 //! - [`store`]: the pairing store (SQLite by default).
 //! - [`totp`]: RFC 6238 codes for local verification.
@@ -17,8 +19,10 @@ pub mod accounts;
 pub mod capi;
 pub mod config;
 pub mod dictionary;
+pub mod escape;
 pub mod login;
 pub mod pam;
+pub mod safe_path;
 pub mod service;
 pub mod store;
 pub mod totp;

@@ -6,8 +6,9 @@
 
 #![forbid(unsafe_code)]
 
-use crate::config::{Config, FailMode, OperationRule, TotpSource, UnpairedPolicy};
+use crate::config::{Config, FailMode, OperationRule, ServiceUnpaired, TotpSource, UnpairedPolicy};
 use crate::dictionary::{Dictionary, Section};
+use crate::escape::{escape, quoted};
 use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};
 use crate::store::{Pairing, PairingStore, StoreError};
 use crate::totp;
@@ -110,7 +111,7 @@ impl Login<'_> {
         if self.explicit_operation && !config.has_operation(self.operation) {
             log::error!(
                 "configuration error: operation={} names no entry of `operations` in the config",
-                self.operation
+                crate::escape::field(self.operation)
             );
             prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
             return Verdict::ConfigError;
@@ -128,7 +129,10 @@ impl Login<'_> {
         let mut budget = Budget::new(config.timeout);
         let operation_id = match config.operation_rule(self.operation) {
             OperationRule::Off => {
-                log::info!("lock check is off for operation {} (config)", self.operation);
+                log::info!(
+                    "lock check is off for operation {} (config)",
+                    crate::escape::field(self.operation)
+                );
                 None
             }
             OperationRule::Check(id) => Some(Some(id)),
@@ -195,7 +199,10 @@ impl Login<'_> {
 
     fn service<'r>(&self, res: &'r mut dyn Resources) -> Result<&'r dyn LockService, Verdict> {
         res.service().map_err(|e| {
-            log::error!("configuration error: cannot build the service client: {e}");
+            log::error!(
+                "configuration error: cannot build the service client: {}",
+                escape(&e.to_string())
+            );
             Verdict::ConfigError
         })
     }
@@ -229,13 +236,32 @@ impl Login<'_> {
                 log::info!("latch open ({scope}); the service asks for a one-time password");
                 self.one_time_password(service, prompter, challenge, budget)
             }
-            Err(ServiceError::NotPaired { .. }) => {
-                log::warn!("the service says the account is not paired (unpaired on the phone?)");
-                self.unpaired(prompter, "the service says not paired")
-            }
+            Err(ServiceError::NotPaired { .. }) => match self.config.service_unpaired {
+                // The store has this user as paired: a pairing removed at the service (from the phone)
+                // must not shed the lock.
+                ServiceUnpaired::Deny => {
+                    log::warn!(
+                        "access denied: the store has the user as paired but the service says not paired \
+                         (pairing removed at the service?); pair again or remove the pairing \
+                         (service_unpaired = \"deny\")"
+                    );
+                    prompter.error(self.dictionary.get(Section::Lock, "unpaired_at_service"));
+                    Verdict::Deny
+                }
+                ServiceUnpaired::AsUnpaired => {
+                    log::warn!("the service says the account is not paired (unpaired on the phone?)");
+                    self.unpaired(
+                        prompter,
+                        "the service says not paired; service_unpaired = \"as_unpaired\"",
+                    )
+                }
+            },
             Err(ServiceError::Api { code, message }) => {
                 // An answer, not an outage: fail_mode does not apply.
-                log::error!("access denied: the service refused the status request ({code}: {message})");
+                log::error!(
+                    "access denied: the service refused the status request ({code}: {})",
+                    quoted(&message)
+                );
                 prompter.error(&self.dictionary.format(
                     Section::Lock,
                     "error",
@@ -252,20 +278,24 @@ impl Login<'_> {
         match error {
             ServiceError::Misconfigured { code, message } => {
                 log::error!(
-                    "access denied: the service rejects this host's configuration ({code}: {message}); \
-                     check app_id/secret, the clock (108/109) and the operation ids"
+                    "access denied: the service rejects this host's configuration ({code}: {}); \
+                     check app_id/secret, the clock (108/109) and the operation ids",
+                    quoted(&message)
                 );
                 prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
                 Verdict::ConfigError
             }
             other => match self.config.fail_mode {
                 FailMode::Secure => {
-                    log::error!("access denied (fail_mode = secure): {other}");
+                    log::error!("access denied (fail_mode = secure): {}", escape(&other.to_string()));
                     prompter.error(self.dictionary.get(Section::Lock, "unavailable"));
                     Verdict::Unavailable
                 }
                 FailMode::Safe => {
-                    log::warn!("FAIL-OPEN: access granted without a lock check (fail_mode = safe): {other}");
+                    log::warn!(
+                        "FAIL-OPEN: access granted without a lock check (fail_mode = safe): {}",
+                        escape(&other.to_string())
+                    );
                     Verdict::Allow
                 }
             },
@@ -483,7 +513,10 @@ impl Login<'_> {
                     return Verdict::Deny;
                 }
                 Err(e) if refused_once => {
-                    log::error!("access denied: the service failed after refusing a code: {e}");
+                    log::error!(
+                        "access denied: the service failed after refusing a code: {}",
+                        escape(&e.to_string())
+                    );
                     prompter.error(dict.get(Section::Lock, "unavailable"));
                     return Verdict::Unavailable;
                 }
@@ -502,6 +535,6 @@ impl Login<'_> {
 
 /// A store or setup failure at login: never lets anyone in, and says why in the log.
 fn config_error(e: impl std::fmt::Display) -> Verdict {
-    log::error!("configuration error: {e}");
+    log::error!("configuration error: {}", escape(&e.to_string()));
     Verdict::ConfigError
 }

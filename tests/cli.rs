@@ -169,6 +169,22 @@ fn check_config_reports_each_part() {
     let out = run(&env, None, &["check-config"]).expect("root");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+
+    // A store whose directory others can write (#9): what, where and the fix, in one line.
+    write_file_mode(&env.config_path(), &env.conf.render(), 0o600);
+    env.pair("alice");
+    let store_dir = env.store_path().parent().expect("store dir").to_path_buf();
+    std::fs::set_permissions(&store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let fix = format!("chmod go-w {}", store_dir.display());
+    let line = text(&out)
+        .lines()
+        .find(|l| l.contains(&fix))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no line with {fix:?}: {}", text(&out)));
+    assert!(line.contains("writable by group or others"), "{line}");
+    std::fs::set_permissions(&store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
 }
 
 /// `try-login` runs the real stack of a service: here in a private mount namespace whose /etc/pam.d

@@ -21,6 +21,7 @@ const OTP_PROMPT: &str = "Latch one-time password";
 const OTP_INVALID: &str = "one-time password is not right";
 const UNAVAILABLE_TEXT: &str = "cannot be reached";
 const NOT_PAIRED_TEXT: &str = "not paired with the lock server";
+const UNPAIRED_AT_SERVICE_TEXT: &str = "pairing of this account was removed at the lock server";
 
 /// How long any one PAM call may take: the config's budget plus a small margin.
 fn budget(env: &Env) -> Duration {
@@ -343,7 +344,7 @@ fn unpaired_policy_applies_before_any_store_exists() {
 }
 
 #[test]
-fn service_saying_not_paired_is_treated_as_unpaired_with_a_warning() {
+fn service_saying_not_paired_denies_a_user_the_store_has_as_paired() {
     let mut env = Env::new();
     let svc = env.service("sshd", &[]);
     let acc = env.pair("alice");
@@ -353,13 +354,68 @@ fn service_saying_not_paired_is_treated_as_unpaired_with_a_warning() {
         .unpair(&acc, Instant::now() + Duration::from_secs(5))
         .expect("unpair at the service");
 
+    // Default (service_unpaired = "deny"): whatever `unpaired` says, the lock cannot be shed this way.
+    for unpaired in ["ignore", "allow", "deny"] {
+        env.set_conf(|c| c.unpaired = unpaired.into());
+        env.logs.clear();
+        let t = auth(
+            &env,
+            &svc,
+            "alice",
+            &[],
+            PAM_AUTH_ERR,
+            &format!("201, unpaired = {unpaired}"),
+        );
+        assert!(t.has(Style::Error, UNPAIRED_AT_SERVICE_TEXT), "{t:?}");
+        account(
+            &env,
+            &svc,
+            "alice",
+            PAM_PERM_DENIED,
+            &format!("201, unpaired = {unpaired}"),
+        );
+        let line = env
+            .logs
+            .expect_line(&["user=alice", "service says not paired", "service_unpaired"]);
+        assert!(line.starts_with(PRI_WARNING), "logged as a warning: {line}");
+    }
+
+    // The old behaviour, chosen explicitly: `unpaired` decides.
+    env.set_conf(|c| c.extra = "service_unpaired = \"as_unpaired\"".into());
     env.set_conf(|c| c.unpaired = "deny".into());
-    auth(&env, &svc, "alice", &[], PAM_AUTH_ERR, "201, unpaired = deny");
-    account(&env, &svc, "alice", PAM_PERM_DENIED, "201, unpaired = deny");
+    auth(
+        &env,
+        &svc,
+        "alice",
+        &[],
+        PAM_AUTH_ERR,
+        "201, as_unpaired, unpaired = deny",
+    );
+    account(
+        &env,
+        &svc,
+        "alice",
+        PAM_PERM_DENIED,
+        "201, as_unpaired, unpaired = deny",
+    );
     env.set_conf(|c| c.unpaired = "allow".into());
-    auth(&env, &svc, "alice", &[], PAM_SUCCESS, "201, unpaired = allow");
+    auth(
+        &env,
+        &svc,
+        "alice",
+        &[],
+        PAM_SUCCESS,
+        "201, as_unpaired, unpaired = allow",
+    );
     env.set_conf(|c| c.unpaired = "ignore".into());
-    auth(&env, &svc, "alice", &[], PAM_IGNORE, "201, unpaired = ignore");
+    auth(
+        &env,
+        &svc,
+        "alice",
+        &[],
+        PAM_IGNORE,
+        "201, as_unpaired, unpaired = ignore",
+    );
     let line = env.logs.expect_line(&["user=alice", "not paired"]);
     let warn = env
         .logs
@@ -368,6 +424,10 @@ fn service_saying_not_paired_is_treated_as_unpaired_with_a_warning() {
         .find(|l| l.contains("says") && l.contains("not paired"))
         .unwrap_or_else(|| panic!("no warning about the service's answer: {line}"));
     assert!(warn.starts_with(PRI_WARNING), "logged as a warning: {warn}");
+
+    // A bad value is a configuration error naming the key.
+    env.set_conf(|c| c.extra = "service_unpaired = \"allow\"".into());
+    config_error(&env, &svc, &["as_unpaired"], "service_unpaired = allow");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1123,4 +1183,240 @@ fn churn_store_writer_process() {
         store.insert(&churn_pairing(j)).expect("final pairing");
     }
     println!("CHURN_CYCLES={cycles}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hardening (#9): trusted paths, absolute paths, contradictory answers, escaping, the audit trail
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn store_in_a_place_others_can_change_is_a_service_error() {
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.fail_mode = "safe".into();
+        c.unpaired = "allow".into();
+    });
+    let svc = env.service("sshd", &[]);
+    env.pair("alice");
+    let store_dir = env.store_path().parent().expect("store dir").to_path_buf();
+
+    // The directory holding the store, sticky and world-writable like /tmp: others can create the
+    // store's -wal or -journal file there.
+    chmod(&store_dir, 0o1777);
+    config_error(&env, &svc, &["sticky", "store"], "store in a sticky dir");
+    // Group-writable: the store could be replaced.
+    chmod(&store_dir, 0o770);
+    config_error(
+        &env,
+        &svc,
+        &["writable by group or others", "chmod go-w"],
+        "group-writable store dir",
+    );
+    chmod(&store_dir, 0o700);
+    auth(&env, &svc, "alice", &[], PAM_SUCCESS, "store dir fixed");
+
+    // A side file readable by others (not only a writable one) is refused, with the fix.
+    let journal = std::path::PathBuf::from(format!("{}-journal", env.store_path().display()));
+    common::write_file_mode(&journal, "", 0o644);
+    config_error(&env, &svc, &["-journal", "chmod 600"], "readable store journal");
+    std::fs::remove_file(&journal).expect("rm journal");
+
+    // A store reached through a symbolic link someone else owns (only root can make one).
+    if common::current_uid() != 0 {
+        return;
+    }
+    let link_dir = env.dir.path().join("via");
+    std::os::unix::fs::symlink(&store_dir, &link_dir).expect("symlink");
+    std::os::unix::fs::lchown(&link_dir, Some(4242), None).expect("lchown");
+    let via = link_dir.join("lockserver.db");
+    env.set_conf(|c| c.store = format!("sqlite://{}", via.display()));
+    config_error(
+        &env,
+        &svc,
+        &["symbolic link owned by uid 4242"],
+        "store via a foreign symlink",
+    );
+    // Root's link is followed.
+    std::os::unix::fs::lchown(&link_dir, Some(0), None).expect("lchown");
+    auth(&env, &svc, "alice", &[], PAM_SUCCESS, "store via root's symlink");
+}
+
+#[test]
+fn config_and_dictionary_in_a_writable_directory_are_refused() {
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.fail_mode = "safe".into();
+        c.unpaired = "allow".into();
+    });
+    let conf_dir = env.dir.path().join("etc");
+    std::fs::create_dir(&conf_dir).expect("mkdir");
+    let conf = conf_dir.join("lockserver.conf");
+    common::write_file_mode(&conf, &env.conf.render(), 0o600);
+    let svc = env.service_with_config("sshd", &conf, &[]);
+    auth(&env, &svc, "nobody-paired", &[], PAM_SUCCESS, "config in a 0700 dir");
+
+    chmod(&conf_dir, 0o777);
+    config_error(
+        &env,
+        &svc,
+        &["writable by group or others", "chmod go-w"],
+        "config dir 0777",
+    );
+    chmod(&conf_dir, 0o1777);
+    config_error(&env, &svc, &["sticky"], "config dir 1777");
+    chmod(&conf_dir, 0o700);
+
+    // The dictionary: same rule.
+    let dict_dir = env.dir.path().join("dict");
+    std::fs::create_dir(&dict_dir).expect("mkdir");
+    let dict = dict_dir.join("dictionary.xml");
+    common::write_file_mode(&dict, "<dictionary/>", 0o644);
+    env.set_conf(|c| c.extra = format!("dictionary = \"{}\"", dict.display()));
+    common::write_file_mode(&conf, &env.conf.render(), 0o600);
+    chmod(&dict_dir, 0o777);
+    config_error(
+        &env,
+        &svc,
+        &["dictionary", "writable by group or others"],
+        "dictionary dir 0777",
+    );
+}
+
+#[test]
+fn relative_paths_in_the_config_are_refused_naming_the_key() {
+    let mut env = Env::new();
+    let store = env.conf.store.clone();
+    env.set_conf(|c| {
+        c.fail_mode = "safe".into();
+        c.unpaired = "allow".into();
+        c.store = "sqlite://var/lib/lockserver.db".into();
+    });
+    let svc = env.service("sshd", &[]);
+    config_error(&env, &svc, &["`store`", "absolute"], "relative store");
+    env.set_conf(|c| {
+        c.store = store.clone();
+        c.extra = "dictionary = \"dictionary.xml\"".into();
+    });
+    config_error(&env, &svc, &["`dictionary`", "relative"], "relative dictionary");
+    let text = env.conf.render().replace("dictionary = \"dictionary.xml\"", "");
+    let with_ca = text.replace("[latch]\n", "[latch]\nca_file = \"ca.pem\"\n");
+    common::write_file_mode(&env.config_path(), &with_ca, 0o600);
+    config_error(&env, &svc, &["`latch.ca_file`", "relative"], "relative ca_file");
+}
+
+#[test]
+fn contradictory_answers_are_unavailable_and_logged_as_ambiguous() {
+    // Two `status` fields with opposite values: a last-key-wins reader would follow the second. Either
+    // order is refused, and fail_mode decides.
+    for twin_first in [true, false] {
+        fault_case(&format!("duplicated status (twin first: {twin_first})"), |env| {
+            env.emu.set_fault(Fault::Contradict { twin_first });
+        });
+    }
+    let env = Env::new();
+    let svc = env.service("sshd", &[]);
+    env.pair("alice");
+    env.emu.set_fault(Fault::Contradict { twin_first: true });
+    auth(&env, &svc, "alice", &[], PAM_AUTHINFO_UNAVAIL, "contradictory status");
+    env.logs
+        .expect_line(&["user=alice", "ambiguous", "\"status\" appears twice"]);
+}
+
+#[test]
+fn text_from_others_is_escaped_and_capped_in_logs_and_messages() {
+    let mut env = Env::new();
+    env.set_conf(|c| c.unpaired = "deny".into());
+    let svc = env.service("sshd", &[]);
+    // User names: a bidi override, a zero-width space, a line separator, a C1 control, 10 KB.
+    let long = "b".repeat(10_000);
+    for user in [
+        "al\u{202e}ice",
+        "al\u{200b}ice",
+        "al\u{2028}ice",
+        "al\u{85}ice",
+        long.as_str(),
+    ] {
+        env.logs.clear();
+        auth(
+            &env,
+            &svc,
+            user,
+            &[],
+            PAM_AUTH_ERR,
+            &format!("user {:?}", user.get(..12)),
+        );
+        let lines = env.logs.lines();
+        assert!(!lines.is_empty());
+        for line in &lines {
+            assert!(
+                !line.chars().any(lockserver::escape::is_unsafe),
+                "raw control or format character in {line:?}"
+            );
+            assert!(line.len() < 1024, "a {}-byte line for a long user name", line.len());
+        }
+        if user.len() < 100 {
+            let c = user.chars().nth(2).expect("third char");
+            let escaped = format!("user=\"al\\u{{{:x}}}ice\"", c as u32);
+            assert!(lines.iter().all(|l| l.contains(&escaped)), "{escaped} not in {lines:?}");
+        }
+    }
+
+    // A server's message: escaped in the log line (quoted) and on the user's terminal.
+    env.pair("alice");
+    env.emu.set_error(999, Some("nope\u{202e}gnirts\u{2066}"));
+    env.logs.clear();
+    let t = auth(&env, &svc, "alice", &[], PAM_AUTH_ERR, "API error with a bidi message");
+    let shown = t.0.iter().map(|m| m.text.clone()).collect::<Vec<_>>().join("\n");
+    assert!(shown.contains("nope\\u{202e}gnirts\\u{2066}"), "{shown:?}");
+    assert!(!shown.contains('\u{202e}') && !shown.contains('\u{2066}'), "{shown:?}");
+    env.logs
+        .expect_line(&["user=alice", "(999: \"nope\\u{202e}gnirts\\u{2066}\")"]);
+}
+
+#[test]
+fn fifty_parallel_logins_lose_no_log_line_with_a_slow_syslog_daemon() {
+    // A syslog daemon that takes 0.5 ms per line: the socket's queue (10 datagrams on a stock kernel)
+    // fills up under 50 parallel logins; the module waits for room instead of dropping lines.
+    let env = Env::new();
+    let slow = common::LogCollector::bind_slow(env.dir.path().join("slow.sock"), Duration::from_micros(500));
+    let args = vec![
+        format!("config={}", env.config_path().display()),
+        format!("trust_owner={}", common::current_uid()),
+        format!("log_socket={}", slow.path.display()),
+    ];
+    common::pam_driver::write_service(&env.pam_dir(), "sshd", common::module_path(), &args);
+    let users: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        env.pair(u);
+    }
+    let pam_dir = env.pam_dir();
+    let threads: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|u| {
+            let pam_dir = pam_dir.clone();
+            std::thread::spawn(move || {
+                let mut s = common::PamSession::start(&pam_dir, "sshd", &u);
+                s.set_rhost(common::RHOST);
+                s.authenticate(&[]).0
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("login thread"), PAM_SUCCESS);
+    }
+    // Every login's two lines ("latch open", "access granted") arrive, none reports a loss.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let granted = |lines: &[String]| lines.iter().filter(|l| l.contains("access granted")).count();
+    while granted(&slow.lines()) < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = slow.lines();
+    assert_eq!(granted(&lines), 50, "lines received:\n{}", lines.join("\n"));
+    assert_eq!(lines.iter().filter(|l| l.contains("latch open")).count(), 50);
+    assert!(lines.iter().all(|l| !l.contains("were lost")), "{lines:?}");
 }

@@ -346,7 +346,9 @@ fn existing_mode_never_creates() {
     assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
 
     // A directory, or a file that is not a database: Unavailable, no panic.
-    let msg = unavailable_message(SqliteStore::open(&dir.0, OpenMode::Existing));
+    let sub = dir.path("sub.db");
+    fs::create_dir(&sub).expect("mkdir");
+    let msg = unavailable_message(SqliteStore::open(&sub, OpenMode::Existing));
     assert!(msg.contains("not a regular file"), "{msg}");
     let junk = dir.path("junk.db");
     fs::OpenOptions::new()
@@ -493,10 +495,15 @@ fn writable_by_others_is_refused() {
         let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Create));
         assert!(msg.contains("chmod 600"), "{mode:o}: {msg}");
     }
-    // Readable is not writable: allowed (the admin's choice), though 0600 is what Create makes.
+    // Readable by others is refused too: SQLite gives the -wal and -shm files the database's mode, and
+    // those must be private (#9); 0600 is what Create makes.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-    drop(SqliteStore::open(&path, OpenMode::Existing).expect("0644 opens"));
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("chmod 600"), "{msg}");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    for side in ["-wal", "-shm"] {
+        let _ = fs::set_permissions(companion(&path, side), fs::Permissions::from_mode(0o600));
+    }
     drop(SqliteStore::open(&path, OpenMode::Existing).expect("0600 opens"));
 
     // A writable WAL companion could inject pages: refused too.
@@ -517,10 +524,20 @@ fn writable_by_others_is_refused() {
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).expect("chmod dir");
     let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
     assert!(msg.contains("directory"), "{msg}");
-    // ... unless it is sticky, like /tmp.
+    // ... even a sticky one like /tmp: others can create the `-wal` or `-journal` file beside it.
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).expect("chmod dir");
-    drop(SqliteStore::open(&path, OpenMode::Existing).expect("sticky dir"));
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("sticky"), "{msg}");
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).expect("chmod dir back");
+    drop(SqliteStore::open(&path, OpenMode::Existing).expect("0700 dir"));
+
+    // A side file that group or others can read is refused, not only a writable one.
+    let journal = companion(&path, "-journal");
+    fs::write(&journal, b"").expect("journal");
+    fs::set_permissions(&journal, fs::Permissions::from_mode(0o644)).expect("chmod journal");
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("-journal") && msg.contains("chmod 600"), "{msg}");
+    fs::remove_file(&journal).expect("rm journal");
 }
 
 #[test]

@@ -385,3 +385,38 @@ fn parallel_logins_share_one_rate_limit() {
         "only rate_limit_count codes are checked, however many logins run at once"
     );
 }
+
+/// Self-service removal through sudo must prove the user still holds the factors (#9, hole 9): the
+/// latch open right now, and a current TOTP code when TOTP is on.
+#[test]
+fn prove_factor_needs_an_open_latch_and_a_current_code() {
+    use lockserver::accounts::{Accounts, NotProven};
+    let (env, secret) = latch_env("alice");
+    let account = env.store().get("alice").expect("store").expect("paired").account_id;
+    let prove = |code: Option<&str>| {
+        let config = env.load_config();
+        let store = env.store();
+        let service = lockserver::service::from_config(&config).expect("client");
+        let accounts = Accounts {
+            config: &config,
+            store: store.as_ref(),
+            service: service.as_ref(),
+        };
+        accounts.prove_factor("alice", code, now())
+    };
+    assert_eq!(prove(None), Err(NotProven::CodeNeeded));
+    let right = code(&secret);
+    let wrong: String = right
+        .chars()
+        .map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) })
+        .collect();
+    assert_eq!(prove(Some(&wrong)), Err(NotProven::WrongCode));
+    assert_eq!(prove(Some(&code(&secret))), Ok(()));
+    env.latch(&account, None, false);
+    assert_eq!(prove(Some(&code(&secret))), Err(NotProven::Locked));
+    env.latch(&account, None, true);
+    assert!(matches!(
+        prove(Some("123")),
+        Err(NotProven::WrongCode | NotProven::Account(_))
+    ));
+}

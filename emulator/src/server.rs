@@ -777,7 +777,7 @@ fn api_request<S: Read + Write>(
             let app = sh.apps.first().map_or("", |a| a.0.as_str());
             return done(stream_huge(reader.get_mut(), app, size, chunked, keep));
         }
-        Fault::None | Fault::Slow { .. } | Fault::Trickle { .. } | Fault::Close => {}
+        Fault::None | Fault::Slow { .. } | Fault::Trickle { .. } | Fault::Close | Fault::Contradict { .. } => {}
     }
     let mut extra = Vec::new();
     let (status, ctype) = if req.path().starts_with("/pingid/") {
@@ -800,6 +800,9 @@ fn api_request<S: Read + Write>(
             None => api(sh, req, body, now_ms, qr_mode),
         }
     };
+    if let Fault::Contradict { twin_first } = fault {
+        contradict_statuses(body, twin_first);
+    }
     http::write_response_with(out, status, ctype, &extra, body, keep);
     let head_len = out.len() - if status == 204 { 0 } else { body.len() };
     let w = reader.get_mut();
@@ -827,6 +830,38 @@ fn api_request<S: Read + Write>(
         }
         _ => done(send(w, out)),
     }
+}
+
+/// Gives every `"status":"on"` / `"status":"off"` of a compact JSON body a contradicting twin.
+fn contradict_statuses(body: &mut Vec<u8>, twin_first: bool) {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("\"status\":\"") {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let (real, twin, len) = if from.starts_with("\"status\":\"on\"") {
+            ("\"status\":\"on\"", "\"status\":\"off\"", 13)
+        } else if from.starts_with("\"status\":\"off\"") {
+            ("\"status\":\"off\"", "\"status\":\"on\"", 14)
+        } else {
+            out.push_str(&from[..10]);
+            rest = &from[10..];
+            continue;
+        };
+        if twin_first {
+            out.push_str(twin);
+            out.push(',');
+            out.push_str(real);
+        } else {
+            out.push_str(real);
+            out.push(',');
+            out.push_str(twin);
+        }
+        rest = &from[len..];
+    }
+    out.push_str(rest);
+    *body = out.into_bytes();
 }
 
 /// Holds the connection without answering until the client goes away, the emulator stops or `max` passes.

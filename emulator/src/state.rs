@@ -78,6 +78,13 @@ pub enum Fault {
         /// Send it with `Transfer-Encoding: chunked` instead of a `Content-Length`.
         chunked: bool,
     },
+    /// The correct answer with every `"status"` given twice, the contradicting value first (`twin_first`)
+    /// or last: an ambiguous answer that a last-key-wins parser reads one way and a first-key-wins
+    /// parser the other.
+    Contradict {
+        /// The contradicting `status` comes before the real one.
+        twin_first: bool,
+    },
 }
 
 impl Fault {
@@ -93,6 +100,8 @@ impl Fault {
             Fault::Trickle { .. } => "trickle",
             Fault::Close => "close",
             Fault::Huge { .. } => "huge",
+            Fault::Contradict { twin_first: true } => "contradict",
+            Fault::Contradict { twin_first: false } => "contradict_after",
         }
     }
 
@@ -117,6 +126,8 @@ impl Fault {
                 size: size.unwrap_or(64 << 20),
                 chunked: true,
             },
+            "contradict" => Fault::Contradict { twin_first: true },
+            "contradict_after" => Fault::Contradict { twin_first: false },
             _ => return None,
         })
     }

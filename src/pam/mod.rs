@@ -25,6 +25,9 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
+/// Longest text shown to the user in one PAM message (dictionary texts are short).
+const MAX_MESSAGE_CHARS: usize = 1024;
+
 /// `pam_set_data` key under which the auth phase records the user, operation and config it granted, so
 /// the account phase of the same transaction does not ask the service twice for the same thing.
 const CHECKED_KEY: &str = "pam_lockserver/granted(user,operation,config)";
@@ -129,7 +132,7 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
     let code = match bad_argument {
         None => run(pamh, &args, phase, &service_name, &user_bytes),
         Some(why) => {
-            log::error!("configuration error: {why}; denying");
+            log::error!("configuration error: {}; denying", crate::escape::escape(&why));
             PamResultCode::PAM_SERVICE_ERR
         }
     };
@@ -164,14 +167,17 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
     ) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("configuration error: {e}; denying");
+            log::error!(
+                "configuration error: {}; denying",
+                crate::escape::escape(&e.to_string())
+            );
             return PamResultCode::PAM_SERVICE_ERR;
         }
     };
     let dictionary = match Dictionary::for_config(&config, args.trust_owner) {
         Ok(d) => d,
         Err(e) => {
-            log::error!("configuration error: dictionary {e}; denying");
+            log::error!("configuration error: dictionary {}; denying", crate::escape::escape(&e));
             return PamResultCode::PAM_SERVICE_ERR;
         }
     };
@@ -294,13 +300,16 @@ impl<'h> ConvPrompter<'h> {
 impl Prompter for ConvPrompter<'_> {
     fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>> {
         let conv = self.conv.as_ref()?;
-        let reply = conv.send(PAM_PROMPT_ECHO_OFF, prompt).ok()??;
+        let prompt = crate::escape::for_terminal(prompt, MAX_MESSAGE_CHARS);
+        let reply = conv.send(PAM_PROMPT_ECHO_OFF, &prompt).ok()??;
         // A reply that is not UTF-8 cannot match any code: give back an empty answer.
         Some(Zeroizing::new(reply.as_str().map(str::to_string).unwrap_or_default()))
     }
 
     fn error(&mut self, text: &str) {
-        self.say(PAM_ERROR_MSG, text);
+        // The text may carry a server's message or a dictionary value: nothing in it may reorder or
+        // rewrite the user's terminal.
+        self.say(PAM_ERROR_MSG, &crate::escape::for_terminal(text, MAX_MESSAGE_CHARS));
     }
 }
 

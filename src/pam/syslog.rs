@@ -4,11 +4,29 @@
 //! Lines go as datagrams straight to the syslog socket (`/dev/log`, or `log_socket=` for containers and
 //! tests) instead of through `syslog(3)`: no `openlog()` state of the host process is touched, no unsafe
 //! code is needed, and the timestamp is left to the syslog daemon (RFC 3164 allows it).
+//!
+//! An authentication module must not lose its audit trail, nor hold a login on a stuck daemon: a send
+//! waits at most [`SEND_WAIT`] for room in the socket's queue (the kernel queues only
+//! `net.unix.max_dgram_qlen` datagrams, 10 by default). What still could not be written is counted,
+//! and the next line that gets through says how many were lost.
 
+use crate::escape;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+/// The longest a line waits for room in the syslog socket's queue.
+pub const SEND_WAIT: Duration = Duration::from_millis(100);
+/// Longest line sent (in characters); the fields in it are capped too, this is the last bound.
+const MAX_LINE_CHARS: usize = 2048;
+/// Per socket: lines that could not be written since the last one that was (present: the last send
+/// failed). Per socket, so a host (or a test) with several never reports one socket's losses in another.
+/// Held during a send, so this process's lines queue here, in order, and each send waits only for its
+/// own slot in the socket's queue.
+static LOST: LazyLock<Mutex<HashMap<PathBuf, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 const LOG_AUTHPRIV: u8 = 10 << 3;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
@@ -67,15 +85,10 @@ pub fn prefix(service: &str, phase: &str, user: &str, rhost: &str) -> String {
     )
 }
 
-/// Escapes control characters (and quotes oddities) so a user name cannot forge log lines.
+/// A name for a log field, escaped and quoted unless plain ([`escape::field`]), so a user name cannot
+/// forge a line or a field.
 pub fn printable(s: &str) -> String {
-    if s.is_empty() {
-        return "-".into();
-    }
-    if s.chars().all(|c| !c.is_control() && c != ' ') {
-        return s.to_string();
-    }
-    format!("{:?}", s)
+    escape::field(s)
 }
 
 impl log::Log for SyslogLogger {
@@ -107,16 +120,92 @@ impl log::Log for SyslogLogger {
                 ctx.prefix,
                 record.args()
             );
-            let line: String = text.chars().map(|ch| if ch == '\n' { ' ' } else { ch }).collect();
-            // Logging must never fail a login: a missing syslog daemon loses the line, nothing more.
-            // Non-blocking: a stuck syslog daemon (full socket queue) loses lines, it never holds a login.
-            if let Ok(sock) = UnixDatagram::unbound()
-                && sock.set_nonblocking(true).is_ok()
-            {
-                let _ = sock.send_to(line.as_bytes(), &ctx.socket);
-            }
+            send(&text, &ctx.socket);
         });
     }
 
     fn flush(&self) {}
+}
+
+/// Sends one line (escaped, capped), waiting at most [`SEND_WAIT`] for room; counts it as lost if it
+/// cannot go, and tells in it how many earlier lines were lost. Logging never fails a login.
+fn send(text: &str, socket: &std::path::Path) {
+    let mut lost_lines = LOST.lock().unwrap_or_else(PoisonError::into_inner);
+    let lost = lost_lines.remove(socket).unwrap_or(0);
+    let mut line = escape::for_log_line(text, MAX_LINE_CHARS);
+    if lost > 0 {
+        line.push_str(&format!(" ({lost} earlier log lines were lost)"));
+    }
+    // A blocking socket with a send timeout: the kernel waits for room in the receiver's queue
+    // (SO_SNDTIMEO applies to a full datagram queue), and gives up after SEND_WAIT. While the line
+    // before was lost (a daemon that stopped reading), no wait: a stuck daemon costs this process one
+    // SEND_WAIT, not one per line.
+    let sent = UnixDatagram::unbound()
+        .and_then(|sock| {
+            if lost > 0 {
+                sock.set_nonblocking(true)?;
+            } else {
+                sock.set_write_timeout(Some(SEND_WAIT))?;
+            }
+            sock.send_to(line.as_bytes(), socket)
+        })
+        .is_ok();
+    if !sent {
+        lost_lines.insert(socket.to_path_buf(), lost + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_and_reported_in_the_next_one() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("log.sock");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        // Nobody reads: the queue fills (net.unix.max_dgram_qlen datagrams), then lines are lost.
+        let queue: usize = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(512);
+        let sent = queue + 20;
+        for i in 0..sent {
+            send(&format!("line {i}"), &path);
+        }
+        daemon.set_nonblocking(true).expect("non-blocking");
+        let mut buf = vec![0u8; 8192];
+        let mut received = 0;
+        while daemon.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        assert!(received < sent, "all {sent} lines fit in the queue");
+        send("after the daemon caught up", &path);
+        let n = daemon.recv(&mut buf).expect("the next line gets through");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            line,
+            format!(
+                "after the daemon caught up ({} earlier log lines were lost)",
+                sent - received
+            )
+        );
+        // Reported once: the count starts again.
+        send("and then", &path);
+        let n = daemon.recv(&mut buf).expect("line");
+        assert_eq!(&buf[..n], b"and then");
+    }
+
+    #[test]
+    fn a_line_is_escaped_and_capped() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("log.sock");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        send(&format!("a\nb\u{202e}{}", "x".repeat(10_000)), &path);
+        let mut buf = vec![0u8; 65536];
+        let n = daemon.recv(&mut buf).expect("line");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(line.starts_with("a\\u{a}b\\u{202e}xxx"), "{line}");
+        assert!(line.len() < MAX_LINE_CHARS + 40, "{}", line.len());
+    }
 }

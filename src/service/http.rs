@@ -165,7 +165,10 @@ impl Transport {
         if plain {
             // The host only: a URL may carry credentials.
             let host = uri.host().unwrap_or("?");
-            log::warn!("http://{host}: plain HTTP, the connection to the service is not encrypted");
+            log::warn!(
+                "http://{}: plain HTTP, the connection to the service is not encrypted",
+                crate::escape::escape(host)
+            );
         }
         let agent = Agent::with_parts(config, DefaultConnector::default(), CachingResolver::default());
         Ok(Transport { agent, base_url })
@@ -333,7 +336,7 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
         // A broken system bundle is the system's problem, not this config's: keep the extra CA.
         Some(bundle) => match pem_certificates(&bundle) {
             Ok(system) => certs.extend(system),
-            Err(e) => log::warn!("system CA bundle unusable: {e}"),
+            Err(e) => log::warn!("system CA bundle unusable: {}", crate::escape::escape(&e.to_string())),
         },
         None => log::warn!("no system CA bundle found in {SYSTEM_CA_BUNDLES:?}"),
     }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod json;
 pub mod latch;
 pub mod pingid;
 

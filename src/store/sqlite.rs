@@ -14,9 +14,10 @@
 //!   vacuums. A missing file (or one no migration has ever run on) is [`StoreError::Missing`]; an older
 //!   schema is [`StoreError::Outdated`] and a newer one [`StoreError::Unavailable`], each saying what to run.
 //!
-//! Both modes refuse a database file (or its `-wal` / `-shm` companions) that group or others may write,
-//! and a parent directory that group or others may write (unless it is sticky). SQLite gives the `-wal`
-//! and `-shm` files the permissions of the database file, so they are 0600 as well.
+//! Both modes refuse a database file that is not root's or that group or others may write, in a place
+//! others could change (see [`crate::safe_path`]: its directories, and a `-wal`, `-shm` or `-journal`
+//! file open to group or others). SQLite gives the side files the permissions of the database file,
+//! so they are 0600 as well.
 //!
 //! # Waiting for locks
 //! Every connection waits for a locked database up to its busy timeout ([`DEFAULT_BUSY_TIMEOUT`] unless
@@ -501,69 +502,18 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Refuses a store that someone other than its owner could change. A missing file is [`StoreError::Missing`].
+/// Refuses a store that someone other than root (or the process's own uid) could change or put in place:
+/// the file, its directories and its side files ([`crate::safe_path::check_store_file`]). A missing file
+/// is [`StoreError::Missing`].
 fn check_permissions(path: &Path) -> Result<(), StoreError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing),
-        Err(e) => return Err(io_err(&format!("cannot stat {}", path.display()), e)),
-    };
-    if !meta.is_file() {
-        return Err(StoreError::Unavailable(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    refuse_writable(path, meta.mode())?;
-    // A store planted by another user (e.g. in a sticky directory) would make everyone unpaired.
     let own_uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
-    if meta.uid() != 0 && meta.uid() != own_uid {
-        return Err(StoreError::Unavailable(format!(
-            "{} is owned by uid {}, not root: the store must be root's (chown root {})",
-            path.display(),
-            meta.uid(),
-            path.display()
-        )));
-    }
-    for suffix in ["-wal", "-shm"] {
-        let mut companion = path.as_os_str().to_os_string();
-        companion.push(suffix);
-        let companion = PathBuf::from(companion);
-        match fs::metadata(&companion) {
-            Ok(m) => refuse_writable(&companion, m.mode())?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&format!("cannot stat {}", companion.display()), e)),
+    crate::safe_path::check_store_file(path, Some(own_uid)).map_err(|p| {
+        if p.not_found {
+            StoreError::Missing
+        } else {
+            StoreError::Unavailable(p.to_string())
         }
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let dir_mode = fs::metadata(dir)
-        .map_err(|e| io_err(&format!("cannot stat {}", dir.display()), e))?
-        .mode();
-    if dir_mode & 0o022 != 0 && dir_mode & 0o1000 == 0 {
-        return Err(StoreError::Unavailable(format!(
-            "the directory {} is writable by group or others (mode {:03o}), so the store in it could be \
-             replaced; make it root-only: chmod 700 {}",
-            dir.display(),
-            dir_mode & 0o7777,
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-fn refuse_writable(path: &Path, mode: u32) -> Result<(), StoreError> {
-    if mode & 0o022 != 0 {
-        return Err(StoreError::Unavailable(format!(
-            "{} is writable by group or others (mode {:03o}); the store must be root-only: chmod 600 {}",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        )));
-    }
-    Ok(())
+    })
 }
 
 fn set_timeout(conn: &Connection, timeout: Duration) -> Result<(), StoreError> {

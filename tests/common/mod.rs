@@ -147,6 +147,22 @@ impl Collected {
         }
         guard
     }
+
+    /// Moves at most one waiting datagram into the line list; whether there was one.
+    fn take_one(&self) -> bool {
+        let mut guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let Lines { lines, buf } = &mut *guard;
+        if buf.is_empty() {
+            buf.resize(256 * 1024, 0);
+        }
+        match self.sock.recv(buf) {
+            Ok(n) => {
+                lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Syslog severities as they appear in `<PRI>` with facility LOG_AUTHPRIV (10 << 3).
@@ -156,6 +172,15 @@ pub const PRI_INFO: &str = "<86>";
 
 impl LogCollector {
     pub fn bind(path: PathBuf) -> LogCollector {
+        Self::bind_reading(path, None)
+    }
+
+    /// A collector that reads like a busy syslog daemon: one datagram, then `per_line` of other work.
+    pub fn bind_slow(path: PathBuf, per_line: Duration) -> LogCollector {
+        Self::bind_reading(path, Some(per_line))
+    }
+
+    fn bind_reading(path: PathBuf, per_line: Option<Duration>) -> LogCollector {
         let sock = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
         sock.set_nonblocking(true).expect("non-blocking log socket");
         let inner = Arc::new(Collected {
@@ -168,8 +193,19 @@ impl LogCollector {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    drop(inner.drain());
-                    std::thread::sleep(Duration::from_millis(2));
+                    match per_line {
+                        None => {
+                            drop(inner.drain());
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Some(pause) => {
+                            if inner.take_one() {
+                                std::thread::sleep(pause);
+                            } else {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
                 }
             })
         };
@@ -234,6 +270,8 @@ pub struct Conf {
     pub timeout_ms: u64,
     pub store: String,
     pub max_attempts: u32,
+    /// More top-level lines, as written (e.g. `service_unpaired = "as_unpaired"`).
+    pub extra: String,
 }
 
 impl Conf {
@@ -246,6 +284,7 @@ impl Conf {
              unpaired   = \"{unpaired}\"\n\
              timeout_ms = {timeout}\n\
              store      = \"{store}\"\n\
+             {extra}\n\
              \n\
              [latch]\n\
              app_id = \"{app}\"\n\
@@ -263,6 +302,7 @@ impl Conf {
             secret = self.secret,
             url = self.url,
             max = self.max_attempts,
+            extra = self.extra,
         )
     }
 }
@@ -300,9 +340,11 @@ impl Env {
             ..Options::default()
         })
         .expect("start the Latch emulator");
+        // A 0700 directory in /tmp (root's sticky directory, which the module's path rule accepts on the
+        // way to a file, never as the directory holding it), whatever TMPDIR says.
         let dir = tempfile::Builder::new()
             .prefix("lockserver-pam-")
-            .tempdir()
+            .tempdir_in("/tmp")
             .expect("temp dir");
         fs::create_dir(dir.path().join("pam.d")).expect("mkdir pam.d");
         let logs = LogCollector::bind(dir.path().join("log.sock"));
@@ -316,6 +358,7 @@ impl Env {
             timeout_ms: 1000,
             store: format!("sqlite://{}", dir.path().join("store").join("lockserver.db").display()),
             max_attempts: 3,
+            extra: String::new(),
         };
         let env = Env {
             emu: Arc::new(emu),

@@ -97,7 +97,10 @@ impl LatchClient {
         let result = self.transport.send(method, path, &headers, form, deadline);
         match &result {
             Ok(reply) => log::debug!("latch: {method} {shown} -> HTTP {}", reply.status),
-            Err(e) => log::debug!("latch: {method} {shown} failed: {e}"),
+            Err(e) => log::debug!(
+                "latch: {method} {shown} failed: {}",
+                crate::escape::escape(&e.to_string())
+            ),
         }
         result
     }

@@ -9,7 +9,7 @@
 
 use crate::config::Secret;
 use crate::service::http::Reply;
-use crate::service::{Access, Challenge, ServiceError, TotpEnrolment};
+use crate::service::{Access, Challenge, ServiceError, TotpEnrolment, json};
 use serde_json::{Map, Value};
 
 /// Error codes that prove this host's configuration is wrong rather than the request or the user:
@@ -48,7 +48,11 @@ fn parse_body(body: &[u8]) -> Result<Option<Value>, ServiceError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| incoherent("not JSON"))?;
+    // A key given twice (anywhere) makes the answer ambiguous: refused, so fail_mode decides.
+    let value = json::parse_unique(body).map_err(|e| match e {
+        json::JsonError::Syntax => incoherent("not JSON"),
+        ambiguous => incoherent(&ambiguous.to_string()),
+    })?;
     let Value::Object(mut top) = value else {
         return Err(incoherent("not a JSON object"));
     };
@@ -90,7 +94,8 @@ pub fn map_error(code: u32, message: String) -> ServiceError {
     }
 }
 
-/// The server's text, made safe for one log line: control characters dropped, length capped.
+/// The server's text: control characters dropped, length capped. What is left (bidi overrides, format
+/// characters) is escaped where it is written ([`crate::escape`]).
 fn clean_message(message: &str) -> String {
     message
         .chars()
@@ -101,7 +106,7 @@ fn clean_message(message: &str) -> String {
 
 /// "HTTP 503", plus the Latch error inside if the body is a well-formed error envelope.
 fn http_status_reason(status: u16, body: &[u8]) -> String {
-    let inner = serde_json::from_slice::<Value>(body)
+    let inner = json::parse_unique(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| api_error(e).ok()));
     match inner {
@@ -392,6 +397,24 @@ mod tests {
             r#"{"data":"\"status\":\"on\""}"#,
         ] {
             is_unavailable(status_of(body, "APP"));
+        }
+    }
+
+    #[test]
+    fn duplicated_keys_are_ambiguous_and_unavailable_in_any_order() {
+        for body in [
+            r#"{"data":{"operations":{"APP":{"status":"on","status":"off"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"off","status":"on"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on"},"APP":{"status":"off"}}}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on"}}},"data":{"operations":{"APP":{"status":"off"}}}}"#,
+            r#"{"error":{"code":201,"message":"x"},"error":{"code":101,"message":"y"}}"#,
+            r#"{"error":{"code":201,"code":101}}"#,
+            r#"{"data":{"operations":{"APP":{"status":"on","two_factor":{"token":"a","token":"b"}}}}}"#,
+        ] {
+            match status_of(body, "APP") {
+                Err(ServiceError::Unavailable(why)) => assert!(why.contains("ambiguous"), "{body}: {why}"),
+                other => panic!("{body}: {other:?}"),
+            }
         }
     }
 

@@ -14,6 +14,8 @@
 //! unsigned 5xx is still an outage (it grants nothing, and a network attacker can cause an outage
 //! anyway); an unsigned 2xx/4xx is refused.
 
+#![forbid(unsafe_code)]
+
 pub mod response;
 pub mod sign;
 

@@ -5,6 +5,8 @@
 //! `{"status":"REJECTED","status":"APPROVED"}` would read as approved — an answer that says two
 //! things is incoherent, whatever the order. Answers are navigated key by key, never searched.
 
+#![forbid(unsafe_code)]
+
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::collections::HashSet;

@@ -7,6 +7,8 @@
 //! a query. A response is signed by a JWT of the same form whose `data` is `hex(sha256(body))`.
 //! Nothing here reads the clock or the network, so the reference vectors are pinned in tests.
 
+#![forbid(unsafe_code)]
+
 use data_encoding::{BASE64, BASE64_NOPAD, BASE64URL, BASE64URL_NOPAD, HEXLOWER};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
