@@ -183,6 +183,12 @@ pub struct Config {
     pub unpaired: UnpairedPolicy,
     pub timeout: Duration,
     pub store: String,
+    /// `store_password_file`, read: the PostgreSQL password.
+    pub store_password: Option<Secret>,
+    /// `store_ca_file`: extra trusted CAs for PostgreSQL TLS.
+    pub store_ca_file: Option<PathBuf>,
+    /// `store_fail_mode` (default `fail_mode`): what a login does when a networked store is unreachable.
+    pub store_fail_mode: FailMode,
     pub dictionary: Option<PathBuf>,
     pub latch: Option<LatchConfig>,
     pub pingid: Option<PingIdConfig>,
@@ -242,6 +248,9 @@ struct RawConfig {
     unpaired: Option<UnpairedPolicy>,
     timeout_ms: Option<u64>,
     store: Option<String>,
+    store_password_file: Option<PathBuf>,
+    store_ca_file: Option<PathBuf>,
+    store_fail_mode: Option<FailMode>,
     dictionary: Option<PathBuf>,
     latch: Option<RawLatch>,
     pingid: Option<RawPingId>,
@@ -508,6 +517,39 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     if !(store.starts_with("sqlite://") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
         return Err(c.error(None, "store", "must be sqlite:///PATH or postgres://..."));
     }
+    // The PostgreSQL keys, together (DESIGN §3): the password only from a root-only file, never the URL.
+    let networked = !store.starts_with("sqlite://");
+    if networked && crate::store::redact(&store) != store {
+        return Err(c.error(None, "store", "must not hold a password: use store_password_file"));
+    }
+    let store_password = match raw.store_password_file {
+        Some(file) if networked => {
+            let err = |m: String| c.error(None, "store_password_file", m);
+            if !c.check_files {
+                return Err(err("secret files are not allowed here".into()));
+            }
+            check_permissions(&file, true, c.trusted_owner).map_err(err)?;
+            let text = fs::read_to_string(&file).map_err(|e| err(format!("{}: {e}", file.display())))?;
+            let value = Secret::new(text.trim());
+            if value.expose().is_empty() {
+                return Err(err(format!("{} is empty", file.display())));
+            }
+            Some(value)
+        }
+        Some(_) => return Err(c.error(None, "store_password_file", "is only for a postgres:// store")),
+        None => None,
+    };
+    if let Some(ca) = &raw.store_ca_file
+        && c.check_files
+    {
+        let err = |m: String| c.error(None, "store_ca_file", m);
+        if !ca.is_file() {
+            return Err(err(format!("{} is not a readable file", ca.display())));
+        }
+        check_permissions(ca, false, c.trusted_owner).map_err(err)?;
+    }
+    let fail_mode = raw.fail_mode.unwrap_or(FailMode::Secure);
+    let store_fail_mode = raw.store_fail_mode.unwrap_or(fail_mode);
 
     let latch = match raw.latch {
         None => None,
@@ -575,10 +617,13 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         enabled: raw.enabled.unwrap_or(true),
         service,
         operations,
-        fail_mode: raw.fail_mode.unwrap_or(FailMode::Secure),
+        fail_mode,
         unpaired: raw.unpaired.unwrap_or(UnpairedPolicy::Ignore),
         timeout: Duration::from_millis(timeout_ms),
         store,
+        store_password,
+        store_ca_file: raw.store_ca_file,
+        store_fail_mode,
         dictionary: raw.dictionary,
         latch,
         pingid,

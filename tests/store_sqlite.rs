@@ -49,6 +49,11 @@ impl Drop for TempDir {
     }
 }
 
+/// The deadline of a test's store call: far enough never to matter unless a test waits for a lock.
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
 fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).expect("stat").permissions().mode() & 0o7777
 }
@@ -91,92 +96,99 @@ fn crud() {
     let dir = TempDir::new("crud");
     let path = dir.path("store.db");
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
+    assert_eq!(store.schema_version(later()), Ok(SCHEMA_VERSION));
 
-    assert_eq!(store.get("alice"), Ok(None));
-    assert_eq!(store.list(), Ok(vec![]));
-    store.insert(&pairing("carol")).expect("insert carol");
-    store.insert(&pairing("alice")).expect("insert alice");
+    assert_eq!(store.get("alice", later()), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![]));
+    store.insert(&pairing("carol"), later()).expect("insert carol");
+    store.insert(&pairing("alice"), later()).expect("insert alice");
     let bob = Pairing {
         enabled: false,
         totp_enabled: true,
         totp_id: Some("totp-bob".into()),
         ..pairing("bob")
     };
-    store.insert(&bob).expect("insert bob");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
-    assert_eq!(store.get("bob"), Ok(Some(bob.clone())));
+    store.insert(&bob, later()).expect("insert bob");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("bob", later()), Ok(Some(bob.clone())));
     // Ordered by user name.
-    assert_eq!(store.list(), Ok(vec![pairing("alice"), bob.clone(), pairing("carol")]));
+    assert_eq!(
+        store.list(later()),
+        Ok(vec![pairing("alice"), bob.clone(), pairing("carol")])
+    );
 
     // LOCK_TOTP_ENABLED / LOCK_TOTP_ID.
-    store.set_totp("alice", true, Some("totp-1")).expect("set_totp");
-    let alice = store.get("alice").expect("get").expect("paired");
+    store
+        .set_totp("alice", true, Some("totp-1"), later())
+        .expect("set_totp");
+    let alice = store.get("alice", later()).expect("get").expect("paired");
     assert!(alice.totp_enabled);
     assert_eq!(alice.totp_id.as_deref(), Some("totp-1"));
-    store.set_totp("alice", false, None).expect("set_totp off");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    store.set_totp("alice", false, None, later()).expect("set_totp off");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 
     // Local TOTP state.
-    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
     let state = LocalTotp {
         secret: Secret::new("JBSWY3DPEHPK3PXP"),
         last_step: Some(55_000_000),
         failures: 2,
         window_start: 1_700_000_000,
     };
-    store.set_local_totp("alice", Some(&state)).expect("set_local_totp");
-    assert_eq!(store.local_totp("alice"), Ok(Some(state.clone())));
-    assert_eq!(store.local_totp("carol"), Ok(None));
+    store
+        .set_local_totp("alice", Some(&state), later())
+        .expect("set_local_totp");
+    assert_eq!(store.local_totp("alice", later()), Ok(Some(state.clone())));
+    assert_eq!(store.local_totp("carol", later()), Ok(None));
 
     // Replay protection: only newer steps are accepted.
-    assert_eq!(store.accept_totp_step("alice", 55_000_000), Ok(false));
-    assert_eq!(store.accept_totp_step("alice", 54_999_999), Ok(false));
-    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(true));
-    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 55_000_000, later()), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 54_999_999, later()), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001, later()), Ok(true));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001, later()), Ok(false));
     assert_eq!(
-        store.local_totp("alice").map(|s| s.and_then(|s| s.last_step)),
+        store.local_totp("alice", later()).map(|s| s.and_then(|s| s.last_step)),
         Ok(Some(55_000_001))
     );
     // No local TOTP: nothing to accept.
-    assert_eq!(store.accept_totp_step("carol", 1), Ok(false));
+    assert_eq!(store.accept_totp_step("carol", 1, later()), Ok(false));
 
     // Rate-limit window: the stored window (1_700_000_000, 2 failures) runs for 60 s.
     let start = 1_700_000_000;
-    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(2));
-    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(3));
-    assert_eq!(store.totp_failures("alice", start + 59, 60), Ok(3));
-    assert_eq!(store.totp_failures("alice", start + 60, 60), Ok(0));
-    assert_eq!(store.clear_totp_failures("alice"), Ok(()));
-    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(0));
-    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(1));
+    assert_eq!(store.totp_failures("alice", start + 10, 60, later()), Ok(2));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60, later()), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 59, 60, later()), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 60, 60, later()), Ok(0));
+    assert_eq!(store.clear_totp_failures("alice", later()), Ok(()));
+    assert_eq!(store.totp_failures("alice", start + 10, 60, later()), Ok(0));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60, later()), Ok(1));
     // An expired window restarts with one failure at `now`.
-    assert_eq!(store.record_totp_failure("alice", start + 100, 60), Ok(1));
-    assert_eq!(store.totp_failures("alice", start + 120, 60), Ok(1));
-    let now_state = store.local_totp("alice").expect("read").expect("present");
+    assert_eq!(store.record_totp_failure("alice", start + 100, 60, later()), Ok(1));
+    assert_eq!(store.totp_failures("alice", start + 120, 60, later()), Ok(1));
+    let now_state = store.local_totp("alice", later()).expect("read").expect("present");
     assert_eq!((now_state.failures, now_state.window_start), (1, start + 100));
     // A user without local TOTP still has a counter (the row exists).
-    assert_eq!(store.record_totp_failure("carol", start, 60), Ok(1));
-    assert_eq!(store.totp_failures("carol", start, 60), Ok(1));
+    assert_eq!(store.record_totp_failure("carol", start, 60, later()), Ok(1));
+    assert_eq!(store.totp_failures("carol", start, 60, later()), Ok(1));
     // Nobody: no failures, and nothing to record on.
-    assert_eq!(store.totp_failures("nobody", start, 60), Ok(0));
+    assert_eq!(store.totp_failures("nobody", start, 60, later()), Ok(0));
 
     // Clearing the local TOTP state clears the counters too.
-    store.set_local_totp("alice", None).expect("clear");
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.totp_failures("alice", start + 100, 60), Ok(0));
+    store.set_local_totp("alice", None, later()).expect("clear");
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.totp_failures("alice", start + 100, 60, later()), Ok(0));
 
     // Everything survives reopening, in Existing mode (what a login does).
     drop(store);
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.list().map(|l| l.len()), Ok(3));
-    assert_eq!(store.get("bob"), Ok(Some(bob)));
+    assert_eq!(store.list(later()).map(|l| l.len()), Ok(3));
+    assert_eq!(store.get("bob", later()), Ok(Some(bob)));
 
     // Unicode and long-but-valid names are fine.
     let long = "x".repeat(256);
     for user in ["josé", "DOMAIN\\user", "user@example.com", long.as_str()] {
-        store.insert(&pairing(user)).expect("insert unusual name");
-        assert_eq!(store.get(user), Ok(Some(pairing(user))));
+        store.insert(&pairing(user), later()).expect("insert unusual name");
+        assert_eq!(store.get(user, later()), Ok(Some(pairing(user))));
     }
 }
 
@@ -185,17 +197,17 @@ fn already_paired() {
     let dir = TempDir::new("dup");
     let path = dir.path("store.db");
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("first insert");
+    store.insert(&pairing("alice"), later()).expect("first insert");
     let other = Pairing {
         account_id: "another-account".into(),
         ..pairing("alice")
     };
-    assert_eq!(store.insert(&other), Err(StoreError::AlreadyPaired));
+    assert_eq!(store.insert(&other, later()), Err(StoreError::AlreadyPaired));
     // The first pairing is untouched.
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
     // Another connection sees the same.
     let second = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(second.insert(&other), Err(StoreError::AlreadyPaired));
+    assert_eq!(second.insert(&other, later()), Err(StoreError::AlreadyPaired));
 }
 
 #[test]
@@ -203,15 +215,17 @@ fn remove_returns_the_row_and_clears_totp_facts() {
     let dir = TempDir::new("remove");
     let path = dir.path("store.db");
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("insert");
-    store.set_totp("alice", true, Some("totp-42")).expect("set_totp");
+    store.insert(&pairing("alice"), later()).expect("insert");
     store
-        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")))
+        .set_totp("alice", true, Some("totp-42"), later())
+        .expect("set_totp");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
         .expect("local");
-    assert_eq!(store.accept_totp_step("alice", 7), Ok(true));
-    assert_eq!(store.record_totp_failure("alice", 1000, 60), Ok(1));
+    assert_eq!(store.accept_totp_step("alice", 7, later()), Ok(true));
+    assert_eq!(store.record_totp_failure("alice", 1000, 60, later()), Ok(1));
 
-    let removed = store.remove("alice").expect("remove");
+    let removed = store.remove("alice", later()).expect("remove");
     assert_eq!(
         removed,
         Some(Pairing {
@@ -220,33 +234,39 @@ fn remove_returns_the_row_and_clears_totp_facts() {
             ..pairing("alice")
         })
     );
-    assert_eq!(store.get("alice"), Ok(None));
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.totp_failures("alice", 1000, 60), Ok(0));
-    assert_eq!(store.remove("alice"), Ok(None));
+    assert_eq!(store.get("alice", later()), Ok(None));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.totp_failures("alice", 1000, 60, later()), Ok(0));
+    assert_eq!(store.remove("alice", later()), Ok(None));
 
     // Pairing again starts from nothing: no TOTP left over (the seed: unpairing removes the TOTP).
-    store.insert(&pairing("alice")).expect("pair again");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.accept_totp_step("alice", 8), Ok(false));
+    store.insert(&pairing("alice"), later()).expect("pair again");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.accept_totp_step("alice", 8, later()), Ok(false));
 }
 
 #[test]
 fn unpaired_users() {
     let dir = TempDir::new("unpaired");
     let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
-    assert_eq!(store.set_totp("ghost", true, Some("t")), Err(StoreError::NotPaired));
     assert_eq!(
-        store.set_local_totp("ghost", Some(&totp_state("JBSWY3DPEHPK3PXP"))),
+        store.set_totp("ghost", true, Some("t"), later()),
         Err(StoreError::NotPaired)
     );
-    assert_eq!(store.set_local_totp("ghost", None), Err(StoreError::NotPaired));
-    assert_eq!(store.record_totp_failure("ghost", 1, 60), Err(StoreError::NotPaired));
-    assert_eq!(store.accept_totp_step("ghost", 1), Ok(false));
-    assert_eq!(store.local_totp("ghost"), Ok(None));
-    assert_eq!(store.remove("ghost"), Ok(None));
-    assert_eq!(store.list(), Ok(vec![]));
+    assert_eq!(
+        store.set_local_totp("ghost", Some(&totp_state("JBSWY3DPEHPK3PXP")), later()),
+        Err(StoreError::NotPaired)
+    );
+    assert_eq!(store.set_local_totp("ghost", None, later()), Err(StoreError::NotPaired));
+    assert_eq!(
+        store.record_totp_failure("ghost", 1, 60, later()),
+        Err(StoreError::NotPaired)
+    );
+    assert_eq!(store.accept_totp_step("ghost", 1, later()), Ok(false));
+    assert_eq!(store.local_totp("ghost", later()), Ok(None));
+    assert_eq!(store.remove("ghost", later()), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![]));
 }
 
 #[test]
@@ -257,40 +277,52 @@ fn invalid_values_are_refused_without_panicking() {
     let state = totp_state("JBSWY3DPEHPK3PXP");
     for user in ["", "a\nb", "a\0b", "tab\there", "\u{7f}", too_long.as_str()] {
         let invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid(_)));
-        assert!(matches!(store.get(user), Err(StoreError::Invalid(_))), "{user:?}");
-        assert!(invalid(store.insert(&pairing(user))), "{user:?}");
-        assert!(matches!(store.remove(user), Err(StoreError::Invalid(_))), "{user:?}");
-        assert!(invalid(store.set_totp(user, true, None)), "{user:?}");
         assert!(
-            matches!(store.local_totp(user), Err(StoreError::Invalid(_))),
+            matches!(store.get(user, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
-        assert!(invalid(store.set_local_totp(user, Some(&state))), "{user:?}");
+        assert!(invalid(store.insert(&pairing(user), later())), "{user:?}");
         assert!(
-            matches!(store.accept_totp_step(user, 1), Err(StoreError::Invalid(_))),
+            matches!(store.remove(user, later()), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(invalid(store.set_totp(user, true, None, later())), "{user:?}");
+        assert!(
+            matches!(store.local_totp(user, later()), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(invalid(store.set_local_totp(user, Some(&state), later())), "{user:?}");
+        assert!(
+            matches!(store.accept_totp_step(user, 1, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
         assert!(
-            matches!(store.record_totp_failure(user, 1, 60), Err(StoreError::Invalid(_))),
+            matches!(
+                store.record_totp_failure(user, 1, 60, later()),
+                Err(StoreError::Invalid(_))
+            ),
             "{user:?}"
         );
         assert!(
-            matches!(store.totp_failures(user, 1, 60), Err(StoreError::Invalid(_))),
+            matches!(store.totp_failures(user, 1, 60, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
     }
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     let bad_account = Pairing {
         account_id: "x\ny".into(),
         ..pairing("bob")
     };
-    assert!(matches!(store.insert(&bad_account), Err(StoreError::Invalid(_))));
     assert!(matches!(
-        store.set_totp("alice", true, Some("")),
+        store.insert(&bad_account, later()),
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.set_local_totp("alice", Some(&totp_state(""))),
+        store.set_totp("alice", true, Some(""), later()),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.set_local_totp("alice", Some(&totp_state("")), later()),
         Err(StoreError::Invalid(_))
     ));
     let huge = LocalTotp {
@@ -298,12 +330,12 @@ fn invalid_values_are_refused_without_panicking() {
         ..totp_state("JBSWY3DPEHPK3PXP")
     };
     assert!(matches!(
-        store.set_local_totp("alice", Some(&huge)),
+        store.set_local_totp("alice", Some(&huge), later()),
         Err(StoreError::Invalid(_))
     ));
     // Nothing above was stored.
-    assert_eq!(store.list(), Ok(vec![pairing("alice")]));
-    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![pairing("alice")]));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
 }
 
 #[test]
@@ -322,17 +354,15 @@ fn existing_mode_never_creates() {
     ));
     assert!(!dir.path("no").exists(), "Existing mode created a directory");
 
-    // An empty file (no migration ever committed): nobody can have paired.
+    // An empty file is no store: refused (a truncated store must not make everyone unpaired).
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .expect("touch");
-    assert!(matches!(
-        SqliteStore::open(&path, OpenMode::Existing),
-        Err(StoreError::Missing)
-    ));
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("empty file"), "{msg}");
     assert_eq!(
         fs::metadata(&path).map(|m| m.len()).ok(),
         Some(0),
@@ -340,10 +370,10 @@ fn existing_mode_never_creates() {
     );
     // The CLI makes it a store.
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create over the empty file");
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     drop(store);
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 
     // A directory, or a file that is not a database: Unavailable, no panic.
     let msg = unavailable_message(SqliteStore::open(&dir.0, OpenMode::Existing));
@@ -361,33 +391,41 @@ fn existing_mode_never_creates() {
 }
 
 #[test]
-fn schema_older_than_this_build() {
-    let dir = TempDir::new("old");
+fn sqlite_file_without_our_schema_is_refused_and_left_alone() {
+    let dir = TempDir::new("foreign");
     let path = dir.path("store.db");
     {
-        // A database this build did not migrate: it has something in it, but user_version 0.
+        // Another program's database: it has something in it, but not our schema (user_version 0).
         let conn = rusqlite::Connection::open(&path).expect("raw open");
         conn.execute_batch("CREATE TABLE unrelated (x INTEGER);")
             .expect("schema");
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let msg = match SqliteStore::open(&path, OpenMode::Existing) {
-        Err(e @ StoreError::Outdated { .. }) => e.to_string(),
-        Err(other) => panic!("expected Outdated, got {other:?}"),
-        Ok(_) => panic!("expected Outdated, the store opened"),
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("without the lockserver schema"), "{msg}");
+    // The CLI does not take it over either: no table of ours is added to someone else's file.
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Create));
+    assert!(msg.contains("without the lockserver schema"), "{msg}");
+    let tables = {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.query_row("SELECT group_concat(name) FROM sqlite_schema", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .expect("tables")
     };
-    assert!(msg.contains("schema version 0"), "{msg}");
-    assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
-    assert!(msg.contains("`lockserver users`"), "{msg}");
-    assert!(msg.contains("as root"), "{msg}");
+    assert_eq!(tables, "unrelated");
+}
 
-    // Create mode (any CLI command) migrates it; then logins can open it.
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("migrate");
-    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
-    store.insert(&pairing("alice")).expect("insert");
-    drop(store);
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing after migration");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+#[test]
+fn outdated_error_says_to_run_migrate() {
+    let e = StoreError::Outdated {
+        path: "/x.db".into(),
+        found: 1,
+        wanted: 2,
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("schema version 1"), "{msg}");
+    assert!(msg.contains("`lockserver migrate` as root"), "{msg}");
 }
 
 #[test]
@@ -419,7 +457,7 @@ fn created_root_only() {
     let dir = TempDir::new("perms");
     let path = dir.path("var/lib/lockserver/store.db");
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     assert_eq!(mode_of(&path), 0o600);
     assert_eq!(mode_of(&dir.path("var/lib/lockserver")), 0o700);
     // While a connection is open the WAL companions exist; SQLite copies the db file's mode.
@@ -449,7 +487,7 @@ fn created_root_only_whatever_the_umask() {
         }
         let path = PathBuf::from(path);
         let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        store.insert(&pairing("alice")).expect("insert");
+        store.insert(&pairing("alice"), later()).expect("insert");
         assert_eq!(mode_of(&path), 0o600);
         assert_eq!(mode_of(path.parent().expect("parent")), 0o700);
         for suffix in ["-wal", "-shm"] {
@@ -476,7 +514,7 @@ fn created_root_only_whatever_the_umask() {
     assert_eq!(mode_of(&path), 0o600);
     assert_eq!(mode_of(&dir.path("made")), 0o700);
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 }
 
 #[test]
@@ -528,39 +566,36 @@ fn busy_timeout_bounds_the_wait() {
     let dir = TempDir::new("busy");
     let path = dir.path("store.db");
     let holder = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    holder.insert(&pairing("alice")).expect("insert");
+    holder.insert(&pairing("alice"), later()).expect("insert");
     // Another process holds the write lock (a raw connection in an open IMMEDIATE transaction).
     let raw = rusqlite::Connection::open(&path).expect("raw");
     raw.execute_batch("BEGIN IMMEDIATE").expect("lock");
 
-    let login = SqliteStore::open_with_timeout(&path, OpenMode::Existing, Duration::from_millis(300))
-        .expect("opening does not need the write lock");
+    let login = SqliteStore::open(&path, OpenMode::Existing).expect("opening does not need the write lock");
     let start = Instant::now();
     assert_eq!(
-        login.accept_totp_step("alice", 1),
+        login.accept_totp_step("alice", 1, start + Duration::from_millis(300)),
         Err(StoreError::Unavailable("store busy".into()))
     );
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(250), "gave up after {waited:?}");
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     // Readers are not blocked by a writer in WAL mode.
-    assert_eq!(login.get("alice"), Ok(Some(pairing("alice"))));
-    // The login's budget shrinks: it can tell the store.
-    login.set_busy_timeout(Duration::ZERO).expect("set timeout");
+    assert_eq!(login.get("alice", later()), Ok(Some(pairing("alice"))));
+    // A login whose budget is spent gives up at once.
     let start = Instant::now();
-    assert_eq!(
-        login.record_totp_failure("alice", 1, 60),
-        Err(StoreError::Unavailable("store busy".into()))
-    );
+    assert!(matches!(
+        login.record_totp_failure("alice", 1, 60, start),
+        Err(StoreError::Unavailable(m)) if m.contains("store busy")
+    ));
     assert!(start.elapsed() < Duration::from_millis(200));
 
     // A writer waiting within its timeout gets through once the lock goes.
-    login.set_busy_timeout(Duration::from_secs(5)).expect("set timeout");
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         raw.execute_batch("COMMIT").expect("unlock");
     });
-    assert_eq!(login.record_totp_failure("alice", 1, 60), Ok(1));
+    assert_eq!(login.record_totp_failure("alice", 1, 60, later()), Ok(1));
     releaser.join().expect("releaser");
 }
 
@@ -624,7 +659,7 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                     enabled: rng.below(2) == 0,
                     ..pairing(user)
                 };
-                let got = store.insert(&p);
+                let got = store.insert(&p, later());
                 if entry.0.is_some() {
                     assert_eq!(got, Err(StoreError::AlreadyPaired), "insert {user}");
                 } else {
@@ -633,18 +668,22 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                 }
             }
             2 => {
-                let got = store.remove(user);
+                let got = store.remove(user, later());
                 assert_eq!(got, Ok(entry.0.take()), "remove {user}");
                 entry.1 = None;
             }
             3 => {
-                assert_eq!(store.get(user), Ok(entry.0.clone()), "get {user}");
-                assert_eq!(store.local_totp(user), Ok(entry.1.clone()), "local_totp {user}");
+                assert_eq!(store.get(user, later()), Ok(entry.0.clone()), "get {user}");
+                assert_eq!(
+                    store.local_totp(user, later()),
+                    Ok(entry.1.clone()),
+                    "local_totp {user}"
+                );
             }
             4 => {
                 let on = rng.below(2) == 0;
                 let tid = format!("totp-{id}-{op}");
-                let got = store.set_totp(user, on, on.then_some(tid.as_str()));
+                let got = store.set_totp(user, on, on.then_some(tid.as_str()), later());
                 match &mut entry.0 {
                     Some(p) => {
                         assert_eq!(got, Ok(()), "set_totp {user}");
@@ -661,7 +700,7 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                     failures: (op % 5) as u32,
                     window_start: op as u64,
                 });
-                let got = store.set_local_totp(user, state.as_ref());
+                let got = store.set_local_totp(user, state.as_ref(), later());
                 if entry.0.is_some() {
                     assert_eq!(got, Ok(()), "set_local_totp {user}");
                     entry.1 = state;
@@ -670,19 +709,21 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                 }
             }
             6 => {
-                let n = store.record_totp_failure(shared, NOW, FOREVER).expect("record failure");
+                let n = store
+                    .record_totp_failure(shared, NOW, FOREVER, later())
+                    .expect("record failure");
                 assert!(n >= 1);
                 *effects.failures.entry(shared.to_string()).or_default() += 1;
             }
             7 => {
                 // Every worker walks the same step numbers, so steps collide across workers.
                 let step = op as u64;
-                if store.accept_totp_step(shared, step).expect("accept step") {
+                if store.accept_totp_step(shared, step, later()).expect("accept step") {
                     effects.accepted.entry(shared.to_string()).or_default().push(step);
                 }
             }
             _ => {
-                let all = store.list().expect("list");
+                let all = store.list(later()).expect("list");
                 let listed: HashMap<&str, &Pairing> = all.iter().map(|p| (p.user.as_str(), p)).collect();
                 for (u, (p, _)) in &model {
                     assert_eq!(listed.get(u.as_str()).copied(), p.as_ref(), "list {u}");
@@ -693,17 +734,17 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
     }
     // Final state of this worker's users.
     for (u, (p, t)) in &model {
-        assert_eq!(store.get(u), Ok(p.clone()), "final get {u}");
-        assert_eq!(store.local_totp(u), Ok(t.clone()), "final local_totp {u}");
+        assert_eq!(store.get(u, later()), Ok(p.clone()), "final get {u}");
+        assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "final local_totp {u}");
     }
     (model, effects)
 }
 
 fn setup_shared(store: &SqliteStore) {
     for user in SHARED_USERS {
-        store.insert(&pairing(user)).expect("shared insert");
+        store.insert(&pairing(user), later()).expect("shared insert");
         store
-            .set_local_totp(user, Some(&totp_state("JBSWY3DPEHPK3PXP")))
+            .set_local_totp(user, Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
             .expect("shared totp");
     }
 }
@@ -713,7 +754,7 @@ fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
     for user in SHARED_USERS {
         let recorded: u32 = effects.iter().filter_map(|e| e.failures.get(user)).sum();
         assert_eq!(
-            store.totp_failures(user, NOW, FOREVER),
+            store.totp_failures(user, NOW, FOREVER, later()),
             Ok(recorded),
             "failures of {user}"
         );
@@ -730,9 +771,17 @@ fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
             "a step of {user} was accepted twice: {accepted:?}"
         );
         accepted.sort_unstable();
-        let last = store.local_totp(user).expect("local").expect("present").last_step;
+        let last = store
+            .local_totp(user, later())
+            .expect("local")
+            .expect("present")
+            .last_step;
         assert_eq!(last, accepted.last().copied(), "last step of {user}");
-        assert_eq!(store.get(user), Ok(Some(pairing(user))), "shared pairing {user}");
+        assert_eq!(
+            store.get(user, later()),
+            Ok(Some(pairing(user))),
+            "shared pairing {user}"
+        );
     }
 }
 
@@ -774,7 +823,7 @@ fn concurrent_threads_with_their_own_connections() {
     let results: Vec<(Model, SharedEffects)> = workers.into_iter().map(|h| h.join().expect("worker thread")).collect();
 
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
     // Every worker's users hold exactly what its model says; nothing else exists.
     let mut expected: Vec<Pairing> = results
         .iter()
@@ -782,10 +831,10 @@ fn concurrent_threads_with_their_own_connections() {
         .chain(SHARED_USERS.iter().map(|u| pairing(u)))
         .collect();
     expected.sort_by(|a, b| a.user.cmp(&b.user));
-    assert_eq!(store.list(), Ok(expected));
+    assert_eq!(store.list(later()), Ok(expected));
     for (model, _) in &results {
         for (u, (_, t)) in model {
-            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+            assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "local_totp {u}");
         }
     }
     let effects: Vec<SharedEffects> = results.into_iter().map(|(_, e)| e).collect();
@@ -902,17 +951,17 @@ fn concurrent_processes_and_threads() {
     );
 
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
     check_shared(&store, &effects);
     // The threads' users (the children checked theirs before exiting).
     for model in &models {
         for (u, (p, t)) in model {
-            assert_eq!(store.get(u), Ok(p.clone()), "get {u}");
-            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+            assert_eq!(store.get(u, later()), Ok(p.clone()), "get {u}");
+            assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "local_totp {u}");
         }
     }
     // Every listed user belongs to a worker or is shared: nothing appeared from nowhere.
-    for p in store.list().expect("list") {
+    for p in store.list(later()).expect("list") {
         assert!(
             p.user.starts_with("shared-") || p.user.starts_with('w'),
             "unexpected user {}",

@@ -393,13 +393,16 @@ impl Env {
             .pair(&code, None, Instant::now() + Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("pair {user} with code {code}: {e}"));
         self.store()
-            .insert(&Pairing {
-                user: user.to_string(),
-                account_id: account.clone(),
-                enabled: true,
-                totp_enabled: false,
-                totp_id: None,
-            })
+            .insert(
+                &Pairing {
+                    user: user.to_string(),
+                    account_id: account.clone(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                lockserver::store::default_deadline(),
+            )
             .unwrap_or_else(|e| panic!("store the pairing of {user}: {e}"));
         account
     }
