@@ -525,7 +525,10 @@ fn store_failure(fail_mode: FailMode, e: StoreError) -> Verdict {
             Verdict::Unavailable
         }
         (StoreError::Unreachable(why), FailMode::Safe) => {
-            log::warn!("FAIL-OPEN: access granted without a lock check (store_fail_mode = safe): {why}");
+            log::warn!(
+                "FAIL-OPEN: access granted without a lock check (store_fail_mode = safe): pairing store \
+                 unreachable: {why}"
+            );
             Verdict::Allow
         }
         (e, _) => config_error(e),
@@ -538,7 +541,10 @@ impl Login<'_> {
     fn store_denial(&self, prompter: &mut dyn Prompter, fail_mode: FailMode, e: StoreError) -> Verdict {
         match (e, fail_mode) {
             (StoreError::Unreachable(why), FailMode::Safe) => {
-                log::warn!("FAIL-OPEN: access granted without the verification code (store_fail_mode = safe): {why}");
+                log::warn!(
+                    "FAIL-OPEN: access granted without the verification code (store_fail_mode = safe): \
+                     pairing store unreachable: {why}"
+                );
                 Verdict::Allow
             }
             (StoreError::Unreachable(why), FailMode::Secure) => {

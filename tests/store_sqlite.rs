@@ -1,9 +1,12 @@
-//! The SQLite pairing store on real files: CRUD, migrations and versions, permissions, and concurrent
-//! writers (threads with their own connections, and child processes re-executing this test binary).
+//! The pairing store suite. One set of assertions (CRUD, TOTP facts and their atomic updates, invalid
+//! values, concurrent writers with their own connections) runs against both backends: a SQLite file
+//! (`mod sqlite`) and a fresh database on a real PostgreSQL server (`mod postgres`, the server that
+//! `scripts/test.sh` starts; see [`Backend::postgres`]). Then what only SQLite has: files, migrations and
+//! versions on disk, permissions, and writers in child processes re-executing this test binary.
 
 use lockserver::config::Secret;
 use lockserver::store::sqlite::{SCHEMA_VERSION, SqliteStore};
-use lockserver::store::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError};
+use lockserver::store::{LocalTotp, Location, OpenMode, Pairing, PairingStore, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -91,12 +94,9 @@ fn unavailable_message(result: Result<SqliteStore, StoreError>) -> String {
     }
 }
 
-#[test]
-fn crud() {
-    let dir = TempDir::new("crud");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    assert_eq!(store.schema_version(later()), Ok(SCHEMA_VERSION));
+fn crud(b: &Backend) {
+    let store = b.open(OpenMode::Create);
+    assert_eq!(store.schema_version(later()), Ok(b.schema_version()));
 
     assert_eq!(store.get("alice", later()), Ok(None));
     assert_eq!(store.list(later()), Ok(vec![]));
@@ -180,7 +180,7 @@ fn crud() {
 
     // Everything survives reopening, in Existing mode (what a login does).
     drop(store);
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    let store = b.open(OpenMode::Existing);
     assert_eq!(store.list(later()).map(|l| l.len()), Ok(3));
     assert_eq!(store.get("bob", later()), Ok(Some(bob)));
 
@@ -192,11 +192,8 @@ fn crud() {
     }
 }
 
-#[test]
-fn already_paired() {
-    let dir = TempDir::new("dup");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+fn already_paired(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     store.insert(&pairing("alice"), later()).expect("first insert");
     let other = Pairing {
         account_id: "another-account".into(),
@@ -206,15 +203,12 @@ fn already_paired() {
     // The first pairing is untouched.
     assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
     // Another connection sees the same.
-    let second = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
+    let second = b.open(OpenMode::Existing);
     assert_eq!(second.insert(&other, later()), Err(StoreError::AlreadyPaired));
 }
 
-#[test]
-fn remove_returns_the_row_and_clears_totp_facts() {
-    let dir = TempDir::new("remove");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
+fn remove_returns_the_row_and_clears_totp_facts(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     store.insert(&pairing("alice"), later()).expect("insert");
     store
         .set_totp("alice", true, Some("totp-42"), later())
@@ -246,10 +240,8 @@ fn remove_returns_the_row_and_clears_totp_facts() {
     assert_eq!(store.accept_totp_step("alice", 8, later()), Ok(false));
 }
 
-#[test]
-fn unpaired_users() {
-    let dir = TempDir::new("unpaired");
-    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
+fn unpaired_users(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     assert_eq!(
         store.set_totp("ghost", true, Some("t"), later()),
         Err(StoreError::NotPaired)
@@ -269,10 +261,8 @@ fn unpaired_users() {
     assert_eq!(store.list(later()), Ok(vec![]));
 }
 
-#[test]
-fn invalid_values_are_refused_without_panicking() {
-    let dir = TempDir::new("invalid");
-    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
+fn invalid_values_are_refused_without_panicking(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     let too_long = "u".repeat(257);
     let state = totp_state("JBSWY3DPEHPK3PXP");
     for user in ["", "a\nb", "a\0b", "tab\there", "\u{7f}", too_long.as_str()] {
@@ -337,6 +327,134 @@ fn invalid_values_are_refused_without_panicking() {
     assert_eq!(store.list(later()), Ok(vec![pairing("alice")]));
     assert_eq!(store.local_totp("alice", later()), Ok(None));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The two backends.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+/// One store under test: a SQLite file in a temp dir, or a database of its own on the PostgreSQL server
+/// (created for the test, dropped after it).
+struct Backend {
+    url: String,
+    password: Option<Secret>,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite(#[allow(dead_code)] TempDir),
+    Postgres(pg::Database),
+}
+
+impl Backend {
+    fn sqlite(tag: &str) -> Backend {
+        let dir = TempDir::new(tag);
+        Backend {
+            url: format!("sqlite://{}", dir.path("store.db").display()),
+            password: None,
+            kind: Kind::Sqlite(dir),
+        }
+    }
+
+    /// A fresh database, or `None` (skipped) when no server is configured outside CI.
+    fn postgres(tag: &str) -> Option<Backend> {
+        let db = pg::database(tag)?;
+        Some(Backend {
+            url: db.url.clone(),
+            password: Some(Secret::new(db.password.clone())),
+            kind: Kind::Postgres(db),
+        })
+    }
+
+    fn location(&self) -> Location<'_> {
+        Location {
+            url: &self.url,
+            password: self.password.as_ref(),
+            ca_file: None,
+        }
+    }
+
+    fn try_open(&self, mode: OpenMode) -> Result<Box<dyn PairingStore + Send + Sync>, StoreError> {
+        lockserver::store::open_at(&self.location(), mode, later())
+    }
+
+    fn open(&self, mode: OpenMode) -> Box<dyn PairingStore + Send + Sync> {
+        self.try_open(mode)
+            .unwrap_or_else(|e| panic!("open {} ({mode:?}): {e}", self.url))
+    }
+
+    fn schema_version(&self) -> u32 {
+        match self.kind {
+            Kind::Sqlite(_) => SCHEMA_VERSION,
+            Kind::Postgres(_) => lockserver::store::postgres::SCHEMA_VERSION,
+        }
+    }
+
+    /// The backend's own consistency check after a concurrent run.
+    fn check_integrity(&self) {
+        match &self.kind {
+            Kind::Sqlite(_) => {
+                let path = self.url.strip_prefix("sqlite://").expect("sqlite URL");
+                let store = SqliteStore::open(Path::new(path), OpenMode::Existing).expect("existing");
+                assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
+            }
+            // PostgreSQL checks its constraints itself; the model comparison that follows is the check.
+            Kind::Postgres(_) => {}
+        }
+    }
+
+    /// Runs SQL on the backend's database (not through the store).
+    fn sql(&self, sql: &str) -> String {
+        match &self.kind {
+            Kind::Sqlite(_) => {
+                let path = self.url.strip_prefix("sqlite://").expect("sqlite URL");
+                let conn = rusqlite::Connection::open(path).expect("raw open");
+                let mut stmt = conn.prepare(sql).expect("prepare");
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, rusqlite::types::Value>(0))
+                    .expect("query")
+                    .map(|v| match v.expect("row") {
+                        rusqlite::types::Value::Null => String::new(),
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>();
+                rows.join("\n")
+            }
+            Kind::Postgres(db) => db.sql(sql),
+        }
+    }
+}
+
+/// Each function of the suite becomes a test per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(&super::Backend::sqlite(stringify!($name))); })*
+        }
+        mod postgres {
+            $(#[test] fn $name() {
+                if let Some(b) = super::Backend::postgres(stringify!($name)) {
+                    super::$name(&b);
+                }
+            })*
+        }
+    };
+}
+
+suite!(
+    crud,
+    already_paired,
+    remove_returns_the_row_and_clears_totp_facts,
+    unpaired_users,
+    invalid_values_are_refused_without_panicking,
+    concurrent_threads_with_their_own_connections,
+);
+
+// ---------------------------------------------------------------------------------------------------
+// SQLite only: files, versions on disk, permissions, other processes.
 
 #[test]
 fn existing_mode_never_creates() {
@@ -414,6 +532,26 @@ fn sqlite_file_without_our_schema_is_refused_and_left_alone() {
         .expect("tables")
     };
     assert_eq!(tables, "unrelated");
+}
+
+#[test]
+fn migrate_creates_then_has_nothing_left_to_do() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path("sub/store.db");
+    let url = format!("sqlite://{}", path.display());
+    let location = Location::url(&url);
+    let to = SCHEMA_VERSION;
+    assert_eq!(
+        lockserver::store::migrate(&location, later()),
+        Ok(lockserver::store::Migrated { from: 0, to })
+    );
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(
+        lockserver::store::migrate(&location, later()),
+        Ok(lockserver::store::Migrated { from: to, to })
+    );
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("a login opens it");
+    assert_eq!(store.list(later()), Ok(vec![]));
 }
 
 #[test]
@@ -639,7 +777,7 @@ type Model = HashMap<String, (Option<Pairing>, Option<LocalTotp>)>;
 /// `OPS` random operations: inserts / removes / gets / set_totp / set_local_totp / list on this worker's
 /// own users (checked against a per-user model at every step), and failure counters and TOTP steps on
 /// users every worker shares. Panics on any divergence.
-fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
+fn worker(store: &dyn PairingStore, id: u64) -> (Model, SharedEffects) {
     let mut rng = Rng::new(id + 1);
     let own: Vec<String> = (0..OWN_USERS).map(|n| format!("w{id}-u{n}")).collect();
     let mut model: Model = own.iter().map(|u| (u.clone(), (None, None))).collect();
@@ -740,7 +878,7 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
     (model, effects)
 }
 
-fn setup_shared(store: &SqliteStore) {
+fn setup_shared(store: &dyn PairingStore) {
     for user in SHARED_USERS {
         store.insert(&pairing(user), later()).expect("shared insert");
         store
@@ -750,7 +888,7 @@ fn setup_shared(store: &SqliteStore) {
 }
 
 /// Checks the shared users against what every worker did: no lost failure, no step accepted twice.
-fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
+fn check_shared(store: &dyn PairingStore, effects: &[SharedEffects]) {
     for user in SHARED_USERS {
         let recorded: u32 = effects.iter().filter_map(|e| e.failures.get(user)).sum();
         assert_eq!(
@@ -785,28 +923,26 @@ fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
     }
 }
 
-#[test]
-fn concurrent_threads_with_their_own_connections() {
+fn concurrent_threads_with_their_own_connections(b: &Backend) {
     const THREADS: usize = 8;
-    let dir = TempDir::new("threads");
-    let path = dir.path("store.db");
-
-    // All open (create + migrate) the same new file at once.
+    // All open (create + migrate) the same new store at once.
     let barrier = Arc::new(Barrier::new(THREADS));
-    let openers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (barrier, path) = (Arc::clone(&barrier), path.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                SqliteStore::open(&path, OpenMode::Create)
+    let stores: Vec<Box<dyn PairingStore + Send + Sync>> = std::thread::scope(|scope| {
+        let openers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    b.try_open(OpenMode::Create)
+                })
             })
-        })
-        .collect();
-    let stores: Vec<SqliteStore> = openers
-        .into_iter()
-        .map(|h| h.join().expect("opener thread").expect("concurrent create"))
-        .collect();
-    setup_shared(&stores[0]);
+            .collect();
+        openers
+            .into_iter()
+            .map(|h| h.join().expect("opener thread").expect("concurrent create"))
+            .collect()
+    });
+    setup_shared(stores[0].as_ref());
 
     let barrier = Arc::new(Barrier::new(THREADS));
     let workers: Vec<_> = stores
@@ -816,14 +952,14 @@ fn concurrent_threads_with_their_own_connections() {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
-                worker(&store, id as u64)
+                worker(store.as_ref(), id as u64)
             })
         })
         .collect();
     let results: Vec<(Model, SharedEffects)> = workers.into_iter().map(|h| h.join().expect("worker thread")).collect();
 
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
+    let store = b.open(OpenMode::Existing);
+    b.check_integrity();
     // Every worker's users hold exactly what its model says; nothing else exists.
     let mut expected: Vec<Pairing> = results
         .iter()
@@ -838,7 +974,7 @@ fn concurrent_threads_with_their_own_connections() {
         }
     }
     let effects: Vec<SharedEffects> = results.into_iter().map(|(_, e)| e).collect();
-    check_shared(&store, &effects);
+    check_shared(store.as_ref(), &effects);
 }
 
 /// Child worker output lines: `@@ fail <user> <count>` and `@@ step <user> <step>`.
@@ -987,4 +1123,227 @@ fn store_owned_by_another_user_is_refused() {
     assert_eq!(fs::metadata(&path).expect("stat").uid(), 65534);
     let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
     assert!(msg.contains("not root"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// PostgreSQL only: its schema against SQLite's, migrations, deadlines, threads.
+
+/// The columns of `pairings` as `name type nullable pk`, with each backend's types named alike.
+fn columns(b: &Backend) -> Vec<String> {
+    let sql = match b.kind {
+        Kind::Sqlite(_) => {
+            "SELECT name || ' ' || lower(type) || ' ' || (CASE WHEN \"notnull\" = 1 OR pk = 1 THEN 'not-null' ELSE 'null' END) || ' ' || pk FROM pragma_table_info('pairings') ORDER BY cid"
+        }
+        Kind::Postgres(_) => {
+            "SELECT c.column_name || ' ' || (CASE WHEN c.data_type IN ('integer', 'bigint') THEN 'integer' ELSE c.data_type END) || ' ' || (CASE WHEN c.is_nullable = 'NO' THEN 'not-null' ELSE 'null' END) || ' ' || (CASE WHEN k.column_name IS NULL THEN 0 ELSE 1 END) FROM information_schema.columns c LEFT JOIN information_schema.key_column_usage k ON k.table_name = c.table_name AND k.column_name = c.column_name AND k.constraint_name = 'pairings_pkey' WHERE c.table_name = 'pairings' ORDER BY c.ordinal_position"
+        }
+    };
+    b.sql(sql).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn postgres_schema_is_the_sqlite_schema() {
+    let Some(pg) = Backend::postgres("schema") else { return };
+    let lite = Backend::sqlite("schema");
+    drop(pg.open(OpenMode::Create));
+    drop(lite.open(OpenMode::Create));
+    assert_eq!(
+        lockserver::store::postgres::MIGRATIONS.len(),
+        lockserver::store::sqlite::MIGRATIONS.len(),
+        "one PostgreSQL migration per SQLite migration"
+    );
+    let (pg_cols, lite_cols) = (columns(&pg), columns(&lite));
+    assert_eq!(pg_cols.len(), 11, "{pg_cols:?}");
+    assert_eq!(pg_cols, lite_cols, "the two schemas differ");
+}
+
+#[test]
+fn postgres_login_refuses_an_unmigrated_or_newer_database_and_migrate_fixes_it() {
+    let Some(b) = Backend::postgres("lifecycle") else {
+        return;
+    };
+    // A login never migrates: a database without our schema is refused, saying what to run.
+    let msg = match b.try_open(OpenMode::Existing) {
+        Err(StoreError::Unavailable(m)) => m,
+        Err(e) => panic!("expected Unavailable, got {e:?}"),
+        Ok(_) => panic!("a login opened a database without the schema"),
+    };
+    assert!(msg.contains("run `lockserver migrate`"), "{msg}");
+    assert!(!msg.contains(b.password.as_ref().map_or("-", |p| p.expose())), "{msg}");
+    assert_eq!(
+        b.sql("SELECT to_regclass('pairings') IS NULL"),
+        "t",
+        "the login created a table"
+    );
+
+    // `lockserver migrate`: from 0 to this build's version, then nothing left to do.
+    let to = lockserver::store::postgres::SCHEMA_VERSION;
+    assert_eq!(
+        lockserver::store::migrate(&b.location(), later()),
+        Ok(lockserver::store::Migrated { from: 0, to })
+    );
+    assert_eq!(
+        lockserver::store::migrate(&b.location(), later()),
+        Ok(lockserver::store::Migrated { from: to, to })
+    );
+    let store = b.open(OpenMode::Existing);
+    store.insert(&pairing("alice"), later()).expect("insert");
+    drop(store);
+
+    // A newer schema (a later lockserver migrated it): refused for a login and for migrate.
+    b.sql("UPDATE lockserver_schema SET version = 99");
+    let msg = match b.try_open(OpenMode::Existing) {
+        Err(StoreError::Unavailable(m)) => m,
+        other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
+    };
+    assert!(msg.contains("newer"), "{msg}");
+    assert!(lockserver::store::migrate(&b.location(), later()).is_err());
+    assert_eq!(b.sql("SELECT user_name FROM pairings"), "alice", "nothing was lost");
+}
+
+#[test]
+fn postgres_migrations_race_safely() {
+    let Some(b) = Backend::postgres("migrate_race") else {
+        return;
+    };
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| lockserver::store::migrate(&b.location(), later())))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("migrate thread")).collect()
+    });
+    let to = lockserver::store::postgres::SCHEMA_VERSION;
+    let from_zero = results
+        .iter()
+        .filter(|r| **r == Ok(lockserver::store::Migrated { from: 0, to }))
+        .count();
+    for r in &results {
+        assert!(r.as_ref().is_ok_and(|m| m.to == to), "{r:?}");
+    }
+    assert!(from_zero >= 1, "{results:?}");
+    assert_eq!(b.sql("SELECT count(*) FROM lockserver_schema"), "1");
+}
+
+/// A listener that accepts and never answers (a firewall that drops, a hung server).
+fn silent_listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+#[test]
+fn postgres_unreachable_is_unreachable_within_the_deadline() {
+    // No server needed: nothing listening, and a listener that never answers.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let (_silent, silent_port) = silent_listener();
+    for (what, port, tls) in [
+        ("nothing listening", dead_port, "disable"),
+        ("a silent listener", silent_port, "disable"),
+        ("a silent listener, TLS", silent_port, "verify-full"),
+    ] {
+        let url = format!("postgres://lockserver@127.0.0.1:{port}/lockserver?sslmode={tls}");
+        let start = Instant::now();
+        let r = lockserver::store::open_at(
+            &Location::url(&url),
+            OpenMode::Existing,
+            start + Duration::from_millis(400),
+        );
+        let took = start.elapsed();
+        assert!(matches!(r, Err(StoreError::Unreachable(_))), "{what}: {:?}", r.err());
+        assert!(took < Duration::from_millis(900), "{what}: took {took:?}");
+    }
+}
+
+#[test]
+fn postgres_a_query_past_its_deadline_is_unreachable() {
+    let Some(b) = Backend::postgres("deadline") else { return };
+    let store = b.open(OpenMode::Create);
+    store.insert(&pairing("alice"), later()).expect("insert");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
+        .expect("local TOTP");
+    // Another connection holds the row locked: the update waits server-side, the deadline ends it.
+    let lock = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            pg::psql_result(
+                &b.url,
+                b.password.as_ref().map_or("", |p| p.expose()),
+                "BEGIN; SELECT 1 FROM pairings WHERE user_name = 'alice' FOR UPDATE; SELECT pg_sleep(2); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        let r = store.accept_totp_step("alice", 1, start + Duration::from_millis(300));
+        let took = start.elapsed();
+        assert!(matches!(r, Err(StoreError::Unreachable(_))), "{r:?}");
+        assert!(took < Duration::from_millis(800), "took {took:?}");
+        holder.join().expect("holder")
+    });
+    lock.expect("the lock holder");
+}
+
+const THREAD_CHECK_ENV: &str = "LOCKSERVER_STORE_TEST_THREADS";
+
+fn thread_count() -> usize {
+    fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// The PostgreSQL client starts no thread and leaves none behind, with a host name to resolve (tokio
+/// would resolve it on a blocking-pool thread; the store resolves it itself). Run in a child process,
+/// alone, so that no other test's threads are counted.
+#[test]
+fn postgres_store_starts_no_thread() {
+    let Some(b) = Backend::postgres("threads") else { return };
+    drop(b.open(OpenMode::Create));
+    let url = b.url.replace("127.0.0.1", "localhost");
+    assert_ne!(url, b.url, "the test server URL names 127.0.0.1");
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "postgres_thread_check_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(THREAD_CHECK_ENV, &url)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("THREADS-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by postgres_store_starts_no_thread in a child process"]
+fn postgres_thread_check_child() {
+    let Ok(url) = std::env::var(THREAD_CHECK_ENV) else {
+        return;
+    };
+    let password = std::env::var_os(pg::PG_PASSWORD_FILE_ENV)
+        .and_then(|f| fs::read_to_string(f).ok())
+        .map(|p| Secret::new(p.trim()));
+    let location = Location {
+        url: &url,
+        password: password.as_ref(),
+        ca_file: None,
+    };
+    let before = thread_count();
+    let store = lockserver::store::open_at(&location, OpenMode::Existing, later()).expect("open");
+    let during = thread_count();
+    assert_eq!(store.get("nobody", later()), Ok(None));
+    assert_eq!(store.list(later()).map(|l| l.len()), Ok(0));
+    let after_queries = thread_count();
+    drop(store);
+    let after = thread_count();
+    assert_eq!(
+        (during, after_queries, after),
+        (before, before, before),
+        "threads before {before}, connected {during}, after queries {after_queries}, after drop {after}"
+    );
+    println!("THREADS-OK {before}");
 }

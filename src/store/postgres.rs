@@ -80,8 +80,9 @@ pub enum Tls {
 
 /// The PostgreSQL store. `Send + Sync`: calls from several threads take turns on the one connection.
 pub struct PostgresStore {
-    runtime: Runtime,
+    // Dropped in this order: the client, then the runtime (with the connection task it cancels).
     client: Client,
+    runtime: Runtime,
     /// The URL without password, for messages.
     label: String,
 }
@@ -174,7 +175,7 @@ impl PostgresStore {
                 client
             }
         };
-        let store = PostgresStore { runtime, client, label };
+        let store = PostgresStore { client, runtime, label };
         match mode {
             OpenMode::Existing => store.check_version(deadline)?,
             OpenMode::Create => {
