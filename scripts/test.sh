@@ -27,7 +27,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a package's service on install (postgresql's main cluster, pgbouncer): the tests start
+  # their own, so forbid service starts during the install and nothing is left running.
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
+  install_rc=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || install_rc=$?
+  [ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d
+  [ "$install_rc" -eq 0 ] || exit "$install_rc"
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -47,6 +58,8 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
+# A signal becomes an exit, so the EXIT trap runs then too.
+trap 'exit 130' INT TERM
 
 # The committed header, before anything builds (build.rs compares against it).
 header=include/lockserver.h
