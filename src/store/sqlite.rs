@@ -8,8 +8,10 @@
 //! The schema version is `PRAGMA user_version`: the number of migrations applied.
 //!
 //! # Opening
-//! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and the file (0600) if
-//!   missing, switches the file to WAL, and applies pending migrations in one IMMEDIATE transaction.
+//! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and, if missing, the store
+//!   (0600, WAL, every migration) under a temporary name linked into place when complete, so a login
+//!   never sees a half-made store; applies pending migrations of an existing file in one IMMEDIATE
+//!   transaction.
 //! - [`OpenMode::Migrate`] (`lockserver migrate`): like `Create`, but [`PairingStore::migrate`] applies the
 //!   migrations and reports them.
 //! - [`OpenMode::Existing`] (every login, in a fresh process): never creates, never migrates, never
@@ -77,6 +79,8 @@ const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, tot
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// This handle's opening made the store (already at this build's version).
+    created: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -98,9 +102,8 @@ impl SqliteStore {
         if path.as_os_str().is_empty() {
             return Err(StoreError::Unavailable("the store path is empty".into()));
         }
-        if mode != OpenMode::Existing {
-            prepare_file(path)?;
-        }
+        // `lockserver migrate` on a store it creates reports the migrations from version 0.
+        let created = mode != OpenMode::Existing && prepare_file(path)?;
         check_permissions(path)?;
         // No SQLITE_OPEN_CREATE: the file exists (made above with 0600, or the caller gets Missing), and
         // SQLite must never create it with umask-dependent permissions. No SQLITE_OPEN_URI: the path is a
@@ -150,6 +153,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            created,
         })
     }
 
@@ -433,7 +437,7 @@ impl PairingStore for SqliteStore {
 
     fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError> {
         let mut conn = self.conn(deadline)?;
-        let from = read_version(&conn)?;
+        let from = if self.created { 0 } else { read_version(&conn)? };
         migrate(&mut conn, &self.path)?;
         Ok(Migrated {
             from,
@@ -494,8 +498,11 @@ fn in_window(now: u64, window_start: u64, period_secs: u64) -> bool {
     now < window_start.saturating_add(period_secs)
 }
 
-/// Create mode: the parent directory (0700) and an empty 0600 file, whatever the umask.
-fn prepare_file(path: &Path) -> Result<(), StoreError> {
+/// Create mode: the parent directory (0700) and, if there is no store yet, a new one, 0600 whatever the
+/// umask. The new store is made complete (WAL, every migration) under a temporary name and then linked
+/// into place, so a login never meets a half-made store (an empty file is refused: issue #9 hole 3).
+/// Returns whether this call made it.
+fn prepare_file(path: &Path) -> Result<bool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -507,18 +514,57 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_err(&format!("cannot chmod directory {}", dir.display()), e))?;
     }
-    match fs::OpenOptions::new()
+    if fs::symlink_metadata(path).is_ok() {
+        // There already: its permissions and schema are checked next.
+        return Ok(false);
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
+    let made = build_new_store(&tmp, path).and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        // Another CLI linked its own first: use that one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(&format!("cannot create {}", path.display()), e)),
+    });
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut side = tmp.as_os_str().to_os_string();
+        side.push(suffix);
+        let _ = fs::remove_file(PathBuf::from(side));
+    }
+    made
+}
+
+/// A complete store at `tmp` (messages name `path`, where it is going).
+fn build_new_store(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err(&format!("cannot chmod {}", path.display()), e)),
-        // Another process made it first (or it was there): fine, its permissions are checked next.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(&format!("cannot create {}", path.display()), e)),
+        .open(tmp)
+        .map_err(|e| io_err(&format!("cannot create {}", tmp.display()), e))?;
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err(&format!("cannot chmod {}", tmp.display()), e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(tmp, flags)
+        .map_err(|e| unavailable(&format!("cannot open {}", tmp.display()), e))?;
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot switch {} to WAL journal mode (it stays {journal})",
+            path.display()
+        )));
     }
+    migrate(&mut conn, path)?;
+    // Closing the only connection checkpoints the WAL into the file and removes it.
+    conn.close().map_err(|(_, e)| db_err(e))
 }
 
 /// Refuses a store that someone other than its owner could change. A missing file is [`StoreError::Missing`].

@@ -29,7 +29,11 @@ pub fn database(tag: &str) -> Option<Database> {
             );
         }
         static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| eprintln!("SKIPPED: PostgreSQL tests ({PG_URL_ENV} not set; scripts/test.sh sets it)"));
+        // Straight to the stderr descriptor: the test harness captures `eprintln!`.
+        SAID.call_once(|| {
+            let line = format!("SKIPPED: PostgreSQL tests ({PG_URL_ENV} not set; scripts/test.sh sets it)\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        });
         return None;
     };
     let password = std::fs::read_to_string(&password_file)
