@@ -88,13 +88,16 @@ fn main() {
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let store = store::open(&format!("sqlite://{}", db.display()), OpenMode::Create).expect("store");
     store
-        .insert(&Pairing {
-            user: "bench".into(),
-            account_id: account.clone(),
-            enabled: true,
-            totp_enabled: false,
-            totp_id: None,
-        })
+        .insert(
+            &Pairing {
+                user: "bench".into(),
+                account_id: account.clone(),
+                enabled: true,
+                totp_enabled: false,
+                totp_id: None,
+            },
+            store::default_deadline(),
+        )
         .expect("insert");
     drop(store);
 

@@ -2,12 +2,14 @@
 # The test command (what CI runs through .ci/run). On a fresh Debian 12 machine, as root, with Rust
 # installed: installs the apt packages the tests need, then formatting, lints, build, every test of the
 # workspace, and a check that the committed C header still matches the code. Runs every step, prints a
-# summary, and exits non-zero if any step failed.
+# summary, and exits non-zero if any step failed. The PostgreSQL store tests get a private cluster
+# (initdb + pg_ctl as `nobody`, on a free loopback port, in a temp dir), stopped and removed on exit
+# whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Everything the tests need from apt, in one place.
-APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db)
+APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db postgresql pgbouncer)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -25,7 +27,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a package's service on install (postgresql's main cluster, pgbouncer): the tests start
+  # their own, so forbid service starts during the install and nothing is left running.
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
+  install_rc=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || install_rc=$?
+  [ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d
+  [ "$install_rc" -eq 0 ] || exit "$install_rc"
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -33,14 +46,50 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# Everything started or made here goes on exit, whatever happened.
+header_before=""
+pg_dir=""
+cleanup() {
+  if [ -n "$pg_dir" ] && [ -d "$pg_dir" ]; then
+    runuser -u nobody -- "$PG_BIN/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+  fi
+  [ -n "$header_before" ] && rm -f "$header_before"
+  return 0
+}
+trap cleanup EXIT
+# A signal becomes an exit, so the EXIT trap runs then too.
+trap 'exit 130' INT TERM
+
 # The committed header, before anything builds (build.rs compares against it).
 header=include/lockserver.h
-header_before=""
 if [ -f "$header" ]; then
   header_before=$(mktemp)
-  trap 'rm -f "$header_before"' EXIT
   cp "$header" "$header_before"
 fi
+
+# A private PostgreSQL cluster for the store tests: role `lockserver` (password auth over TCP, may
+# create a database per test), database `lockserver`. The tests read the URL and password file below.
+PG_BIN=/usr/lib/postgresql/15/bin
+start_postgres() {
+  pg_dir=$(mktemp -d /tmp/lockserver-test-pg.XXXXXX)
+  chown nobody:nogroup "$pg_dir"
+  local port password
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  # Read by the tests (root), not by the server.
+  (umask 077 && printf '%s\n' "$password" >"$pg_dir/password")
+  runuser -u nobody -- "$PG_BIN/initdb" -D "$pg_dir/data" -U postgres -E UTF8 --locale=C.UTF-8 \
+    --auth-local=trust --auth-host=scram-sha-256 >"$pg_dir/initdb.log" 2>&1 || { cat "$pg_dir/initdb.log"; return 1; }
+  runuser -u nobody -- "$PG_BIN/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c fsync=off -c max_connections=300" start >/dev/null \
+    || { cat "$pg_dir/server.log"; return 1; }
+  runuser -u nobody -- psql -X -q -h "$pg_dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE lockserver LOGIN CREATEDB PASSWORD '$password'" -c "CREATE DATABASE lockserver OWNER lockserver"
+  export LOCKSERVER_TEST_PG_URL="postgres://lockserver@127.0.0.1:$port/lockserver?sslmode=disable"
+  export LOCKSERVER_TEST_PG_PASSWORD_FILE="$pg_dir/password"
+  echo "PostgreSQL test cluster on 127.0.0.1:$port ($pg_dir)"
+}
 
 results=()
 failed=0
@@ -80,6 +129,7 @@ test_log=$(mktemp)
 run_tests() {
   cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"
 }
+step "postgres" start_postgres
 step "tests" run_tests
 step "header" header_unchanged
 

@@ -131,13 +131,13 @@ pub fn check_pairing_code(code: &str) -> Result<&str, AccountError> {
 }
 
 impl Accounts<'_> {
-    /// Each service call gets the config's whole budget.
+    /// Each store and service call gets the config's whole budget.
     fn deadline(&self) -> Instant {
         Instant::now() + self.config.timeout
     }
 
     fn pairing(&self, user: &str) -> Result<Pairing, AccountError> {
-        self.store.get(user)?.ok_or(AccountError::NotPaired)
+        self.store.get(user, self.deadline())?.ok_or(AccountError::NotPaired)
     }
 
     /// Pairs `user` with a code from the phone. If the store refuses after the service paired, the
@@ -145,7 +145,7 @@ impl Accounts<'_> {
     pub fn pair(&self, user: &str, code: &str, common_name: &str) -> Result<Pairing, AccountError> {
         let code = check_pairing_code(code)?;
         store::check_user(user)?;
-        if self.store.get(user)?.is_some() {
+        if self.store.get(user, self.deadline())?.is_some() {
             return Err(AccountError::AlreadyPaired);
         }
         let account_id = self.service.pair(code, Some(common_name), self.deadline())?;
@@ -156,7 +156,7 @@ impl Accounts<'_> {
             totp_enabled: false,
             totp_id: None,
         };
-        if let Err(e) = self.store.insert(&pairing) {
+        if let Err(e) = self.store.insert(&pairing, self.deadline()) {
             let _ = self.service.unpair(&pairing.account_id, self.deadline());
             return Err(e.into());
         }
@@ -188,7 +188,7 @@ impl Accounts<'_> {
             Ok(()) | Err(ServiceError::NotPaired { .. }) => {}
             Err(e) => tolerate(e)?,
         }
-        self.store.remove(user)?;
+        self.store.remove(user, self.deadline())?;
         Ok(warnings)
     }
 
@@ -228,7 +228,10 @@ impl Accounts<'_> {
         match self.config.totp.source {
             TotpSource::Latch => {
                 let enrolment = self.service.totp_create(label, user, self.deadline())?;
-                if let Err(e) = self.store.set_totp(user, true, Some(&enrolment.totp_id)) {
+                if let Err(e) = self
+                    .store
+                    .set_totp(user, true, Some(&enrolment.totp_id), self.deadline())
+                {
                     // Do not leave a TOTP at the service that no login will ever ask for.
                     let _ = self.service.totp_delete(&enrolment.totp_id, self.deadline());
                     return Err(e.into());
@@ -246,10 +249,10 @@ impl Accounts<'_> {
                 };
                 let stored = self
                     .store
-                    .set_local_totp(user, Some(&state))
-                    .and_then(|()| self.store.set_totp(user, true, None));
+                    .set_local_totp(user, Some(&state), self.deadline())
+                    .and_then(|()| self.store.set_totp(user, true, None, self.deadline()));
                 if let Err(e) = stored {
-                    let _ = self.store.set_local_totp(user, None);
+                    let _ = self.store.set_local_totp(user, None, self.deadline());
                     return Err(e.into());
                 }
                 let params = totp::Params::from(&self.config.totp);
@@ -270,8 +273,8 @@ impl Accounts<'_> {
             // Deleted now or gone already (Removal::AlreadyGone): clearing it here is what was asked.
             self.service.totp_delete(totp_id, self.deadline())?;
         }
-        self.store.set_totp(user, false, None)?;
-        self.store.set_local_totp(user, None)?;
+        self.store.set_totp(user, false, None, self.deadline())?;
+        self.store.set_local_totp(user, None, self.deadline())?;
         Ok(())
     }
 
@@ -317,15 +320,23 @@ impl Accounts<'_> {
             };
         }
         let t = &self.config.totp;
-        if self.store.totp_failures(user, now, t.rate_limit_period_secs)? >= t.rate_limit_count {
+        if self
+            .store
+            .totp_failures(user, now, t.rate_limit_period_secs, self.deadline())?
+            >= t.rate_limit_count
+        {
             return Err(AccountError::RateLimited);
         }
-        let state = self.store.local_totp(user)?.ok_or(AccountError::TotpNotEnrolled)?;
+        let state = self
+            .store
+            .local_totp(user, self.deadline())?
+            .ok_or(AccountError::TotpNotEnrolled)?;
         let secret = totp::decode_secret(state.secret.expose())
             .ok_or_else(|| AccountError::Store(StoreError::Invalid("the stored TOTP secret is not base32".into())))?;
         let ok = totp::verify(&secret, code, now, &totp::Params::from(t), state.last_step).is_some();
         if !ok {
-            self.store.record_totp_failure(user, now, t.rate_limit_period_secs)?;
+            self.store
+                .record_totp_failure(user, now, t.rate_limit_period_secs, self.deadline())?;
         }
         Ok(ok)
     }

@@ -200,6 +200,12 @@ pub struct Config {
     pub service_unpaired: ServiceUnpaired,
     pub timeout: Duration,
     pub store: String,
+    /// `store_password_file`, read: the PostgreSQL password.
+    pub store_password: Option<Secret>,
+    /// `store_ca_file`: extra trusted CAs for PostgreSQL TLS.
+    pub store_ca_file: Option<PathBuf>,
+    /// `store_fail_mode` (default `fail_mode`): what a login does when a networked store is unreachable.
+    pub store_fail_mode: FailMode,
     pub dictionary: Option<PathBuf>,
     pub latch: Option<LatchConfig>,
     pub pingid: Option<PingIdConfig>,
@@ -260,6 +266,9 @@ struct RawConfig {
     service_unpaired: Option<ServiceUnpaired>,
     timeout_ms: Option<u64>,
     store: Option<String>,
+    store_password_file: Option<PathBuf>,
+    store_ca_file: Option<PathBuf>,
+    store_fail_mode: Option<FailMode>,
     dictionary: Option<PathBuf>,
     latch: Option<RawLatch>,
     pingid: Option<RawPingId>,
@@ -585,6 +594,8 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         _ => Ok(()),
     };
     must_be_absolute(None, "dictionary", raw.dictionary.as_ref())?;
+    must_be_absolute(None, "store_password_file", raw.store_password_file.as_ref())?;
+    must_be_absolute(None, "store_ca_file", raw.store_ca_file.as_ref())?;
     if let Some(l) = &raw.latch {
         must_be_absolute(Some("latch"), "secret_file", l.secret_file.as_ref())?;
         must_be_absolute(Some("latch"), "ca_file", l.ca_file.as_ref())?;
@@ -593,6 +604,40 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         must_be_absolute(Some("pingid"), "token_file", p.token_file.as_ref())?;
         must_be_absolute(Some("pingid"), "api_key_file", p.api_key_file.as_ref())?;
     }
+
+    // The PostgreSQL keys, together (DESIGN §3): the password only from a root-only file, never the URL.
+    let networked = !store.starts_with("sqlite://");
+    if networked && crate::store::redact(&store) != store {
+        return Err(c.error(None, "store", "must not hold a password: use store_password_file"));
+    }
+    let store_password = match raw.store_password_file {
+        Some(file) if networked => {
+            let err = |m: String| c.error(None, "store_password_file", m);
+            if !c.check_files {
+                return Err(err("secret files are not allowed here".into()));
+            }
+            check_permissions(&file, true, c.trusted_owner).map_err(err)?;
+            let text = fs::read_to_string(&file).map_err(|e| err(format!("{}: {e}", file.display())))?;
+            let value = Secret::new(text.trim());
+            if value.expose().is_empty() {
+                return Err(err(format!("{} is empty", file.display())));
+            }
+            Some(value)
+        }
+        Some(_) => return Err(c.error(None, "store_password_file", "is only for a postgres:// store")),
+        None => None,
+    };
+    if let Some(ca) = &raw.store_ca_file
+        && c.check_files
+    {
+        let err = |m: String| c.error(None, "store_ca_file", m);
+        if !ca.is_file() {
+            return Err(err(format!("{} is not a readable file", ca.display())));
+        }
+        check_permissions(ca, false, c.trusted_owner).map_err(err)?;
+    }
+    let fail_mode = raw.fail_mode.unwrap_or(FailMode::Secure);
+    let store_fail_mode = raw.store_fail_mode.unwrap_or(fail_mode);
 
     let latch = match raw.latch {
         None => None,
@@ -660,11 +705,14 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         enabled: raw.enabled.unwrap_or(true),
         service,
         operations,
-        fail_mode: raw.fail_mode.unwrap_or(FailMode::Secure),
+        fail_mode,
         unpaired: raw.unpaired.unwrap_or(UnpairedPolicy::Ignore),
         service_unpaired: raw.service_unpaired.unwrap_or(ServiceUnpaired::Deny),
         timeout: Duration::from_millis(timeout_ms),
         store,
+        store_password,
+        store_ca_file: raw.store_ca_file,
+        store_fail_mode,
         dictionary: raw.dictionary,
         latch,
         pingid,

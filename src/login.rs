@@ -53,12 +53,16 @@ pub trait Prompter {
 /// Where the decision gets its store and service. Both are made on first use, so a login that does not
 /// need them (disabled, unpaired) never opens a database or builds a TLS client.
 pub trait Resources {
-    fn store(&mut self) -> Result<&dyn PairingStore, StoreError>;
+    /// The store, opened (connected, schema checked) by `deadline` on first use.
+    fn store(&mut self, deadline: Instant) -> Result<&dyn PairingStore, StoreError>;
+    /// What an unreachable store means for the login (`store_fail_mode`, default `fail_mode`).
+    fn store_fail_mode(&self) -> FailMode;
     fn service(&mut self) -> Result<&dyn LockService, ServiceError>;
 }
 
-/// The time the login's service calls may still take. Prompt time (a person typing) is not counted:
-/// `timeout_ms` bounds what the service costs, not how fast people type.
+/// The time the login's store and service calls may still take, together: opening the store, each query
+/// and each service call are charged to it. Prompt time (a person typing) is not counted: `timeout_ms`
+/// bounds what the store and the service cost, not how fast people type.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     remaining: Duration,
@@ -69,12 +73,22 @@ impl Budget {
         Budget { remaining: total }
     }
 
-    /// Runs one service call with a deadline of what is left, and charges its time.
+    /// Runs one store or service call with a deadline of what is left, and charges its time.
     pub fn spend<T>(&mut self, call: impl FnOnce(Instant) -> T) -> T {
         let start = Instant::now();
         let result = call(start + self.remaining);
-        self.remaining = self.remaining.saturating_sub(start.elapsed());
+        self.charge_since(start);
         result
+    }
+
+    /// The deadline of a call starting now; charge it with [`Budget::charge_since`] when it returns.
+    pub fn deadline_from(&self, start: Instant) -> Instant {
+        start + self.remaining
+    }
+
+    /// Charges the time since `start`.
+    pub fn charge_since(&mut self, start: Instant) {
+        self.remaining = self.remaining.saturating_sub(start.elapsed());
     }
 }
 
@@ -117,16 +131,20 @@ impl Login<'_> {
             return Verdict::ConfigError;
         }
 
-        let pairing = match self.pairing(res) {
+        let mut budget = Budget::new(config.timeout);
+        let pairing = match self.pairing(res, &mut budget) {
             Ok(Some(p)) => p,
             Ok(None) => return self.unpaired(prompter, "no pairing in the store"),
             Err(verdict) => {
-                prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
+                match verdict {
+                    Verdict::ConfigError => prompter.error(self.dictionary.get(Section::Lock, "misconfigured")),
+                    Verdict::Unavailable => prompter.error(self.dictionary.get(Section::Lock, "unavailable")),
+                    _ => {}
+                }
                 return verdict;
             }
         };
 
-        let mut budget = Budget::new(config.timeout);
         let operation_id = match config.operation_rule(self.operation) {
             OperationRule::Off => {
                 log::info!(
@@ -154,8 +172,12 @@ impl Login<'_> {
         Verdict::Allow
     }
 
-    fn pairing(&self, res: &mut dyn Resources) -> Result<Option<Pairing>, Verdict> {
-        let store = match res.store() {
+    fn pairing(&self, res: &mut dyn Resources, budget: &mut Budget) -> Result<Option<Pairing>, Verdict> {
+        let fail_mode = res.store_fail_mode();
+        let start = Instant::now();
+        let opened = res.store(budget.deadline_from(start));
+        budget.charge_since(start);
+        let store = match opened {
             Ok(store) => store,
             Err(StoreError::Missing) => {
                 // Loud: a mistyped `store` or a deleted database makes everyone unpaired.
@@ -165,9 +187,9 @@ impl Login<'_> {
                 );
                 return Ok(None);
             }
-            Err(e) => return Err(config_error(e)),
+            Err(e) => return Err(store_failure(fail_mode, e)),
         };
-        match store.get(self.user) {
+        match budget.spend(|deadline| store.get(self.user, deadline)) {
             Ok(Some(p)) if p.enabled => Ok(Some(p)),
             Ok(_) => Ok(None),
             Err(StoreError::Missing) => Ok(None),
@@ -175,7 +197,7 @@ impl Login<'_> {
                 log::warn!("user name cannot be paired ({why}): treating as unpaired");
                 Ok(None)
             }
-            Err(e) => Err(config_error(e)),
+            Err(e) => Err(store_failure(fail_mode, e)),
         }
     }
 
@@ -372,25 +394,29 @@ impl Login<'_> {
         }
         match self.config.totp.source {
             TotpSource::Latch => self.latch_totp(res, prompter, pairing, budget),
-            TotpSource::Local => self.local_totp(res, prompter),
+            TotpSource::Local => self.local_totp(res, prompter, budget),
         }
     }
 
     /// RFC 6238 in-process: no service call; replayed codes refused; failures rate-limited per user.
-    fn local_totp(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Verdict {
+    fn local_totp(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter, budget: &mut Budget) -> Verdict {
         let dict = self.dictionary;
         let t = &self.config.totp;
-        let store = match res.store() {
+        let fail_mode = res.store_fail_mode();
+        let start = Instant::now();
+        let opened = res.store(budget.deadline_from(start));
+        budget.charge_since(start);
+        let store = match opened {
             Ok(s) => s,
-            Err(e) => return config_error(e),
+            Err(e) => return self.store_denial(prompter, fail_mode, e),
         };
-        let state = match store.local_totp(self.user) {
+        let state = match budget.spend(|deadline| store.local_totp(self.user, deadline)) {
             Ok(Some(state)) => state,
             Ok(None) => {
                 log::error!("TOTP is enabled for the user but the store has no local secret: denied");
                 return Verdict::ConfigError;
             }
-            Err(e) => return config_error(e),
+            Err(e) => return self.store_denial(prompter, fail_mode, e),
         };
         let Some(secret) = totp::decode_secret(state.secret.expose()) else {
             log::error!("the stored TOTP secret is not valid base32: denied");
@@ -400,12 +426,12 @@ impl Login<'_> {
         let params = totp::Params::from(t);
         for attempt in 1..=t.max_attempts {
             let now = (self.clock)();
-            match store.totp_failures(self.user, now, t.rate_limit_period_secs) {
+            match budget.spend(|deadline| store.totp_failures(self.user, now, t.rate_limit_period_secs, deadline)) {
                 Ok(failures) if failures >= t.rate_limit_count => {
                     return self.rate_limited(prompter, &format!("{failures} wrong codes"));
                 }
                 Ok(_) => {}
-                Err(e) => return config_error(e),
+                Err(e) => return self.store_denial(prompter, fail_mode, e),
             }
             let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
                 log::warn!("access denied: no verification code given");
@@ -414,28 +440,29 @@ impl Login<'_> {
             let now = (self.clock)();
             // The attempt is counted before the code is checked, atomically, so parallel logins cannot
             // each get their own allowance; a right code clears the count.
-            match store.record_totp_failure(self.user, now, t.rate_limit_period_secs) {
+            match budget.spend(|deadline| store.record_totp_failure(self.user, now, t.rate_limit_period_secs, deadline))
+            {
                 Ok(n) if n > t.rate_limit_count => return self.rate_limited(prompter, &format!("{n} codes")),
                 Ok(_) => {}
-                Err(e) => return config_error(e),
+                Err(e) => return self.store_denial(prompter, fail_mode, e),
             }
             let accepted = match totp::verify(&secret, &code, now, &params, None) {
                 // The store accepts a step only if it is newer than the last one accepted, atomically, so
                 // two logins racing with one code cannot both get in.
-                Some(step) => match store.accept_totp_step(self.user, step) {
+                Some(step) => match budget.spend(|deadline| store.accept_totp_step(self.user, step, deadline)) {
                     Ok(fresh) => {
                         if !fresh {
                             log::warn!("a verification code was replayed");
                         }
                         fresh
                     }
-                    Err(e) => return config_error(e),
+                    Err(e) => return self.store_denial(prompter, fail_mode, e),
                 },
                 None => false,
             };
             if accepted {
-                if let Err(e) = store.clear_totp_failures(self.user) {
-                    return config_error(e);
+                if let Err(e) = budget.spend(|deadline| store.clear_totp_failures(self.user, deadline)) {
+                    return self.store_denial(prompter, fail_mode, e);
                 }
                 log::info!("verification code accepted");
                 return Verdict::Allow;
@@ -537,4 +564,46 @@ impl Login<'_> {
 fn config_error(e: impl std::fmt::Display) -> Verdict {
     log::error!("configuration error: {}", escape(&e.to_string()));
     Verdict::ConfigError
+}
+
+/// A store failure before the pairing is known. An unreachable networked store follows `store_fail_mode`
+/// (like `fail_mode` for the service); any other store error (an answer, a broken file) is a
+/// configuration error whatever the mode.
+fn store_failure(fail_mode: FailMode, e: StoreError) -> Verdict {
+    match (e, fail_mode) {
+        (StoreError::Unreachable(why), FailMode::Secure) => {
+            log::error!("access denied (store_fail_mode = secure): pairing store unreachable: {why}");
+            Verdict::Unavailable
+        }
+        (StoreError::Unreachable(why), FailMode::Safe) => {
+            log::warn!(
+                "FAIL-OPEN: access granted without a lock check (store_fail_mode = safe): pairing store \
+                 unreachable: {why}"
+            );
+            Verdict::Allow
+        }
+        (e, _) => config_error(e),
+    }
+}
+
+impl Login<'_> {
+    /// A store failure once the user is known to be paired (local TOTP): an unreachable store under
+    /// `store_fail_mode = "safe"` lets the user in without the code, loudly; otherwise denied.
+    fn store_denial(&self, prompter: &mut dyn Prompter, fail_mode: FailMode, e: StoreError) -> Verdict {
+        match (e, fail_mode) {
+            (StoreError::Unreachable(why), FailMode::Safe) => {
+                log::warn!(
+                    "FAIL-OPEN: access granted without the verification code (store_fail_mode = safe): \
+                     pairing store unreachable: {why}"
+                );
+                Verdict::Allow
+            }
+            (StoreError::Unreachable(why), FailMode::Secure) => {
+                log::error!("access denied (store_fail_mode = secure): pairing store unreachable: {why}");
+                prompter.error(self.dictionary.get(Section::Lock, "unavailable"));
+                Verdict::Unavailable
+            }
+            (e, _) => config_error(e),
+        }
+    }
 }

@@ -47,7 +47,12 @@ fn pair_status_unpair_users_with_exit_codes() {
     let out = run(&env, None, &["status", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("root: open"));
-    let account = env.store().get("root").expect("store").expect("paired").account_id;
+    let account = env
+        .store()
+        .get("root", lockserver::store::default_deadline())
+        .expect("store")
+        .expect("paired")
+        .account_id;
     env.latch(&account, None, false);
     let out = run(&env, None, &["status", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(1), "locked: {}", text(&out));
@@ -85,7 +90,13 @@ fn expired_or_malformed_codes_say_what_to_do() {
     assert!(text(&out).contains("6 letters or digits"), "{}", text(&out));
     let out = run(&env, None, &["pair", "ABC234", "--user", "no-such-user-here"]).expect("root");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(env.store().list().expect("list").is_empty(), "nothing changed");
+    assert!(
+        env.store()
+            .list(lockserver::store::default_deadline())
+            .expect("list")
+            .is_empty(),
+        "nothing changed"
+    );
 }
 
 #[test]

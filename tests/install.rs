@@ -132,13 +132,16 @@ fn installed_tree_builds_and_runs_the_examples() {
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     store::open(&format!("sqlite://{}", db.display()), OpenMode::Create)
         .and_then(|s| {
-            s.insert(&Pairing {
-                user: "alice".into(),
-                account_id: account.clone(),
-                enabled: true,
-                totp_enabled: false,
-                totp_id: None,
-            })
+            s.insert(
+                &Pairing {
+                    user: "alice".into(),
+                    account_id: account.clone(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                lockserver::store::default_deadline(),
+            )
         })
         .expect("store the pairing");
     let conf = config_path.to_str().expect("utf-8 path");

@@ -37,41 +37,47 @@ struct FakeStore {
 }
 
 impl PairingStore for FakeStore {
-    fn get(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+    fn get(&self, user: &str, _: Instant) -> Result<Option<Pairing>, StoreError> {
         if let Some(e) = &self.fail {
             return Err(e.clone());
         }
         Ok(self.pairings.iter().find(|p| p.user == user).cloned())
     }
-    fn insert(&self, _: &Pairing) -> Result<(), StoreError> {
+    fn insert(&self, _: &Pairing, _: Instant) -> Result<(), StoreError> {
         unreachable!("a login never pairs")
     }
-    fn remove(&self, _: &str) -> Result<Option<Pairing>, StoreError> {
+    fn remove(&self, _: &str, _: Instant) -> Result<Option<Pairing>, StoreError> {
         unreachable!("a login never unpairs")
     }
-    fn list(&self) -> Result<Vec<Pairing>, StoreError> {
+    fn list(&self, _: Instant) -> Result<Vec<Pairing>, StoreError> {
         Ok(self.pairings.clone())
     }
-    fn set_totp(&self, _: &str, _: bool, _: Option<&str>) -> Result<(), StoreError> {
+    fn set_totp(&self, _: &str, _: bool, _: Option<&str>, _: Instant) -> Result<(), StoreError> {
         unreachable!()
     }
-    fn local_totp(&self, _: &str) -> Result<Option<LocalTotp>, StoreError> {
+    fn local_totp(&self, _: &str, _: Instant) -> Result<Option<LocalTotp>, StoreError> {
         Ok(None)
     }
-    fn set_local_totp(&self, _: &str, _: Option<&LocalTotp>) -> Result<(), StoreError> {
+    fn set_local_totp(&self, _: &str, _: Option<&LocalTotp>, _: Instant) -> Result<(), StoreError> {
         Ok(())
     }
-    fn accept_totp_step(&self, _: &str, _: u64) -> Result<bool, StoreError> {
+    fn accept_totp_step(&self, _: &str, _: u64, _: Instant) -> Result<bool, StoreError> {
         Ok(true)
     }
-    fn record_totp_failure(&self, _: &str, _: u64, _: u64) -> Result<u32, StoreError> {
+    fn record_totp_failure(&self, _: &str, _: u64, _: u64, _: Instant) -> Result<u32, StoreError> {
         Ok(1)
     }
-    fn totp_failures(&self, _: &str, _: u64, _: u64) -> Result<u32, StoreError> {
+    fn totp_failures(&self, _: &str, _: u64, _: u64, _: Instant) -> Result<u32, StoreError> {
         Ok(0)
     }
-    fn clear_totp_failures(&self, _: &str) -> Result<(), StoreError> {
+    fn clear_totp_failures(&self, _: &str, _: Instant) -> Result<(), StoreError> {
         Ok(())
+    }
+    fn schema_version(&self, _: Instant) -> Result<u32, StoreError> {
+        Ok(lockserver::store::sqlite::SCHEMA_VERSION)
+    }
+    fn migrate(&self, _: Instant) -> Result<lockserver::store::Migrated, StoreError> {
+        unreachable!("a login never migrates")
     }
 }
 
@@ -140,8 +146,11 @@ struct Fakes {
 }
 
 impl Resources for Fakes {
-    fn store(&mut self) -> Result<&dyn PairingStore, StoreError> {
+    fn store(&mut self, _: Instant) -> Result<&dyn PairingStore, StoreError> {
         Ok(&self.store)
+    }
+    fn store_fail_mode(&self) -> lockserver::config::FailMode {
+        lockserver::config::FailMode::Secure
     }
     fn service(&mut self) -> Result<&dyn LockService, ServiceError> {
         Ok(&self.service)

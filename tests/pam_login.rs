@@ -343,6 +343,56 @@ fn unpaired_policy_applies_before_any_store_exists() {
     assert!(!env.store_path().exists(), "a login never creates the store");
 }
 
+/// Issue #9 hole 3: only a store that does not exist means "nobody is paired". A file that is there but
+/// is no pairing store (emptied, overwritten, another program's database) denies with PAM_SERVICE_ERR and
+/// says what it is, whatever `unpaired` says.
+#[test]
+fn store_that_exists_but_is_no_store_is_a_service_error() {
+    let mut env = Env::new();
+    let svc = env.service("sshd", &[]);
+    env.set_conf(|c| c.unpaired = "allow".into());
+    let path = env.store_path();
+    let dir = path.parent().expect("store dir");
+    std::fs::create_dir_all(dir).expect("mkdir store dir");
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+
+    let foreign = env.dir.path().join("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).expect("make a foreign SQLite file");
+        conn.execute_batch("CREATE TABLE users (name TEXT); INSERT INTO users VALUES ('alice');")
+            .expect("foreign schema");
+    }
+    let foreign = std::fs::read(&foreign).expect("read the foreign file");
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("a 0-byte file", Vec::new(), "empty file"),
+        (
+            "a file that is not SQLite",
+            b"not a database, just text\n".repeat(400),
+            "cannot be read as a pairing store",
+        ),
+        (
+            "a SQLite file without our schema",
+            foreign,
+            "without the lockserver schema",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        let _ = std::fs::remove_file(&path);
+        common::write_file_mode(&path, "", 0o600);
+        std::fs::write(&path, &bytes).expect("write the store file");
+        env.logs.clear();
+        auth(&env, &svc, "alice", &[], PAM_SERVICE_ERR, what);
+        account(&env, &svc, "alice", PAM_SERVICE_ERR, what);
+        let line = env.logs.expect_line(&["user=alice", "configuration error", reason]);
+        assert!(line.starts_with(PRI_ERR), "{what}: logged as an error: {line}");
+        assert_eq!(
+            std::fs::read(&path).expect("reread"),
+            bytes,
+            "{what}: a login changed the file"
+        );
+    }
+}
+
 #[test]
 fn service_saying_not_paired_denies_a_user_the_store_has_as_paired() {
     let mut env = Env::new();
@@ -1117,7 +1167,7 @@ fn fifty_parallel_logins_while_pairings_change() {
     assert_eq!(common::sqlite_query(&path, "PRAGMA integrity_check"), "ok");
     let paired: BTreeSet<String> = env
         .store()
-        .list()
+        .list(lockserver::store::default_deadline())
         .expect("list pairings")
         .into_iter()
         .map(|p| p.user)
@@ -1163,12 +1213,12 @@ fn churn_store_writer_process() {
         let store = open();
         for j in 0..5 {
             store
-                .insert(&churn_pairing(j))
+                .insert(&churn_pairing(j), lockserver::store::default_deadline())
                 .unwrap_or_else(|e| panic!("pair churn{j}: {e}"));
         }
         for j in 0..5 {
             store
-                .remove(&format!("churn{j}"))
+                .remove(&format!("churn{j}"), lockserver::store::default_deadline())
                 .unwrap_or_else(|e| panic!("unpair churn{j}: {e}"))
                 .expect("churn user was paired");
         }
@@ -1180,7 +1230,9 @@ fn churn_store_writer_process() {
     }
     let store = open();
     for j in (0..5).step_by(2) {
-        store.insert(&churn_pairing(j)).expect("final pairing");
+        store
+            .insert(&churn_pairing(j), lockserver::store::default_deadline())
+            .expect("final pairing");
     }
     println!("CHURN_CYCLES={cycles}");
 }

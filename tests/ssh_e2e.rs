@@ -545,7 +545,7 @@ fn enrol_totp(env: &Env, user: &str) -> Vec<u8> {
     env.enrol_totp(user).expect("enrol TOTP");
     let totp_id = env
         .store()
-        .get(user)
+        .get(user, lockserver::store::default_deadline())
         .expect("store")
         .expect("paired")
         .totp_id

@@ -1,9 +1,12 @@
-//! The SQLite pairing store on real files: CRUD, migrations and versions, permissions, and concurrent
-//! writers (threads with their own connections, and child processes re-executing this test binary).
+//! The pairing store suite. One set of assertions (CRUD, TOTP facts and their atomic updates, invalid
+//! values, concurrent writers with their own connections) runs against both backends: a SQLite file
+//! (`mod sqlite`) and a fresh database on a real PostgreSQL server (`mod postgres`, the server that
+//! `scripts/test.sh` starts; see [`Backend::postgres`]). Then what only SQLite has: files, migrations and
+//! versions on disk, permissions, and writers in child processes re-executing this test binary.
 
 use lockserver::config::Secret;
 use lockserver::store::sqlite::{SCHEMA_VERSION, SqliteStore};
-use lockserver::store::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError};
+use lockserver::store::{LocalTotp, Location, OpenMode, Pairing, PairingStore, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -49,6 +52,11 @@ impl Drop for TempDir {
     }
 }
 
+/// The deadline of a test's store call: far enough never to matter unless a test waits for a lock.
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
 fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).expect("stat").permissions().mode() & 0o7777
 }
@@ -86,132 +94,132 @@ fn unavailable_message(result: Result<SqliteStore, StoreError>) -> String {
     }
 }
 
-#[test]
-fn crud() {
-    let dir = TempDir::new("crud");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
+fn crud(b: &Backend) {
+    let store = b.open(OpenMode::Create);
+    assert_eq!(store.schema_version(later()), Ok(b.schema_version()));
 
-    assert_eq!(store.get("alice"), Ok(None));
-    assert_eq!(store.list(), Ok(vec![]));
-    store.insert(&pairing("carol")).expect("insert carol");
-    store.insert(&pairing("alice")).expect("insert alice");
+    assert_eq!(store.get("alice", later()), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![]));
+    store.insert(&pairing("carol"), later()).expect("insert carol");
+    store.insert(&pairing("alice"), later()).expect("insert alice");
     let bob = Pairing {
         enabled: false,
         totp_enabled: true,
         totp_id: Some("totp-bob".into()),
         ..pairing("bob")
     };
-    store.insert(&bob).expect("insert bob");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
-    assert_eq!(store.get("bob"), Ok(Some(bob.clone())));
+    store.insert(&bob, later()).expect("insert bob");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("bob", later()), Ok(Some(bob.clone())));
     // Ordered by user name.
-    assert_eq!(store.list(), Ok(vec![pairing("alice"), bob.clone(), pairing("carol")]));
+    assert_eq!(
+        store.list(later()),
+        Ok(vec![pairing("alice"), bob.clone(), pairing("carol")])
+    );
 
     // LOCK_TOTP_ENABLED / LOCK_TOTP_ID.
-    store.set_totp("alice", true, Some("totp-1")).expect("set_totp");
-    let alice = store.get("alice").expect("get").expect("paired");
+    store
+        .set_totp("alice", true, Some("totp-1"), later())
+        .expect("set_totp");
+    let alice = store.get("alice", later()).expect("get").expect("paired");
     assert!(alice.totp_enabled);
     assert_eq!(alice.totp_id.as_deref(), Some("totp-1"));
-    store.set_totp("alice", false, None).expect("set_totp off");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    store.set_totp("alice", false, None, later()).expect("set_totp off");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 
     // Local TOTP state.
-    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
     let state = LocalTotp {
         secret: Secret::new("JBSWY3DPEHPK3PXP"),
         last_step: Some(55_000_000),
         failures: 2,
         window_start: 1_700_000_000,
     };
-    store.set_local_totp("alice", Some(&state)).expect("set_local_totp");
-    assert_eq!(store.local_totp("alice"), Ok(Some(state.clone())));
-    assert_eq!(store.local_totp("carol"), Ok(None));
+    store
+        .set_local_totp("alice", Some(&state), later())
+        .expect("set_local_totp");
+    assert_eq!(store.local_totp("alice", later()), Ok(Some(state.clone())));
+    assert_eq!(store.local_totp("carol", later()), Ok(None));
 
     // Replay protection: only newer steps are accepted.
-    assert_eq!(store.accept_totp_step("alice", 55_000_000), Ok(false));
-    assert_eq!(store.accept_totp_step("alice", 54_999_999), Ok(false));
-    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(true));
-    assert_eq!(store.accept_totp_step("alice", 55_000_001), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 55_000_000, later()), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 54_999_999, later()), Ok(false));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001, later()), Ok(true));
+    assert_eq!(store.accept_totp_step("alice", 55_000_001, later()), Ok(false));
     assert_eq!(
-        store.local_totp("alice").map(|s| s.and_then(|s| s.last_step)),
+        store.local_totp("alice", later()).map(|s| s.and_then(|s| s.last_step)),
         Ok(Some(55_000_001))
     );
     // No local TOTP: nothing to accept.
-    assert_eq!(store.accept_totp_step("carol", 1), Ok(false));
+    assert_eq!(store.accept_totp_step("carol", 1, later()), Ok(false));
 
     // Rate-limit window: the stored window (1_700_000_000, 2 failures) runs for 60 s.
     let start = 1_700_000_000;
-    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(2));
-    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(3));
-    assert_eq!(store.totp_failures("alice", start + 59, 60), Ok(3));
-    assert_eq!(store.totp_failures("alice", start + 60, 60), Ok(0));
-    assert_eq!(store.clear_totp_failures("alice"), Ok(()));
-    assert_eq!(store.totp_failures("alice", start + 10, 60), Ok(0));
-    assert_eq!(store.record_totp_failure("alice", start + 10, 60), Ok(1));
+    assert_eq!(store.totp_failures("alice", start + 10, 60, later()), Ok(2));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60, later()), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 59, 60, later()), Ok(3));
+    assert_eq!(store.totp_failures("alice", start + 60, 60, later()), Ok(0));
+    assert_eq!(store.clear_totp_failures("alice", later()), Ok(()));
+    assert_eq!(store.totp_failures("alice", start + 10, 60, later()), Ok(0));
+    assert_eq!(store.record_totp_failure("alice", start + 10, 60, later()), Ok(1));
     // An expired window restarts with one failure at `now`.
-    assert_eq!(store.record_totp_failure("alice", start + 100, 60), Ok(1));
-    assert_eq!(store.totp_failures("alice", start + 120, 60), Ok(1));
-    let now_state = store.local_totp("alice").expect("read").expect("present");
+    assert_eq!(store.record_totp_failure("alice", start + 100, 60, later()), Ok(1));
+    assert_eq!(store.totp_failures("alice", start + 120, 60, later()), Ok(1));
+    let now_state = store.local_totp("alice", later()).expect("read").expect("present");
     assert_eq!((now_state.failures, now_state.window_start), (1, start + 100));
     // A user without local TOTP still has a counter (the row exists).
-    assert_eq!(store.record_totp_failure("carol", start, 60), Ok(1));
-    assert_eq!(store.totp_failures("carol", start, 60), Ok(1));
+    assert_eq!(store.record_totp_failure("carol", start, 60, later()), Ok(1));
+    assert_eq!(store.totp_failures("carol", start, 60, later()), Ok(1));
     // Nobody: no failures, and nothing to record on.
-    assert_eq!(store.totp_failures("nobody", start, 60), Ok(0));
+    assert_eq!(store.totp_failures("nobody", start, 60, later()), Ok(0));
 
     // Clearing the local TOTP state clears the counters too.
-    store.set_local_totp("alice", None).expect("clear");
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.totp_failures("alice", start + 100, 60), Ok(0));
+    store.set_local_totp("alice", None, later()).expect("clear");
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.totp_failures("alice", start + 100, 60, later()), Ok(0));
 
     // Everything survives reopening, in Existing mode (what a login does).
     drop(store);
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.list().map(|l| l.len()), Ok(3));
-    assert_eq!(store.get("bob"), Ok(Some(bob)));
+    let store = b.open(OpenMode::Existing);
+    assert_eq!(store.list(later()).map(|l| l.len()), Ok(3));
+    assert_eq!(store.get("bob", later()), Ok(Some(bob)));
 
     // Unicode and long-but-valid names are fine.
     let long = "x".repeat(256);
     for user in ["josé", "DOMAIN\\user", "user@example.com", long.as_str()] {
-        store.insert(&pairing(user)).expect("insert unusual name");
-        assert_eq!(store.get(user), Ok(Some(pairing(user))));
+        store.insert(&pairing(user), later()).expect("insert unusual name");
+        assert_eq!(store.get(user, later()), Ok(Some(pairing(user))));
     }
 }
 
-#[test]
-fn already_paired() {
-    let dir = TempDir::new("dup");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("first insert");
+fn already_paired(b: &Backend) {
+    let store = b.open(OpenMode::Create);
+    store.insert(&pairing("alice"), later()).expect("first insert");
     let other = Pairing {
         account_id: "another-account".into(),
         ..pairing("alice")
     };
-    assert_eq!(store.insert(&other), Err(StoreError::AlreadyPaired));
+    assert_eq!(store.insert(&other, later()), Err(StoreError::AlreadyPaired));
     // The first pairing is untouched.
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
     // Another connection sees the same.
-    let second = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(second.insert(&other), Err(StoreError::AlreadyPaired));
+    let second = b.open(OpenMode::Existing);
+    assert_eq!(second.insert(&other, later()), Err(StoreError::AlreadyPaired));
 }
 
-#[test]
-fn remove_returns_the_row_and_clears_totp_facts() {
-    let dir = TempDir::new("remove");
-    let path = dir.path("store.db");
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("insert");
-    store.set_totp("alice", true, Some("totp-42")).expect("set_totp");
+fn remove_returns_the_row_and_clears_totp_facts(b: &Backend) {
+    let store = b.open(OpenMode::Create);
+    store.insert(&pairing("alice"), later()).expect("insert");
     store
-        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")))
+        .set_totp("alice", true, Some("totp-42"), later())
+        .expect("set_totp");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
         .expect("local");
-    assert_eq!(store.accept_totp_step("alice", 7), Ok(true));
-    assert_eq!(store.record_totp_failure("alice", 1000, 60), Ok(1));
+    assert_eq!(store.accept_totp_step("alice", 7, later()), Ok(true));
+    assert_eq!(store.record_totp_failure("alice", 1000, 60, later()), Ok(1));
 
-    let removed = store.remove("alice").expect("remove");
+    let removed = store.remove("alice", later()).expect("remove");
     assert_eq!(
         removed,
         Some(Pairing {
@@ -220,77 +228,91 @@ fn remove_returns_the_row_and_clears_totp_facts() {
             ..pairing("alice")
         })
     );
-    assert_eq!(store.get("alice"), Ok(None));
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.totp_failures("alice", 1000, 60), Ok(0));
-    assert_eq!(store.remove("alice"), Ok(None));
+    assert_eq!(store.get("alice", later()), Ok(None));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.totp_failures("alice", 1000, 60, later()), Ok(0));
+    assert_eq!(store.remove("alice", later()), Ok(None));
 
     // Pairing again starts from nothing: no TOTP left over (the seed: unpairing removes the TOTP).
-    store.insert(&pairing("alice")).expect("pair again");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
-    assert_eq!(store.local_totp("alice"), Ok(None));
-    assert_eq!(store.accept_totp_step("alice", 8), Ok(false));
+    store.insert(&pairing("alice"), later()).expect("pair again");
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
+    assert_eq!(store.accept_totp_step("alice", 8, later()), Ok(false));
 }
 
-#[test]
-fn unpaired_users() {
-    let dir = TempDir::new("unpaired");
-    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
-    assert_eq!(store.set_totp("ghost", true, Some("t")), Err(StoreError::NotPaired));
+fn unpaired_users(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     assert_eq!(
-        store.set_local_totp("ghost", Some(&totp_state("JBSWY3DPEHPK3PXP"))),
+        store.set_totp("ghost", true, Some("t"), later()),
         Err(StoreError::NotPaired)
     );
-    assert_eq!(store.set_local_totp("ghost", None), Err(StoreError::NotPaired));
-    assert_eq!(store.record_totp_failure("ghost", 1, 60), Err(StoreError::NotPaired));
-    assert_eq!(store.accept_totp_step("ghost", 1), Ok(false));
-    assert_eq!(store.local_totp("ghost"), Ok(None));
-    assert_eq!(store.remove("ghost"), Ok(None));
-    assert_eq!(store.list(), Ok(vec![]));
+    assert_eq!(
+        store.set_local_totp("ghost", Some(&totp_state("JBSWY3DPEHPK3PXP")), later()),
+        Err(StoreError::NotPaired)
+    );
+    assert_eq!(store.set_local_totp("ghost", None, later()), Err(StoreError::NotPaired));
+    assert_eq!(
+        store.record_totp_failure("ghost", 1, 60, later()),
+        Err(StoreError::NotPaired)
+    );
+    assert_eq!(store.accept_totp_step("ghost", 1, later()), Ok(false));
+    assert_eq!(store.local_totp("ghost", later()), Ok(None));
+    assert_eq!(store.remove("ghost", later()), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![]));
 }
 
-#[test]
-fn invalid_values_are_refused_without_panicking() {
-    let dir = TempDir::new("invalid");
-    let store = SqliteStore::open(&dir.path("store.db"), OpenMode::Create).expect("create");
+fn invalid_values_are_refused_without_panicking(b: &Backend) {
+    let store = b.open(OpenMode::Create);
     let too_long = "u".repeat(257);
     let state = totp_state("JBSWY3DPEHPK3PXP");
     for user in ["", "a\nb", "a\0b", "tab\there", "\u{7f}", too_long.as_str()] {
         let invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid(_)));
-        assert!(matches!(store.get(user), Err(StoreError::Invalid(_))), "{user:?}");
-        assert!(invalid(store.insert(&pairing(user))), "{user:?}");
-        assert!(matches!(store.remove(user), Err(StoreError::Invalid(_))), "{user:?}");
-        assert!(invalid(store.set_totp(user, true, None)), "{user:?}");
         assert!(
-            matches!(store.local_totp(user), Err(StoreError::Invalid(_))),
+            matches!(store.get(user, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
-        assert!(invalid(store.set_local_totp(user, Some(&state))), "{user:?}");
+        assert!(invalid(store.insert(&pairing(user), later())), "{user:?}");
         assert!(
-            matches!(store.accept_totp_step(user, 1), Err(StoreError::Invalid(_))),
+            matches!(store.remove(user, later()), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(invalid(store.set_totp(user, true, None, later())), "{user:?}");
+        assert!(
+            matches!(store.local_totp(user, later()), Err(StoreError::Invalid(_))),
+            "{user:?}"
+        );
+        assert!(invalid(store.set_local_totp(user, Some(&state), later())), "{user:?}");
+        assert!(
+            matches!(store.accept_totp_step(user, 1, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
         assert!(
-            matches!(store.record_totp_failure(user, 1, 60), Err(StoreError::Invalid(_))),
+            matches!(
+                store.record_totp_failure(user, 1, 60, later()),
+                Err(StoreError::Invalid(_))
+            ),
             "{user:?}"
         );
         assert!(
-            matches!(store.totp_failures(user, 1, 60), Err(StoreError::Invalid(_))),
+            matches!(store.totp_failures(user, 1, 60, later()), Err(StoreError::Invalid(_))),
             "{user:?}"
         );
     }
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     let bad_account = Pairing {
         account_id: "x\ny".into(),
         ..pairing("bob")
     };
-    assert!(matches!(store.insert(&bad_account), Err(StoreError::Invalid(_))));
     assert!(matches!(
-        store.set_totp("alice", true, Some("")),
+        store.insert(&bad_account, later()),
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.set_local_totp("alice", Some(&totp_state(""))),
+        store.set_totp("alice", true, Some(""), later()),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.set_local_totp("alice", Some(&totp_state("")), later()),
         Err(StoreError::Invalid(_))
     ));
     let huge = LocalTotp {
@@ -298,13 +320,141 @@ fn invalid_values_are_refused_without_panicking() {
         ..totp_state("JBSWY3DPEHPK3PXP")
     };
     assert!(matches!(
-        store.set_local_totp("alice", Some(&huge)),
+        store.set_local_totp("alice", Some(&huge), later()),
         Err(StoreError::Invalid(_))
     ));
     // Nothing above was stored.
-    assert_eq!(store.list(), Ok(vec![pairing("alice")]));
-    assert_eq!(store.local_totp("alice"), Ok(None));
+    assert_eq!(store.list(later()), Ok(vec![pairing("alice")]));
+    assert_eq!(store.local_totp("alice", later()), Ok(None));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The two backends.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+/// One store under test: a SQLite file in a temp dir, or a database of its own on the PostgreSQL server
+/// (created for the test, dropped after it).
+struct Backend {
+    url: String,
+    password: Option<Secret>,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite(#[allow(dead_code)] TempDir),
+    Postgres(pg::Database),
+}
+
+impl Backend {
+    fn sqlite(tag: &str) -> Backend {
+        let dir = TempDir::new(tag);
+        Backend {
+            url: format!("sqlite://{}", dir.path("store.db").display()),
+            password: None,
+            kind: Kind::Sqlite(dir),
+        }
+    }
+
+    /// A fresh database, or `None` (skipped) when no server is configured outside CI.
+    fn postgres(tag: &str) -> Option<Backend> {
+        let db = pg::database(tag)?;
+        Some(Backend {
+            url: db.url.clone(),
+            password: Some(Secret::new(db.password.clone())),
+            kind: Kind::Postgres(db),
+        })
+    }
+
+    fn location(&self) -> Location<'_> {
+        Location {
+            url: &self.url,
+            password: self.password.as_ref(),
+            ca_file: None,
+        }
+    }
+
+    fn try_open(&self, mode: OpenMode) -> Result<Box<dyn PairingStore + Send + Sync>, StoreError> {
+        lockserver::store::open_at(&self.location(), mode, later())
+    }
+
+    fn open(&self, mode: OpenMode) -> Box<dyn PairingStore + Send + Sync> {
+        self.try_open(mode)
+            .unwrap_or_else(|e| panic!("open {} ({mode:?}): {e}", self.url))
+    }
+
+    fn schema_version(&self) -> u32 {
+        match self.kind {
+            Kind::Sqlite(_) => SCHEMA_VERSION,
+            Kind::Postgres(_) => lockserver::store::postgres::SCHEMA_VERSION,
+        }
+    }
+
+    /// The backend's own consistency check after a concurrent run.
+    fn check_integrity(&self) {
+        match &self.kind {
+            Kind::Sqlite(_) => {
+                let path = self.url.strip_prefix("sqlite://").expect("sqlite URL");
+                let store = SqliteStore::open(Path::new(path), OpenMode::Existing).expect("existing");
+                assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
+            }
+            // PostgreSQL checks its constraints itself; the model comparison that follows is the check.
+            Kind::Postgres(_) => {}
+        }
+    }
+
+    /// Runs SQL on the backend's database (not through the store).
+    fn sql(&self, sql: &str) -> String {
+        match &self.kind {
+            Kind::Sqlite(_) => {
+                let path = self.url.strip_prefix("sqlite://").expect("sqlite URL");
+                let conn = rusqlite::Connection::open(path).expect("raw open");
+                let mut stmt = conn.prepare(sql).expect("prepare");
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, rusqlite::types::Value>(0))
+                    .expect("query")
+                    .map(|v| match v.expect("row") {
+                        rusqlite::types::Value::Null => String::new(),
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>();
+                rows.join("\n")
+            }
+            Kind::Postgres(db) => db.sql(sql),
+        }
+    }
+}
+
+/// Each function of the suite becomes a test per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(&super::Backend::sqlite(stringify!($name))); })*
+        }
+        mod postgres {
+            $(#[test] fn $name() {
+                if let Some(b) = super::Backend::postgres(stringify!($name)) {
+                    super::$name(&b);
+                }
+            })*
+        }
+    };
+}
+
+suite!(
+    crud,
+    already_paired,
+    remove_returns_the_row_and_clears_totp_facts,
+    unpaired_users,
+    invalid_values_are_refused_without_panicking,
+    concurrent_threads_with_their_own_connections,
+);
+
+// ---------------------------------------------------------------------------------------------------
+// SQLite only: files, versions on disk, permissions, other processes.
 
 #[test]
 fn existing_mode_never_creates() {
@@ -322,17 +472,15 @@ fn existing_mode_never_creates() {
     ));
     assert!(!dir.path("no").exists(), "Existing mode created a directory");
 
-    // An empty file (no migration ever committed): nobody can have paired.
+    // An empty file is no store: refused (a truncated store must not make everyone unpaired).
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .expect("touch");
-    assert!(matches!(
-        SqliteStore::open(&path, OpenMode::Existing),
-        Err(StoreError::Missing)
-    ));
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("empty file"), "{msg}");
     assert_eq!(
         fs::metadata(&path).map(|m| m.len()).ok(),
         Some(0),
@@ -340,10 +488,10 @@ fn existing_mode_never_creates() {
     );
     // The CLI makes it a store.
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create over the empty file");
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     drop(store);
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 
     // A directory, or a file that is not a database: Unavailable, no panic.
     let sub = dir.path("sub.db");
@@ -363,33 +511,61 @@ fn existing_mode_never_creates() {
 }
 
 #[test]
-fn schema_older_than_this_build() {
-    let dir = TempDir::new("old");
+fn sqlite_file_without_our_schema_is_refused_and_left_alone() {
+    let dir = TempDir::new("foreign");
     let path = dir.path("store.db");
     {
-        // A database this build did not migrate: it has something in it, but user_version 0.
+        // Another program's database: it has something in it, but not our schema (user_version 0).
         let conn = rusqlite::Connection::open(&path).expect("raw open");
         conn.execute_batch("CREATE TABLE unrelated (x INTEGER);")
             .expect("schema");
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let msg = match SqliteStore::open(&path, OpenMode::Existing) {
-        Err(e @ StoreError::Outdated { .. }) => e.to_string(),
-        Err(other) => panic!("expected Outdated, got {other:?}"),
-        Ok(_) => panic!("expected Outdated, the store opened"),
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
+    assert!(msg.contains("without the lockserver schema"), "{msg}");
+    // The CLI does not take it over either: no table of ours is added to someone else's file.
+    let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Create));
+    assert!(msg.contains("without the lockserver schema"), "{msg}");
+    let tables = {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.query_row("SELECT group_concat(name) FROM sqlite_schema", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .expect("tables")
     };
-    assert!(msg.contains("schema version 0"), "{msg}");
-    assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
-    assert!(msg.contains("`lockserver users`"), "{msg}");
-    assert!(msg.contains("as root"), "{msg}");
+    assert_eq!(tables, "unrelated");
+}
 
-    // Create mode (any CLI command) migrates it; then logins can open it.
-    let store = SqliteStore::open(&path, OpenMode::Create).expect("migrate");
-    assert_eq!(store.schema_version(), Ok(SCHEMA_VERSION));
-    store.insert(&pairing("alice")).expect("insert");
-    drop(store);
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing after migration");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+#[test]
+fn migrate_creates_then_has_nothing_left_to_do() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path("sub/store.db");
+    let url = format!("sqlite://{}", path.display());
+    let location = Location::url(&url);
+    let to = SCHEMA_VERSION;
+    assert_eq!(
+        lockserver::store::migrate(&location, later()),
+        Ok(lockserver::store::Migrated { from: 0, to })
+    );
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(
+        lockserver::store::migrate(&location, later()),
+        Ok(lockserver::store::Migrated { from: to, to })
+    );
+    let store = SqliteStore::open(&path, OpenMode::Existing).expect("a login opens it");
+    assert_eq!(store.list(later()), Ok(vec![]));
+}
+
+#[test]
+fn outdated_error_says_to_run_migrate() {
+    let e = StoreError::Outdated {
+        path: "/x.db".into(),
+        found: 1,
+        wanted: 2,
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("schema version 1"), "{msg}");
+    assert!(msg.contains("`lockserver migrate` as root"), "{msg}");
 }
 
 #[test]
@@ -421,7 +597,7 @@ fn created_root_only() {
     let dir = TempDir::new("perms");
     let path = dir.path("var/lib/lockserver/store.db");
     let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    store.insert(&pairing("alice")).expect("insert");
+    store.insert(&pairing("alice"), later()).expect("insert");
     assert_eq!(mode_of(&path), 0o600);
     assert_eq!(mode_of(&dir.path("var/lib/lockserver")), 0o700);
     // While a connection is open the WAL companions exist; SQLite copies the db file's mode.
@@ -451,7 +627,7 @@ fn created_root_only_whatever_the_umask() {
         }
         let path = PathBuf::from(path);
         let store = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        store.insert(&pairing("alice")).expect("insert");
+        store.insert(&pairing("alice"), later()).expect("insert");
         assert_eq!(mode_of(&path), 0o600);
         assert_eq!(mode_of(path.parent().expect("parent")), 0o700);
         for suffix in ["-wal", "-shm"] {
@@ -478,7 +654,7 @@ fn created_root_only_whatever_the_umask() {
     assert_eq!(mode_of(&path), 0o600);
     assert_eq!(mode_of(&dir.path("made")), 0o700);
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.get("alice"), Ok(Some(pairing("alice"))));
+    assert_eq!(store.get("alice", later()), Ok(Some(pairing("alice"))));
 }
 
 #[test]
@@ -545,39 +721,36 @@ fn busy_timeout_bounds_the_wait() {
     let dir = TempDir::new("busy");
     let path = dir.path("store.db");
     let holder = SqliteStore::open(&path, OpenMode::Create).expect("create");
-    holder.insert(&pairing("alice")).expect("insert");
+    holder.insert(&pairing("alice"), later()).expect("insert");
     // Another process holds the write lock (a raw connection in an open IMMEDIATE transaction).
     let raw = rusqlite::Connection::open(&path).expect("raw");
     raw.execute_batch("BEGIN IMMEDIATE").expect("lock");
 
-    let login = SqliteStore::open_with_timeout(&path, OpenMode::Existing, Duration::from_millis(300))
-        .expect("opening does not need the write lock");
+    let login = SqliteStore::open(&path, OpenMode::Existing).expect("opening does not need the write lock");
     let start = Instant::now();
     assert_eq!(
-        login.accept_totp_step("alice", 1),
+        login.accept_totp_step("alice", 1, start + Duration::from_millis(300)),
         Err(StoreError::Unavailable("store busy".into()))
     );
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(250), "gave up after {waited:?}");
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     // Readers are not blocked by a writer in WAL mode.
-    assert_eq!(login.get("alice"), Ok(Some(pairing("alice"))));
-    // The login's budget shrinks: it can tell the store.
-    login.set_busy_timeout(Duration::ZERO).expect("set timeout");
+    assert_eq!(login.get("alice", later()), Ok(Some(pairing("alice"))));
+    // A login whose budget is spent gives up at once.
     let start = Instant::now();
-    assert_eq!(
-        login.record_totp_failure("alice", 1, 60),
-        Err(StoreError::Unavailable("store busy".into()))
-    );
+    assert!(matches!(
+        login.record_totp_failure("alice", 1, 60, start),
+        Err(StoreError::Unavailable(m)) if m.contains("store busy")
+    ));
     assert!(start.elapsed() < Duration::from_millis(200));
 
     // A writer waiting within its timeout gets through once the lock goes.
-    login.set_busy_timeout(Duration::from_secs(5)).expect("set timeout");
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         raw.execute_batch("COMMIT").expect("unlock");
     });
-    assert_eq!(login.record_totp_failure("alice", 1, 60), Ok(1));
+    assert_eq!(login.record_totp_failure("alice", 1, 60, later()), Ok(1));
     releaser.join().expect("releaser");
 }
 
@@ -621,7 +794,7 @@ type Model = HashMap<String, (Option<Pairing>, Option<LocalTotp>)>;
 /// `OPS` random operations: inserts / removes / gets / set_totp / set_local_totp / list on this worker's
 /// own users (checked against a per-user model at every step), and failure counters and TOTP steps on
 /// users every worker shares. Panics on any divergence.
-fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
+fn worker(store: &dyn PairingStore, id: u64) -> (Model, SharedEffects) {
     let mut rng = Rng::new(id + 1);
     let own: Vec<String> = (0..OWN_USERS).map(|n| format!("w{id}-u{n}")).collect();
     let mut model: Model = own.iter().map(|u| (u.clone(), (None, None))).collect();
@@ -641,7 +814,7 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                     enabled: rng.below(2) == 0,
                     ..pairing(user)
                 };
-                let got = store.insert(&p);
+                let got = store.insert(&p, later());
                 if entry.0.is_some() {
                     assert_eq!(got, Err(StoreError::AlreadyPaired), "insert {user}");
                 } else {
@@ -650,18 +823,22 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                 }
             }
             2 => {
-                let got = store.remove(user);
+                let got = store.remove(user, later());
                 assert_eq!(got, Ok(entry.0.take()), "remove {user}");
                 entry.1 = None;
             }
             3 => {
-                assert_eq!(store.get(user), Ok(entry.0.clone()), "get {user}");
-                assert_eq!(store.local_totp(user), Ok(entry.1.clone()), "local_totp {user}");
+                assert_eq!(store.get(user, later()), Ok(entry.0.clone()), "get {user}");
+                assert_eq!(
+                    store.local_totp(user, later()),
+                    Ok(entry.1.clone()),
+                    "local_totp {user}"
+                );
             }
             4 => {
                 let on = rng.below(2) == 0;
                 let tid = format!("totp-{id}-{op}");
-                let got = store.set_totp(user, on, on.then_some(tid.as_str()));
+                let got = store.set_totp(user, on, on.then_some(tid.as_str()), later());
                 match &mut entry.0 {
                     Some(p) => {
                         assert_eq!(got, Ok(()), "set_totp {user}");
@@ -678,7 +855,7 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                     failures: (op % 5) as u32,
                     window_start: op as u64,
                 });
-                let got = store.set_local_totp(user, state.as_ref());
+                let got = store.set_local_totp(user, state.as_ref(), later());
                 if entry.0.is_some() {
                     assert_eq!(got, Ok(()), "set_local_totp {user}");
                     entry.1 = state;
@@ -687,19 +864,21 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
                 }
             }
             6 => {
-                let n = store.record_totp_failure(shared, NOW, FOREVER).expect("record failure");
+                let n = store
+                    .record_totp_failure(shared, NOW, FOREVER, later())
+                    .expect("record failure");
                 assert!(n >= 1);
                 *effects.failures.entry(shared.to_string()).or_default() += 1;
             }
             7 => {
                 // Every worker walks the same step numbers, so steps collide across workers.
                 let step = op as u64;
-                if store.accept_totp_step(shared, step).expect("accept step") {
+                if store.accept_totp_step(shared, step, later()).expect("accept step") {
                     effects.accepted.entry(shared.to_string()).or_default().push(step);
                 }
             }
             _ => {
-                let all = store.list().expect("list");
+                let all = store.list(later()).expect("list");
                 let listed: HashMap<&str, &Pairing> = all.iter().map(|p| (p.user.as_str(), p)).collect();
                 for (u, (p, _)) in &model {
                     assert_eq!(listed.get(u.as_str()).copied(), p.as_ref(), "list {u}");
@@ -710,27 +889,27 @@ fn worker(store: &SqliteStore, id: u64) -> (Model, SharedEffects) {
     }
     // Final state of this worker's users.
     for (u, (p, t)) in &model {
-        assert_eq!(store.get(u), Ok(p.clone()), "final get {u}");
-        assert_eq!(store.local_totp(u), Ok(t.clone()), "final local_totp {u}");
+        assert_eq!(store.get(u, later()), Ok(p.clone()), "final get {u}");
+        assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "final local_totp {u}");
     }
     (model, effects)
 }
 
-fn setup_shared(store: &SqliteStore) {
+fn setup_shared(store: &dyn PairingStore) {
     for user in SHARED_USERS {
-        store.insert(&pairing(user)).expect("shared insert");
+        store.insert(&pairing(user), later()).expect("shared insert");
         store
-            .set_local_totp(user, Some(&totp_state("JBSWY3DPEHPK3PXP")))
+            .set_local_totp(user, Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
             .expect("shared totp");
     }
 }
 
 /// Checks the shared users against what every worker did: no lost failure, no step accepted twice.
-fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
+fn check_shared(store: &dyn PairingStore, effects: &[SharedEffects]) {
     for user in SHARED_USERS {
         let recorded: u32 = effects.iter().filter_map(|e| e.failures.get(user)).sum();
         assert_eq!(
-            store.totp_failures(user, NOW, FOREVER),
+            store.totp_failures(user, NOW, FOREVER, later()),
             Ok(recorded),
             "failures of {user}"
         );
@@ -747,34 +926,40 @@ fn check_shared(store: &SqliteStore, effects: &[SharedEffects]) {
             "a step of {user} was accepted twice: {accepted:?}"
         );
         accepted.sort_unstable();
-        let last = store.local_totp(user).expect("local").expect("present").last_step;
+        let last = store
+            .local_totp(user, later())
+            .expect("local")
+            .expect("present")
+            .last_step;
         assert_eq!(last, accepted.last().copied(), "last step of {user}");
-        assert_eq!(store.get(user), Ok(Some(pairing(user))), "shared pairing {user}");
+        assert_eq!(
+            store.get(user, later()),
+            Ok(Some(pairing(user))),
+            "shared pairing {user}"
+        );
     }
 }
 
-#[test]
-fn concurrent_threads_with_their_own_connections() {
+fn concurrent_threads_with_their_own_connections(b: &Backend) {
     const THREADS: usize = 8;
-    let dir = TempDir::new("threads");
-    let path = dir.path("store.db");
-
-    // All open (create + migrate) the same new file at once.
+    // All open (create + migrate) the same new store at once.
     let barrier = Arc::new(Barrier::new(THREADS));
-    let openers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (barrier, path) = (Arc::clone(&barrier), path.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                SqliteStore::open(&path, OpenMode::Create)
+    let stores: Vec<Box<dyn PairingStore + Send + Sync>> = std::thread::scope(|scope| {
+        let openers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    b.try_open(OpenMode::Create)
+                })
             })
-        })
-        .collect();
-    let stores: Vec<SqliteStore> = openers
-        .into_iter()
-        .map(|h| h.join().expect("opener thread").expect("concurrent create"))
-        .collect();
-    setup_shared(&stores[0]);
+            .collect();
+        openers
+            .into_iter()
+            .map(|h| h.join().expect("opener thread").expect("concurrent create"))
+            .collect()
+    });
+    setup_shared(stores[0].as_ref());
 
     let barrier = Arc::new(Barrier::new(THREADS));
     let workers: Vec<_> = stores
@@ -784,14 +969,14 @@ fn concurrent_threads_with_their_own_connections() {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
-                worker(&store, id as u64)
+                worker(store.as_ref(), id as u64)
             })
         })
         .collect();
     let results: Vec<(Model, SharedEffects)> = workers.into_iter().map(|h| h.join().expect("worker thread")).collect();
 
-    let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    let store = b.open(OpenMode::Existing);
+    b.check_integrity();
     // Every worker's users hold exactly what its model says; nothing else exists.
     let mut expected: Vec<Pairing> = results
         .iter()
@@ -799,14 +984,14 @@ fn concurrent_threads_with_their_own_connections() {
         .chain(SHARED_USERS.iter().map(|u| pairing(u)))
         .collect();
     expected.sort_by(|a, b| a.user.cmp(&b.user));
-    assert_eq!(store.list(), Ok(expected));
+    assert_eq!(store.list(later()), Ok(expected));
     for (model, _) in &results {
         for (u, (_, t)) in model {
-            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+            assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "local_totp {u}");
         }
     }
     let effects: Vec<SharedEffects> = results.into_iter().map(|(_, e)| e).collect();
-    check_shared(&store, &effects);
+    check_shared(store.as_ref(), &effects);
 }
 
 /// Child worker output lines: `@@ fail <user> <count>` and `@@ step <user> <step>`.
@@ -919,17 +1104,17 @@ fn concurrent_processes_and_threads() {
     );
 
     let store = SqliteStore::open(&path, OpenMode::Existing).expect("existing");
-    assert_eq!(store.integrity_check(), Ok("ok".to_string()));
+    assert_eq!(store.integrity_check(later()), Ok("ok".to_string()));
     check_shared(&store, &effects);
     // The threads' users (the children checked theirs before exiting).
     for model in &models {
         for (u, (p, t)) in model {
-            assert_eq!(store.get(u), Ok(p.clone()), "get {u}");
-            assert_eq!(store.local_totp(u), Ok(t.clone()), "local_totp {u}");
+            assert_eq!(store.get(u, later()), Ok(p.clone()), "get {u}");
+            assert_eq!(store.local_totp(u, later()), Ok(t.clone()), "local_totp {u}");
         }
     }
     // Every listed user belongs to a worker or is shared: nothing appeared from nowhere.
-    for p in store.list().expect("list") {
+    for p in store.list(later()).expect("list") {
         assert!(
             p.user.starts_with("shared-") || p.user.starts_with('w'),
             "unexpected user {}",
@@ -955,4 +1140,227 @@ fn store_owned_by_another_user_is_refused() {
     assert_eq!(fs::metadata(&path).expect("stat").uid(), 65534);
     let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
     assert!(msg.contains("not root"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// PostgreSQL only: its schema against SQLite's, migrations, deadlines, threads.
+
+/// The columns of `pairings` as `name type nullable pk`, with each backend's types named alike.
+fn columns(b: &Backend) -> Vec<String> {
+    let sql = match b.kind {
+        Kind::Sqlite(_) => {
+            "SELECT name || ' ' || lower(type) || ' ' || (CASE WHEN \"notnull\" = 1 OR pk = 1 THEN 'not-null' ELSE 'null' END) || ' ' || pk FROM pragma_table_info('pairings') ORDER BY cid"
+        }
+        Kind::Postgres(_) => {
+            "SELECT c.column_name || ' ' || (CASE WHEN c.data_type IN ('integer', 'bigint') THEN 'integer' ELSE c.data_type END) || ' ' || (CASE WHEN c.is_nullable = 'NO' THEN 'not-null' ELSE 'null' END) || ' ' || (CASE WHEN k.column_name IS NULL THEN 0 ELSE 1 END) FROM information_schema.columns c LEFT JOIN information_schema.key_column_usage k ON k.table_name = c.table_name AND k.column_name = c.column_name AND k.constraint_name = 'pairings_pkey' WHERE c.table_name = 'pairings' ORDER BY c.ordinal_position"
+        }
+    };
+    b.sql(sql).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn postgres_schema_is_the_sqlite_schema() {
+    let Some(pg) = Backend::postgres("schema") else { return };
+    let lite = Backend::sqlite("schema");
+    drop(pg.open(OpenMode::Create));
+    drop(lite.open(OpenMode::Create));
+    assert_eq!(
+        lockserver::store::postgres::MIGRATIONS.len(),
+        lockserver::store::sqlite::MIGRATIONS.len(),
+        "one PostgreSQL migration per SQLite migration"
+    );
+    let (pg_cols, lite_cols) = (columns(&pg), columns(&lite));
+    assert_eq!(pg_cols.len(), 11, "{pg_cols:?}");
+    assert_eq!(pg_cols, lite_cols, "the two schemas differ");
+}
+
+#[test]
+fn postgres_login_refuses_an_unmigrated_or_newer_database_and_migrate_fixes_it() {
+    let Some(b) = Backend::postgres("lifecycle") else {
+        return;
+    };
+    // A login never migrates: a database without our schema is refused, saying what to run.
+    let msg = match b.try_open(OpenMode::Existing) {
+        Err(StoreError::Unavailable(m)) => m,
+        Err(e) => panic!("expected Unavailable, got {e:?}"),
+        Ok(_) => panic!("a login opened a database without the schema"),
+    };
+    assert!(msg.contains("run `lockserver migrate`"), "{msg}");
+    assert!(!msg.contains(b.password.as_ref().map_or("-", |p| p.expose())), "{msg}");
+    assert_eq!(
+        b.sql("SELECT to_regclass('pairings') IS NULL"),
+        "t",
+        "the login created a table"
+    );
+
+    // `lockserver migrate`: from 0 to this build's version, then nothing left to do.
+    let to = lockserver::store::postgres::SCHEMA_VERSION;
+    assert_eq!(
+        lockserver::store::migrate(&b.location(), later()),
+        Ok(lockserver::store::Migrated { from: 0, to })
+    );
+    assert_eq!(
+        lockserver::store::migrate(&b.location(), later()),
+        Ok(lockserver::store::Migrated { from: to, to })
+    );
+    let store = b.open(OpenMode::Existing);
+    store.insert(&pairing("alice"), later()).expect("insert");
+    drop(store);
+
+    // A newer schema (a later lockserver migrated it): refused for a login and for migrate.
+    b.sql("UPDATE lockserver_schema SET version = 99");
+    let msg = match b.try_open(OpenMode::Existing) {
+        Err(StoreError::Unavailable(m)) => m,
+        other => panic!("expected Unavailable, got {:?}", other.map(|_| "a store")),
+    };
+    assert!(msg.contains("newer"), "{msg}");
+    assert!(lockserver::store::migrate(&b.location(), later()).is_err());
+    assert_eq!(b.sql("SELECT user_name FROM pairings"), "alice", "nothing was lost");
+}
+
+#[test]
+fn postgres_migrations_race_safely() {
+    let Some(b) = Backend::postgres("migrate_race") else {
+        return;
+    };
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| lockserver::store::migrate(&b.location(), later())))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("migrate thread")).collect()
+    });
+    let to = lockserver::store::postgres::SCHEMA_VERSION;
+    let from_zero = results
+        .iter()
+        .filter(|r| **r == Ok(lockserver::store::Migrated { from: 0, to }))
+        .count();
+    for r in &results {
+        assert!(r.as_ref().is_ok_and(|m| m.to == to), "{r:?}");
+    }
+    assert!(from_zero >= 1, "{results:?}");
+    assert_eq!(b.sql("SELECT count(*) FROM lockserver_schema"), "1");
+}
+
+/// A listener that accepts and never answers (a firewall that drops, a hung server).
+fn silent_listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+#[test]
+fn postgres_unreachable_is_unreachable_within_the_deadline() {
+    // No server needed: nothing listening, and a listener that never answers.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let (_silent, silent_port) = silent_listener();
+    for (what, port, tls) in [
+        ("nothing listening", dead_port, "disable"),
+        ("a silent listener", silent_port, "disable"),
+        ("a silent listener, TLS", silent_port, "verify-full"),
+    ] {
+        let url = format!("postgres://lockserver@127.0.0.1:{port}/lockserver?sslmode={tls}");
+        let start = Instant::now();
+        let r = lockserver::store::open_at(
+            &Location::url(&url),
+            OpenMode::Existing,
+            start + Duration::from_millis(400),
+        );
+        let took = start.elapsed();
+        assert!(matches!(r, Err(StoreError::Unreachable(_))), "{what}: {:?}", r.err());
+        assert!(took < Duration::from_millis(900), "{what}: took {took:?}");
+    }
+}
+
+#[test]
+fn postgres_a_query_past_its_deadline_is_unreachable() {
+    let Some(b) = Backend::postgres("deadline") else { return };
+    let store = b.open(OpenMode::Create);
+    store.insert(&pairing("alice"), later()).expect("insert");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
+        .expect("local TOTP");
+    // Another connection holds the row locked: the update waits server-side, the deadline ends it.
+    let lock = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            pg::psql_result(
+                &b.url,
+                b.password.as_ref().map_or("", |p| p.expose()),
+                "BEGIN; SELECT 1 FROM pairings WHERE user_name = 'alice' FOR UPDATE; SELECT pg_sleep(2); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        let r = store.accept_totp_step("alice", 1, start + Duration::from_millis(300));
+        let took = start.elapsed();
+        assert!(matches!(r, Err(StoreError::Unreachable(_))), "{r:?}");
+        assert!(took < Duration::from_millis(800), "took {took:?}");
+        holder.join().expect("holder")
+    });
+    lock.expect("the lock holder");
+}
+
+const THREAD_CHECK_ENV: &str = "LOCKSERVER_STORE_TEST_THREADS";
+
+fn thread_count() -> usize {
+    fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// The PostgreSQL client starts no thread and leaves none behind, with a host name to resolve (tokio
+/// would resolve it on a blocking-pool thread; the store resolves it itself). Run in a child process,
+/// alone, so that no other test's threads are counted.
+#[test]
+fn postgres_store_starts_no_thread() {
+    let Some(b) = Backend::postgres("threads") else { return };
+    drop(b.open(OpenMode::Create));
+    let url = b.url.replace("127.0.0.1", "localhost");
+    assert_ne!(url, b.url, "the test server URL names 127.0.0.1");
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "postgres_thread_check_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(THREAD_CHECK_ENV, &url)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("THREADS-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by postgres_store_starts_no_thread in a child process"]
+fn postgres_thread_check_child() {
+    let Ok(url) = std::env::var(THREAD_CHECK_ENV) else {
+        return;
+    };
+    let password = std::env::var_os(pg::PG_PASSWORD_FILE_ENV)
+        .and_then(|f| fs::read_to_string(f).ok())
+        .map(|p| Secret::new(p.trim()));
+    let location = Location {
+        url: &url,
+        password: password.as_ref(),
+        ca_file: None,
+    };
+    let before = thread_count();
+    let store = lockserver::store::open_at(&location, OpenMode::Existing, later()).expect("open");
+    let during = thread_count();
+    assert_eq!(store.get("nobody", later()), Ok(None));
+    assert_eq!(store.list(later()).map(|l| l.len()), Ok(0));
+    let after_queries = thread_count();
+    drop(store);
+    let after = thread_count();
+    assert_eq!(
+        (during, after_queries, after),
+        (before, before, before),
+        "threads before {before}, connected {during}, after queries {after_queries}, after drop {after}"
+    );
+    println!("THREADS-OK {before}");
 }

@@ -21,8 +21,12 @@ impl Context<'_> {
     }
 
     pub(super) fn store(&self) -> Result<Store, Exit> {
-        store::open(&self.config.store, OpenMode::Create)
-            .map_err(|e| fail(Exit::Store, &format!("{e} ({})", self.config.store)))
+        store::open_at(
+            &store::Location::of(self.config),
+            OpenMode::Create,
+            store::default_deadline(),
+        )
+        .map_err(|e| fail(Exit::Store, &format!("{e} ({})", self.config.store)))
     }
 
     pub(super) fn service(&self) -> Result<SharedService, Exit> {
@@ -164,7 +168,7 @@ impl Context<'_> {
             Ok(s) => s,
             Err(code) => return code,
         };
-        match store.list() {
+        match store.list(store::default_deadline()) {
             Ok(list) => {
                 println!("{:<24} {:<8} {:<6} ACCOUNT", "USER", "ENABLED", "TOTP");
                 for p in list {
@@ -195,15 +199,15 @@ impl Context<'_> {
         {
             println!("warning: {} is plain HTTP: use https:// outside tests", l.url);
         }
-        match store::open(&c.store, OpenMode::Existing) {
-            Ok(s) => match s.list() {
+        match store::open_at(&store::Location::of(c), OpenMode::Existing, store::default_deadline()) {
+            Ok(s) => match s.list(store::default_deadline()) {
                 Ok(list) => println!("store: ok ({} pairings)", list.len()),
                 Err(e) => return fail(Exit::Store, &e.to_string()),
             },
             Err(StoreError::Missing) => println!("store: not created yet (the first `lockserver pair` creates it)"),
             Err(StoreError::Outdated { .. }) => {
                 // The CLI applies migrations: opening for writing brings the schema up to date.
-                if let Err(e) = store::open(&c.store, OpenMode::Create) {
+                if let Err(e) = store::open_at(&store::Location::of(c), OpenMode::Create, store::default_deadline()) {
                     return fail(Exit::Store, &e.to_string());
                 }
                 println!("store: migrated to the current schema");

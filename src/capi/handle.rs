@@ -129,7 +129,11 @@ impl lockserver {
         if let Some(s) = slot.as_ref() {
             return Ok(Arc::clone(s));
         }
-        let opened: Arc<dyn PairingStore + Send + Sync> = Arc::from(store::open(&self.config.store, OpenMode::Create)?);
+        let opened: Arc<dyn PairingStore + Send + Sync> = Arc::from(store::open_at(
+            &store::Location::of(&self.config),
+            OpenMode::Create,
+            store::default_deadline(),
+        )?);
         *slot = Some(Arc::clone(&opened));
         Ok(opened)
     }

@@ -251,19 +251,23 @@ impl<'c> LazyResources<'c> {
 }
 
 impl Resources for LazyResources<'_> {
-    fn store(&mut self) -> Result<&dyn PairingStore, StoreError> {
+    fn store(&mut self, deadline: std::time::Instant) -> Result<&dyn PairingStore, StoreError> {
         if self.store.is_none() {
-            // A busy store (a CLI writing) may hold a login up to its own budget, not longer.
-            self.store = Some(store::open_with_timeout(
-                &self.config.store,
+            // Opening (a busy SQLite file, a PostgreSQL connect) is charged to the login's budget.
+            self.store = Some(store::open_at(
+                &store::Location::of(self.config),
                 OpenMode::Existing,
-                self.config.timeout,
+                deadline,
             )?);
         }
         match &self.store {
             Some(s) => Ok(s.as_ref()),
             None => Err(StoreError::Unavailable("store not opened".into())),
         }
+    }
+
+    fn store_fail_mode(&self) -> crate::config::FailMode {
+        self.config.store_fail_mode
     }
 
     fn service(&mut self) -> Result<&dyn LockService, ServiceError> {

@@ -3,10 +3,14 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use crate::config::Secret;
 use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// One user's pairing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +50,11 @@ pub enum StoreError {
     Invalid(String),
     /// The store does not exist yet (no `lockserver pair` has run): nobody is paired.
     Missing,
-    /// The store's schema is older than this build's: any root `lockserver` command migrates it.
+    /// The store's schema is older than this build's: `lockserver migrate` migrates it.
     Outdated { path: String, found: u32, wanted: u32 },
+    /// A networked store could not be reached (refused, timed out, TLS or login failed on the way) within
+    /// the deadline: `store_fail_mode` decides the login. An error the database answers is `Unavailable`.
+    Unreachable(String),
 }
 
 impl fmt::Display for StoreError {
@@ -61,8 +68,9 @@ impl fmt::Display for StoreError {
             StoreError::Outdated { path, found, wanted } => write!(
                 f,
                 "the pairing store {path} has schema version {found}, older than this build's version \
-                 {wanted}: run any `lockserver` command as root (e.g. `lockserver users`) to migrate it"
+                 {wanted}: run `lockserver migrate` as root to migrate it"
             ),
+            StoreError::Unreachable(why) => write!(f, "pairing store unreachable: {why}"),
         }
     }
 }
@@ -73,31 +81,47 @@ impl std::error::Error for StoreError {}
 pub const MAX_USER_LEN: usize = 256;
 
 /// The pairing store. Implementations are safe under concurrent logins and concurrent CLI writers.
+///
+/// Every call gets a deadline (a login passes what is left of its `timeout_ms` budget): waiting for a
+/// lock, connecting and each query end by then, with [`StoreError::Unavailable`] ("store busy") for a
+/// local store or [`StoreError::Unreachable`] for a networked one. A deadline already past fails at once.
 pub trait PairingStore {
     /// The pairing of `user`, if any.
-    fn get(&self, user: &str) -> Result<Option<Pairing>, StoreError>;
+    fn get(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError>;
     /// Records a new pairing; [`StoreError::AlreadyPaired`] if `user` has one.
-    fn insert(&self, pairing: &Pairing) -> Result<(), StoreError>;
+    fn insert(&self, pairing: &Pairing, deadline: Instant) -> Result<(), StoreError>;
     /// Removes the pairing (and every TOTP fact) of `user`; returns what was removed.
-    fn remove(&self, user: &str) -> Result<Option<Pairing>, StoreError>;
+    fn remove(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError>;
     /// Every pairing, ordered by user name.
-    fn list(&self) -> Result<Vec<Pairing>, StoreError>;
+    fn list(&self, deadline: Instant) -> Result<Vec<Pairing>, StoreError>;
     /// Sets LOCK_TOTP_ENABLED and LOCK_TOTP_ID; [`StoreError::NotPaired`] if `user` has no pairing.
-    fn set_totp(&self, user: &str, enabled: bool, totp_id: Option<&str>) -> Result<(), StoreError>;
+    fn set_totp(&self, user: &str, enabled: bool, totp_id: Option<&str>, deadline: Instant) -> Result<(), StoreError>;
     /// Local TOTP state of `user`.
-    fn local_totp(&self, user: &str) -> Result<Option<LocalTotp>, StoreError>;
+    fn local_totp(&self, user: &str, deadline: Instant) -> Result<Option<LocalTotp>, StoreError>;
     /// Stores (or with `None` clears) the local TOTP state of `user`.
-    fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>) -> Result<(), StoreError>;
+    fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>, deadline: Instant) -> Result<(), StoreError>;
     /// Atomically records `step` as the last accepted local TOTP step if it is newer than the stored one.
     /// `Ok(false)`: the step was already used (a replay) or the user has no local TOTP.
-    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError>;
+    fn accept_totp_step(&self, user: &str, step: u64, deadline: Instant) -> Result<bool, StoreError>;
     /// Atomically counts one failed local code at unix time `now`: a window older than `period_secs` is
     /// restarted at `now` with one failure. Returns the failures in the current window.
-    fn record_totp_failure(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError>;
+    fn record_totp_failure(&self, user: &str, now: u64, period_secs: u64, deadline: Instant)
+    -> Result<u32, StoreError>;
     /// Sets the failure count of `user` to 0 (a right code ends a run of wrong ones).
-    fn clear_totp_failures(&self, user: &str) -> Result<(), StoreError>;
+    fn clear_totp_failures(&self, user: &str, deadline: Instant) -> Result<(), StoreError>;
     /// The failures counted in the window still running at `now` (0 when it is older than `period_secs`).
-    fn totp_failures(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError>;
+    fn totp_failures(&self, user: &str, now: u64, period_secs: u64, deadline: Instant) -> Result<u32, StoreError>;
+    /// The schema version the store is at (the number of migrations applied).
+    fn schema_version(&self, deadline: Instant) -> Result<u32, StoreError>;
+    /// Applies the pending migrations (the CLI only, never a login); returns the versions before and after.
+    fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError>;
+}
+
+/// What [`PairingStore::migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: u32,
+    pub to: u32,
 }
 
 /// How a store is opened.
@@ -105,33 +129,118 @@ pub trait PairingStore {
 pub enum OpenMode {
     /// The CLI: create the store if needed and apply pending migrations.
     Create,
+    /// `lockserver migrate`: like `Create`, but the caller runs [`PairingStore::migrate`] and reports it.
+    Migrate,
     /// A login: never create or migrate; a missing store is [`StoreError::Missing`], an older schema is
     /// [`StoreError::Outdated`] and a newer one [`StoreError::Unavailable`], each saying what to run.
     Existing,
 }
 
-/// Opens the store named by the config's `store` URL, waiting at most 5 s for a busy store.
-pub fn open(url: &str, mode: OpenMode) -> Result<Box<dyn PairingStore + Send + Sync>, StoreError> {
-    open_with_timeout(url, mode, sqlite::DEFAULT_BUSY_TIMEOUT)
+/// How long a CLI or C API store call may take when no login budget applies.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The deadline of a CLI or C API store call: [`DEFAULT_TIMEOUT`] from now.
+pub fn default_deadline() -> Instant {
+    Instant::now() + DEFAULT_TIMEOUT
 }
 
-/// Opens the store, waiting at most `busy_timeout` whenever another process holds it (a login passes
-/// its own budget).
-pub fn open_with_timeout(
-    url: &str,
+/// Where the store is and how to reach it: the config's `store`, `store_password_file` (read) and
+/// `store_ca_file`.
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    pub url: &'a str,
+    /// The PostgreSQL password (never in the URL).
+    pub password: Option<&'a Secret>,
+    /// Extra trusted CA certificates (PEM) for PostgreSQL TLS, beside the system trust store.
+    pub ca_file: Option<&'a Path>,
+}
+
+impl<'a> Location<'a> {
+    /// A store given by its URL alone (SQLite, or PostgreSQL without password or extra CA).
+    pub fn url(url: &'a str) -> Location<'a> {
+        Location {
+            url,
+            password: None,
+            ca_file: None,
+        }
+    }
+
+    /// The store the config names.
+    pub fn of(config: &'a crate::config::Config) -> Location<'a> {
+        Location {
+            url: &config.store,
+            password: config.store_password.as_ref(),
+            ca_file: config.store_ca_file.as_deref(),
+        }
+    }
+
+    /// Whether this is a networked (PostgreSQL) store, to which `store_fail_mode` applies.
+    pub fn is_networked(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+/// Opens the store at `url` for the CLI or a test, with [`DEFAULT_TIMEOUT`] to open.
+pub fn open(url: &str, mode: OpenMode) -> Result<Box<dyn PairingStore + Send + Sync>, StoreError> {
+    open_at(&Location::url(url), mode, default_deadline())
+}
+
+/// Opens the store; opening (connecting, checking the schema, and for [`OpenMode::Create`] migrating)
+/// ends by `deadline`.
+pub fn open_at(
+    location: &Location<'_>,
     mode: OpenMode,
-    busy_timeout: std::time::Duration,
+    deadline: Instant,
 ) -> Result<Box<dyn PairingStore + Send + Sync>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = sqlite::SqliteStore::open_with_timeout(std::path::Path::new(path), mode, busy_timeout)?;
+    if let Some(path) = location.url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open_at(Path::new(path), mode, deadline)?;
         return Ok(Box::new(store));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if location.is_networked() {
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(postgres::PostgresStore::open(location, mode, deadline)?));
+        #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Unavailable(
             "PostgreSQL stores are not supported yet: use sqlite:///PATH".into(),
         ));
     }
-    Err(StoreError::Unavailable(format!("unknown store URL scheme in {url:?}")))
+    Err(StoreError::Unavailable(format!(
+        "unknown store URL scheme in {:?}",
+        redact(location.url)
+    )))
+}
+
+/// Applies the pending schema migrations of the store (`lockserver migrate`); creates a SQLite store
+/// that does not exist yet.
+pub fn migrate(location: &Location<'_>, deadline: Instant) -> Result<Migrated, StoreError> {
+    let store = open_at(location, OpenMode::Migrate, deadline)?;
+    store.migrate(deadline)
+}
+
+/// The URL without a password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// What is left until `deadline`, or a "time is up" error naming `what`.
+pub(crate) fn remaining(deadline: Instant, what: &str) -> Result<Duration, StoreError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(StoreError::Unavailable(format!(
+            "store busy: the time budget was spent before {what}"
+        )));
+    }
+    Ok(left)
 }
 
 /// Checks a user name before it reaches a store.

@@ -8,11 +8,17 @@
 //! The schema version is `PRAGMA user_version`: the number of migrations applied.
 //!
 //! # Opening
-//! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and the file (0600) if
-//!   missing, switches the file to WAL, and applies pending migrations in one IMMEDIATE transaction.
+//! - [`OpenMode::Create`] (the CLI): creates the parent directory (0700) and, if missing, the store
+//!   (0600, WAL, every migration) under a temporary name linked into place when complete, so a login
+//!   never sees a half-made store; applies pending migrations of an existing file in one IMMEDIATE
+//!   transaction.
+//! - [`OpenMode::Migrate`] (`lockserver migrate`): like `Create`, but [`PairingStore::migrate`] applies the
+//!   migrations and reports them.
 //! - [`OpenMode::Existing`] (every login, in a fresh process): never creates, never migrates, never
-//!   vacuums. A missing file (or one no migration has ever run on) is [`StoreError::Missing`]; an older
-//!   schema is [`StoreError::Outdated`] and a newer one [`StoreError::Unavailable`], each saying what to run.
+//!   vacuums. Only a file that does not exist is [`StoreError::Missing`] (nobody is paired); a file that
+//!   exists but is no pairing store (empty, not SQLite, SQLite without our schema) is
+//!   [`StoreError::Unavailable`] saying so; an older schema is [`StoreError::Outdated`] and a newer one
+//!   [`StoreError::Unavailable`], each saying what to run.
 //!
 //! Both modes refuse a database file that is not root's or that group or others may write, in a place
 //! others could change (see [`crate::safe_path`]: its directories, and a `-wal`, `-shm` or `-journal`
@@ -20,12 +26,11 @@
 //! so they are 0600 as well.
 //!
 //! # Waiting for locks
-//! Every connection waits for a locked database up to its busy timeout ([`DEFAULT_BUSY_TIMEOUT`] unless
-//! opened with [`SqliteStore::open_with_timeout`] or changed with [`SqliteStore::set_busy_timeout`]);
-//! after that an operation fails with `Unavailable("store busy")`. A login should pass what is left of
-//! its time budget, so the store never makes it wait past it. Within one process, operations on one
-//! [`SqliteStore`] are serialized by a mutex; each holds it for at most one busy timeout plus the
-//! statement's own time.
+//! Every call waits for a locked database until its deadline (SQLite's busy timeout is set to what is
+//! left before each call); after that it fails with `Unavailable("store busy")`. A login passes what is
+//! left of its time budget, so the store never makes it wait past `timeout_ms`. Within one process,
+//! operations on one [`SqliteStore`] are serialized by a mutex; each holds it until its deadline at most
+//! plus the statement's own time.
 //!
 //! # Concurrency
 //! Every write runs in an `IMMEDIATE` transaction (the write lock is taken up front, so a writer never
@@ -35,7 +40,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{LocalTotp, OpenMode, Pairing, PairingStore, StoreError, check_user};
+use super::{LocalTotp, Migrated, OpenMode, Pairing, PairingStore, StoreError, check_user, remaining};
 use crate::config::Secret;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, ffi, params};
@@ -68,9 +73,6 @@ pub const MIGRATIONS: &[&str] = &[
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// How long an operation waits for another process's lock when no timeout is given.
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Longest account id, TOTP id or TOTP secret the store accepts.
 const MAX_VALUE_LEN: usize = 1024;
 
@@ -80,6 +82,8 @@ const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, tot
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// This handle's opening made the store (already at this build's version).
+    created: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -91,20 +95,18 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens the store at `path` with [`DEFAULT_BUSY_TIMEOUT`].
+    /// Opens the store at `path`, taking at most [`super::DEFAULT_TIMEOUT`].
     pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
-        Self::open_with_timeout(path, mode, DEFAULT_BUSY_TIMEOUT)
+        Self::open_at(path, mode, super::default_deadline())
     }
 
-    /// Opens the store at `path`; every operation (and the opening itself) waits at most `busy_timeout`
-    /// for another process's lock. A zero timeout fails at once when the database is locked.
-    pub fn open_with_timeout(path: &Path, mode: OpenMode, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+    /// Opens the store at `path`; opening waits for another process's lock until `deadline` at most.
+    pub fn open_at(path: &Path, mode: OpenMode, deadline: Instant) -> Result<SqliteStore, StoreError> {
         if path.as_os_str().is_empty() {
             return Err(StoreError::Unavailable("the store path is empty".into()));
         }
-        if mode == OpenMode::Create {
-            prepare_file(path)?;
-        }
+        // `lockserver migrate` on a store it creates reports the migrations from version 0.
+        let created = mode != OpenMode::Existing && prepare_file(path)?;
         check_permissions(path)?;
         // No SQLITE_OPEN_CREATE: the file exists (made above with 0600, or the caller gets Missing), and
         // SQLite must never create it with umask-dependent permissions. No SQLITE_OPEN_URI: the path is a
@@ -114,16 +116,16 @@ impl SqliteStore {
             Some(ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing,
             _ => unavailable(&format!("cannot open {}", path.display()), e),
         })?;
-        set_timeout(&conn, busy_timeout)?;
+        set_timeout(&conn, remaining(deadline, "opening the store")?)?;
         match mode {
-            OpenMode::Create => {
+            OpenMode::Create | OpenMode::Migrate => {
                 let journal: String = conn
                     .pragma_query_value(None, "journal_mode", |r| r.get(0))
-                    .map_err(db_err)?;
+                    .map_err(|e| not_a_store(path, db_err(e)))?;
                 if !journal.eq_ignore_ascii_case("wal") {
                     // Switching needs an exclusive lock, and SQLite answers BUSY at once (without the busy
                     // handler) while another connection has the file open: retry within the timeout.
-                    let now: String = retry_busy(busy_timeout, || {
+                    let now: String = retry_busy(deadline, || {
                         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                     })
                     .map_err(db_err)?;
@@ -135,7 +137,9 @@ impl SqliteStore {
                     }
                 }
                 conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
-                migrate(&mut conn, path)?;
+                if mode == OpenMode::Create {
+                    migrate(&mut conn, path)?;
+                }
             }
             OpenMode::Existing => {
                 // A login's connection is short-lived and almost never writes: closing it must not
@@ -143,21 +147,17 @@ impl SqliteStore {
                 // recover (most of a login's store time). The CLI's connections and SQLite's automatic
                 // checkpoints keep the WAL small.
                 conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-                    .map_err(db_err)?;
-                conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+                    .map_err(|e| not_a_store(path, db_err(e)))?;
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(|e| not_a_store(path, db_err(e)))?;
                 check_version(&conn, path)?;
             }
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            created,
         })
-    }
-
-    /// Changes how long each later operation waits for another process's lock (e.g. what is left of a
-    /// login's time budget). Durations beyond `i32::MAX` milliseconds are capped.
-    pub fn set_busy_timeout(&self, busy_timeout: Duration) -> Result<(), StoreError> {
-        set_timeout(&self.lock(), busy_timeout)
     }
 
     /// The database file.
@@ -165,14 +165,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The schema version of the file (`PRAGMA user_version`).
-    pub fn schema_version(&self) -> Result<u32, StoreError> {
-        read_version(&self.lock())
-    }
-
     /// `PRAGMA integrity_check`: `"ok"` when the file is sound, else SQLite's findings, one per line.
-    pub fn integrity_check(&self) -> Result<String, StoreError> {
-        let conn = self.lock();
+    pub fn integrity_check(&self, deadline: Instant) -> Result<String, StoreError> {
+        let conn = self.conn(deadline)?;
         let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(db_err)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
         let mut lines = Vec::new();
@@ -188,9 +183,20 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The connection, set to wait for another process's lock until `deadline` at most.
+    fn conn(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let conn = self.lock();
+        set_timeout(&conn, remaining(deadline, "a store query")?)?;
+        Ok(conn)
+    }
+
     /// Runs `f` in an IMMEDIATE transaction: committed if `f` succeeds, rolled back otherwise.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut conn = self.lock();
+    fn write<T>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn(deadline)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -201,9 +207,9 @@ impl SqliteStore {
 }
 
 impl PairingStore for SqliteStore {
-    fn get(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+    fn get(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError> {
         check_user(user)?;
-        let conn = self.lock();
+        let conn = self.conn(deadline)?;
         let raw = conn
             .query_row(
                 &format!("SELECT {PAIRING_COLUMNS} FROM pairings WHERE user_name = ?1"),
@@ -215,14 +221,14 @@ impl PairingStore for SqliteStore {
         raw.map(RawPairing::into_pairing).transpose()
     }
 
-    fn insert(&self, pairing: &Pairing) -> Result<(), StoreError> {
+    fn insert(&self, pairing: &Pairing, deadline: Instant) -> Result<(), StoreError> {
         check_user(&pairing.user)?;
         check_value("account id", &pairing.account_id)?;
         if let Some(id) = &pairing.totp_id {
             check_value("TOTP id", id)?;
         }
         let now = unix_now();
-        self.write(|tx| {
+        self.write(deadline, |tx| {
             let inserted = tx.execute(
                 "INSERT INTO pairings (user_name, account_id, enabled, totp_enabled, totp_id, created, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -243,9 +249,9 @@ impl PairingStore for SqliteStore {
         })
     }
 
-    fn remove(&self, user: &str) -> Result<Option<Pairing>, StoreError> {
+    fn remove(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError> {
         check_user(user)?;
-        let raw = self.write(|tx| {
+        let raw = self.write(deadline, |tx| {
             tx.query_row(
                 &format!("DELETE FROM pairings WHERE user_name = ?1 RETURNING {PAIRING_COLUMNS}"),
                 [user],
@@ -257,8 +263,8 @@ impl PairingStore for SqliteStore {
         raw.map(RawPairing::into_pairing).transpose()
     }
 
-    fn list(&self) -> Result<Vec<Pairing>, StoreError> {
-        let conn = self.lock();
+    fn list(&self, deadline: Instant) -> Result<Vec<Pairing>, StoreError> {
+        let conn = self.conn(deadline)?;
         let mut stmt = conn
             .prepare(&format!("SELECT {PAIRING_COLUMNS} FROM pairings ORDER BY user_name"))
             .map_err(db_err)?;
@@ -270,13 +276,13 @@ impl PairingStore for SqliteStore {
         Ok(out)
     }
 
-    fn set_totp(&self, user: &str, enabled: bool, totp_id: Option<&str>) -> Result<(), StoreError> {
+    fn set_totp(&self, user: &str, enabled: bool, totp_id: Option<&str>, deadline: Instant) -> Result<(), StoreError> {
         check_user(user)?;
         if let Some(id) = totp_id {
             check_value("TOTP id", id)?;
         }
         let now = unix_now();
-        self.write(|tx| {
+        self.write(deadline, |tx| {
             let changed = tx
                 .execute(
                     "UPDATE pairings SET totp_enabled = ?2, totp_id = ?3, updated = ?4 WHERE user_name = ?1",
@@ -291,9 +297,9 @@ impl PairingStore for SqliteStore {
         })
     }
 
-    fn local_totp(&self, user: &str) -> Result<Option<LocalTotp>, StoreError> {
+    fn local_totp(&self, user: &str, deadline: Instant) -> Result<Option<LocalTotp>, StoreError> {
         check_user(user)?;
-        let conn = self.lock();
+        let conn = self.conn(deadline)?;
         let raw = conn
             .query_row(
                 "SELECT totp_secret, totp_last_step, totp_failures, totp_window_start
@@ -322,7 +328,7 @@ impl PairingStore for SqliteStore {
         }))
     }
 
-    fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>) -> Result<(), StoreError> {
+    fn set_local_totp(&self, user: &str, state: Option<&LocalTotp>, deadline: Instant) -> Result<(), StoreError> {
         check_user(user)?;
         let now = unix_now();
         let changed = match state {
@@ -330,7 +336,7 @@ impl PairingStore for SqliteStore {
                 check_value("TOTP secret", state.secret.expose())?;
                 let last_step = state.last_step.map(|s| to_db("last TOTP step", s)).transpose()?;
                 let window_start = to_db("TOTP window start", state.window_start)?;
-                self.write(|tx| {
+                self.write(deadline, |tx| {
                     tx.execute(
                         "UPDATE pairings SET totp_secret = ?2, totp_last_step = ?3, totp_failures = ?4,
                          totp_window_start = ?5, updated = ?6 WHERE user_name = ?1",
@@ -346,7 +352,7 @@ impl PairingStore for SqliteStore {
                     .map_err(db_err)
                 })?
             }
-            None => self.write(|tx| {
+            None => self.write(deadline, |tx| {
                 tx.execute(
                     "UPDATE pairings SET totp_secret = NULL, totp_last_step = NULL, totp_failures = 0,
                      totp_window_start = 0, updated = ?2 WHERE user_name = ?1",
@@ -362,11 +368,11 @@ impl PairingStore for SqliteStore {
         }
     }
 
-    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+    fn accept_totp_step(&self, user: &str, step: u64, deadline: Instant) -> Result<bool, StoreError> {
         check_user(user)?;
         let step = to_db("TOTP step", step)?;
         let now = unix_now();
-        self.write(|tx| {
+        self.write(deadline, |tx| {
             let changed = tx
                 .execute(
                     "UPDATE pairings SET totp_last_step = ?2, updated = ?3
@@ -379,10 +385,16 @@ impl PairingStore for SqliteStore {
         })
     }
 
-    fn record_totp_failure(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError> {
+    fn record_totp_failure(
+        &self,
+        user: &str,
+        now: u64,
+        period_secs: u64,
+        deadline: Instant,
+    ) -> Result<u32, StoreError> {
         check_user(user)?;
         let stamp = unix_now();
-        self.write(|tx| {
+        self.write(deadline, |tx| {
             let Some((failures, window_start)) = read_failures(tx, user)? else {
                 return Err(StoreError::NotPaired);
             };
@@ -400,10 +412,10 @@ impl PairingStore for SqliteStore {
         })
     }
 
-    fn clear_totp_failures(&self, user: &str) -> Result<(), StoreError> {
+    fn clear_totp_failures(&self, user: &str, deadline: Instant) -> Result<(), StoreError> {
         check_user(user)?;
         let stamp = unix_now();
-        self.write(|tx| {
+        self.write(deadline, |tx| {
             tx.execute(
                 "UPDATE pairings SET totp_failures = 0, updated = ?2 WHERE user_name = ?1",
                 params![user, stamp],
@@ -413,12 +425,26 @@ impl PairingStore for SqliteStore {
         })
     }
 
-    fn totp_failures(&self, user: &str, now: u64, period_secs: u64) -> Result<u32, StoreError> {
+    fn totp_failures(&self, user: &str, now: u64, period_secs: u64, deadline: Instant) -> Result<u32, StoreError> {
         check_user(user)?;
-        let conn = self.lock();
+        let conn = self.conn(deadline)?;
         Ok(match read_failures(&conn, user)? {
             Some((failures, window_start)) if in_window(now, window_start, period_secs) => failures,
             _ => 0,
+        })
+    }
+
+    fn schema_version(&self, deadline: Instant) -> Result<u32, StoreError> {
+        read_version(&*self.conn(deadline)?)
+    }
+
+    fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError> {
+        let mut conn = self.conn(deadline)?;
+        let from = if self.created { 0 } else { read_version(&conn)? };
+        migrate(&mut conn, &self.path)?;
+        Ok(Migrated {
+            from,
+            to: read_version(&conn)?,
         })
     }
 }
@@ -475,8 +501,11 @@ fn in_window(now: u64, window_start: u64, period_secs: u64) -> bool {
     now < window_start.saturating_add(period_secs)
 }
 
-/// Create mode: the parent directory (0700) and an empty 0600 file, whatever the umask.
-fn prepare_file(path: &Path) -> Result<(), StoreError> {
+/// Create mode: the parent directory (0700) and, if there is no store yet, a new one, 0600 whatever the
+/// umask. The new store is made complete (WAL, every migration) under a temporary name and then linked
+/// into place, so a login never meets a half-made store (an empty file is refused: issue #9 hole 3).
+/// Returns whether this call made it.
+fn prepare_file(path: &Path) -> Result<bool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -488,18 +517,57 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_err(&format!("cannot chmod directory {}", dir.display()), e))?;
     }
-    match fs::OpenOptions::new()
+    if fs::symlink_metadata(path).is_ok() {
+        // There already: its permissions and schema are checked next.
+        return Ok(false);
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
+    let made = build_new_store(&tmp, path).and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        // Another CLI linked its own first: use that one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(&format!("cannot create {}", path.display()), e)),
+    });
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut side = tmp.as_os_str().to_os_string();
+        side.push(suffix);
+        let _ = fs::remove_file(PathBuf::from(side));
+    }
+    made
+}
+
+/// A complete store at `tmp` (messages name `path`, where it is going).
+fn build_new_store(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err(&format!("cannot chmod {}", path.display()), e)),
-        // Another process made it first (or it was there): fine, its permissions are checked next.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(&format!("cannot create {}", path.display()), e)),
+        .open(tmp)
+        .map_err(|e| io_err(&format!("cannot create {}", tmp.display()), e))?;
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err(&format!("cannot chmod {}", tmp.display()), e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(tmp, flags)
+        .map_err(|e| unavailable(&format!("cannot open {}", tmp.display()), e))?;
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot switch {} to WAL journal mode (it stays {journal})",
+            path.display()
+        )));
     }
+    migrate(&mut conn, path)?;
+    // Closing the only connection checkpoints the WAL into the file and removes it.
+    conn.close().map_err(|(_, e)| db_err(e))
 }
 
 /// Refuses a store that someone other than root (or the process's own uid) could change or put in place:
@@ -522,14 +590,13 @@ fn set_timeout(conn: &Connection, timeout: Duration) -> Result<(), StoreError> {
     conn.busy_timeout(timeout.min(max)).map_err(db_err)
 }
 
-/// Runs `f` again while it fails with SQLITE_BUSY, for at most `timeout` in all: for the few statements
+/// Runs `f` again while it fails with SQLITE_BUSY, until `deadline` at most: for the few statements
 /// that return BUSY without consulting the busy handler.
-fn retry_busy<T>(timeout: Duration, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    let start = Instant::now();
+fn retry_busy<T>(deadline: Instant, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     let mut pause = Duration::from_millis(2);
     loop {
         match f() {
-            Err(e) if is_busy(&e) && start.elapsed() + pause <= timeout => {
+            Err(e) if is_busy(&e) && Instant::now() + pause <= deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
@@ -554,9 +621,11 @@ fn newer_error(path: &Path, found: u32) -> StoreError {
     ))
 }
 
-/// Existing mode: the file must be at exactly this build's schema version.
+/// Existing mode: the file must be a pairing store at exactly this build's schema version. A file that
+/// exists but is not a pairing store is refused, never taken for "nobody is paired": a truncated or
+/// replaced store must not unlock every account.
 fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let found = read_version(conn)?;
+    let found = read_version(conn).map_err(|e| not_a_store(path, e))?;
     if found == SCHEMA_VERSION {
         return Ok(());
     }
@@ -564,20 +633,41 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         return Err(newer_error(path, found));
     }
     if found == 0 {
-        // No migration has ever committed (an empty file, or the CLI is making it right now): nobody can
-        // have paired yet.
-        let objects: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(db_err)?;
-        if objects == 0 {
-            return Err(StoreError::Missing);
-        }
+        return Err(foreign_or_empty(conn, path));
     }
     Err(StoreError::Outdated {
         path: path.display().to_string(),
         found,
         wanted: SCHEMA_VERSION,
     })
+}
+
+/// Why a file at schema version 0 is no pairing store: empty, or another program's SQLite database.
+fn foreign_or_empty(conn: &Connection, path: &Path) -> StoreError {
+    let objects: Result<i64, _> = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0));
+    match objects {
+        Ok(0) => StoreError::Unavailable(format!(
+            "{} exists but holds no pairing store (an empty file): restore it from a backup, or remove it \
+             and run `lockserver migrate` as root to start with nobody paired",
+            path.display()
+        )),
+        Ok(_) => StoreError::Unavailable(format!(
+            "{} is a SQLite database without the lockserver schema (another program's file?): point \
+             `store` at the pairing store",
+            path.display()
+        )),
+        Err(e) => not_a_store(path, db_err(e)),
+    }
+}
+
+/// A read of the file failed: say which file, and that it may not be a store at all.
+fn not_a_store(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(why) if why != "store busy" => {
+            StoreError::Unavailable(format!("{} cannot be read as a pairing store: {why}", path.display()))
+        }
+        other => other,
+    }
 }
 
 /// Create mode: applies the pending migrations in one IMMEDIATE transaction.
@@ -590,9 +680,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
     // Read again under the write lock: another CLI may have migrated meanwhile.
-    let found = read_version(&tx)?;
+    let found = read_version(&tx).map_err(|e| not_a_store(path, e))?;
     if found > SCHEMA_VERSION {
         return Err(newer_error(path, found));
+    }
+    if found == 0 {
+        // Ours to create only if nothing is in it: never add our table to another program's database.
+        let objects: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if objects != 0 {
+            return Err(foreign_or_empty(&tx, path));
+        }
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.execute_batch(sql)
@@ -689,6 +788,10 @@ mod tests {
         dir
     }
 
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
     fn pairing(user: &str) -> Pairing {
         Pairing {
             user: user.into(),
@@ -728,11 +831,11 @@ mod tests {
         let dir = temp_dir("twice");
         let path = dir.join("sub").join("store.db");
         let a = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        a.insert(&pairing("alice")).expect("insert");
+        a.insert(&pairing("alice"), later()).expect("insert");
         drop(a);
         let b = SqliteStore::open(&path, OpenMode::Create).expect("create again");
-        assert_eq!(b.schema_version(), Ok(SCHEMA_VERSION));
-        assert_eq!(b.list().map(|l| l.len()), Ok(1));
+        assert_eq!(b.schema_version(later()), Ok(SCHEMA_VERSION));
+        assert_eq!(b.list(later()).map(|l| l.len()), Ok(1));
         let journal: String = b
             .lock()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -747,7 +850,7 @@ mod tests {
         let dir = temp_dir("huge");
         let path = dir.join("store.db");
         let s = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        s.insert(&pairing("bob")).expect("insert");
+        s.insert(&pairing("bob"), later()).expect("insert");
         let state = LocalTotp {
             secret: Secret::new("JBSWY3DPEHPK3PXP"),
             last_step: Some(u64::MAX),
@@ -755,22 +858,29 @@ mod tests {
             window_start: 0,
         };
         assert!(matches!(
-            s.set_local_totp("bob", Some(&state)),
+            s.set_local_totp("bob", Some(&state), later()),
             Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            s.accept_totp_step("bob", u64::MAX),
+            s.accept_totp_step("bob", u64::MAX, later()),
             Err(StoreError::Invalid(_))
         ));
-        assert!(s.set_busy_timeout(Duration::MAX).is_ok());
+        // A far deadline (rusqlite panics on a busy timeout above i32::MAX ms) is capped, not a panic.
+        let far = Instant::now()
+            .checked_add(Duration::from_secs(1 << 40))
+            .unwrap_or_else(later);
+        assert!(matches!(s.get("bob", far), Ok(Some(_))));
         assert!(matches!(
-            s.insert(&Pairing {
-                account_id: String::new(),
-                ..pairing("carol")
-            }),
+            s.insert(
+                &Pairing {
+                    account_id: String::new(),
+                    ..pairing("carol")
+                },
+                later()
+            ),
             Err(StoreError::Invalid(_))
         ));
-        assert!(matches!(s.get("bad\nname"), Err(StoreError::Invalid(_))));
+        assert!(matches!(s.get("bad\nname", later()), Err(StoreError::Invalid(_))));
         drop(s);
         let _ = fs::remove_dir_all(&dir);
     }
@@ -780,38 +890,38 @@ mod tests {
         let dir = temp_dir("corrupt");
         let path = dir.join("store.db");
         let s = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        s.insert(&pairing("dave")).expect("insert");
+        s.insert(&pairing("dave"), later()).expect("insert");
         // Bypass the CHECK constraints as a hand-edited file would.
         let conn = s.lock();
         conn.execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE pairings SET enabled = 7;")
             .expect("corrupt");
         drop(conn);
-        assert!(matches!(s.get("dave"), Err(StoreError::Unavailable(m)) if m.contains("corrupt")));
+        assert!(matches!(s.get("dave", later()), Err(StoreError::Unavailable(m)) if m.contains("corrupt")));
         drop(s);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn busy_maps_to_store_busy() {
+    fn busy_maps_to_store_busy_at_the_deadline() {
         let dir = temp_dir("busy");
         let path = dir.join("store.db");
         let a = SqliteStore::open(&path, OpenMode::Create).expect("create");
-        let b = SqliteStore::open_with_timeout(&path, OpenMode::Existing, Duration::ZERO).expect("open");
-        a.insert(&pairing("erin")).expect("insert");
+        let b = SqliteStore::open(&path, OpenMode::Existing).expect("open");
+        a.insert(&pairing("erin"), later()).expect("insert");
         let mut held = a.lock();
         let tx = held
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .expect("lock");
-        let start = std::time::Instant::now();
-        assert_eq!(
-            b.insert(&pairing("frank")),
-            Err(StoreError::Unavailable("store busy".into()))
-        );
+        let start = Instant::now();
+        // A deadline already past fails at once, without touching the file.
+        assert!(matches!(
+            b.insert(&pairing("frank"), start),
+            Err(StoreError::Unavailable(m)) if m.contains("store busy")
+        ));
         // Reads still work under WAL while a writer holds the lock.
-        assert!(matches!(b.get("erin"), Ok(Some(_))));
-        b.set_busy_timeout(Duration::from_millis(200)).expect("timeout");
+        assert!(matches!(b.get("erin", later()), Ok(Some(_))));
         assert_eq!(
-            b.set_totp("erin", true, None),
+            b.set_totp("erin", true, None, Instant::now() + Duration::from_millis(200)),
             Err(StoreError::Unavailable("store busy".into()))
         );
         let waited = start.elapsed();
@@ -819,7 +929,7 @@ mod tests {
         assert!(waited < Duration::from_secs(3), "waited {waited:?}");
         drop(tx);
         drop(held);
-        b.set_totp("erin", true, None).expect("after the lock is gone");
+        b.set_totp("erin", true, None, later()).expect("after the lock is gone");
         drop((a, b));
         let _ = fs::remove_dir_all(&dir);
     }

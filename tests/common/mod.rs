@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 
 pub mod pam_driver;
+pub mod pg;
 pub mod qr;
 
 pub use pam_driver::{Answer, PamSession, Style, Transcript};
@@ -269,6 +270,8 @@ pub struct Conf {
     pub unpaired: String,
     pub timeout_ms: u64,
     pub store: String,
+    /// Lines written right after `store` (e.g. `store_password_file`, `store_fail_mode`).
+    pub store_extra: String,
     pub max_attempts: u32,
     /// More top-level lines, as written (e.g. `service_unpaired = "as_unpaired"`).
     pub extra: String,
@@ -284,6 +287,7 @@ impl Conf {
              unpaired   = \"{unpaired}\"\n\
              timeout_ms = {timeout}\n\
              store      = \"{store}\"\n\
+             {store_extra}\
              {extra}\n\
              \n\
              [latch]\n\
@@ -298,6 +302,7 @@ impl Conf {
             unpaired = self.unpaired,
             timeout = self.timeout_ms,
             store = self.store,
+            store_extra = self.store_extra,
             app = self.app_id,
             secret = self.secret,
             url = self.url,
@@ -357,6 +362,7 @@ impl Env {
             unpaired: "ignore".into(),
             timeout_ms: 1000,
             store: format!("sqlite://{}", dir.path().join("store").join("lockserver.db").display()),
+            store_extra: String::new(),
             max_attempts: 3,
             extra: String::new(),
         };
@@ -445,7 +451,29 @@ impl Env {
     /// truncate the `-shm` file the other has mapped (SIGBUS). Concurrent writers belong in another
     /// process (see `churn_store_writer_process` in `pam_login.rs`).
     pub fn store(&self) -> Box<dyn PairingStore + Send + Sync> {
-        lockserver::store::open(&self.conf.store, OpenMode::Create).unwrap_or_else(|e| panic!("open the store: {e}"))
+        // Through the config, as the CLI opens it: a PostgreSQL store needs its password file.
+        let config = self.load_config();
+        lockserver::store::open_at(
+            &lockserver::store::Location::of(&config),
+            OpenMode::Create,
+            lockserver::store::default_deadline(),
+        )
+        .unwrap_or_else(|e| panic!("open the store: {e}"))
+    }
+
+    /// Points the config at the PostgreSQL database `db` (password in a 0600 file of this env), with
+    /// `store_fail_mode` if given.
+    pub fn use_postgres(&mut self, db: &pg::Database, store_fail_mode: Option<&str>) {
+        let password_file = self.dir.path().join("db.password");
+        write_file_mode(&password_file, &format!("{}\n", db.password), 0o600);
+        let mut extra = format!("store_password_file = \"{}\"\n", password_file.display());
+        if let Some(mode) = store_fail_mode {
+            extra.push_str(&format!("store_fail_mode = \"{mode}\"\n"));
+        }
+        self.set_conf(|c| {
+            c.store = db.url.clone();
+            c.store_extra = extra;
+        });
     }
 
     /// The path of the SQLite store file.
@@ -464,13 +492,16 @@ impl Env {
             .pair(&code, None, Instant::now() + Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("pair {user} with code {code}: {e}"));
         self.store()
-            .insert(&Pairing {
-                user: user.to_string(),
-                account_id: account.clone(),
-                enabled: true,
-                totp_enabled: false,
-                totp_id: None,
-            })
+            .insert(
+                &Pairing {
+                    user: user.to_string(),
+                    account_id: account.clone(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                lockserver::store::default_deadline(),
+            )
             .unwrap_or_else(|e| panic!("store the pairing of {user}: {e}"));
         account
     }
