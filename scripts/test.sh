@@ -9,7 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Everything the tests need from apt, in one place.
-APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db postgresql pgbouncer)
+APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db
+  # the PostgreSQL store's tests: a private cluster, and PgBouncer
+  postgresql pgbouncer
+  # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion
+  debhelper lintian mmdebstrap bash-completion)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
