@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{Config, OperationRule, Secret, TotpSource};
+use crate::local_totp;
 use crate::service::{Access, CodeCheck, LockService, ServiceError};
 use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};
 use crate::totp;
@@ -319,25 +320,24 @@ impl Accounts<'_> {
                 CodeCheck::Locked(_) => Err(AccountError::RateLimited),
             };
         }
-        let t = &self.config.totp;
-        if self
-            .store
-            .totp_failures(user, now, t.rate_limit_period_secs, self.deadline())?
-            >= t.rate_limit_count
-        {
-            return Err(AccountError::RateLimited);
-        }
         let state = self
             .store
             .local_totp(user, self.deadline())?
             .ok_or(AccountError::TotpNotEnrolled)?;
         let secret = totp::decode_secret(state.secret.expose())
             .ok_or_else(|| AccountError::Store(StoreError::Invalid("the stored TOTP secret is not base32".into())))?;
-        let ok = totp::verify(&secret, code, now, &totp::Params::from(t), state.last_step).is_some();
-        if !ok {
-            self.store
-                .record_totp_failure(user, now, t.rate_limit_period_secs, self.deadline())?;
+        let secret = zeroize::Zeroizing::new(secret);
+        // The login's own verifier and rate limit (so this is no guessing oracle); a right code is
+        // not consumed.
+        let verifier = local_totp::Verifier {
+            store: self.store,
+            config: &self.config.totp,
+            user,
+        };
+        match verifier.check(&secret, code, now, false, self.deadline())? {
+            local_totp::Check::Accepted => Ok(true),
+            local_totp::Check::Wrong | local_totp::Check::Replayed => Ok(false),
+            local_totp::Check::RateLimited { .. } => Err(AccountError::RateLimited),
         }
-        Ok(ok)
     }
 }

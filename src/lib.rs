@@ -8,6 +8,7 @@
 //! - [`service`]: one trait for "a lock server", one module per service.
 //! - [`store`]: the pairing store (SQLite by default).
 //! - [`totp`]: RFC 6238 codes for local verification.
+//! - [`local_totp`]: the local-TOTP verifier (rate limit, replay guard) for the login, the CLI and the C API.
 //! - [`login`]: the login decision, free of PAM types.
 //! - [`pam`]: the PAM hooks (`pam_sm_*`) and their syslog lines.
 //! - [`accounts`]: pair, unpair, status and TOTP for a local user (shared by the CLI and the C API).
@@ -20,6 +21,7 @@ pub mod capi;
 pub mod config;
 pub mod dictionary;
 pub mod escape;
+pub mod local_totp;
 pub mod login;
 pub mod pam;
 pub mod safe_path;

@@ -9,6 +9,7 @@
 use crate::config::{Config, FailMode, OperationRule, ServiceUnpaired, TotpSource, UnpairedPolicy};
 use crate::dictionary::{Dictionary, Section};
 use crate::escape::{escape, quoted};
+use crate::local_totp;
 use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};
 use crate::store::{Pairing, PairingStore, StoreError};
 use crate::totp;
@@ -423,14 +424,16 @@ impl Login<'_> {
             return Verdict::ConfigError;
         };
         let secret = Zeroizing::new(secret);
-        let params = totp::Params::from(t);
+        let verifier = local_totp::Verifier {
+            store,
+            config: t,
+            user: self.user,
+        };
         for attempt in 1..=t.max_attempts {
             let now = (self.clock)();
-            match budget.spend(|deadline| store.totp_failures(self.user, now, t.rate_limit_period_secs, deadline)) {
-                Ok(failures) if failures >= t.rate_limit_count => {
-                    return self.rate_limited(prompter, &format!("{failures} wrong codes"));
-                }
-                Ok(_) => {}
+            match budget.spend(|deadline| verifier.limited(now, deadline)) {
+                Ok(Some(failures)) => return self.rate_limited(prompter, &format!("{failures} wrong codes")),
+                Ok(None) => {}
                 Err(e) => return self.store_denial(prompter, fail_mode, e),
             }
             let Some(code) = prompter.prompt_secret(dict.get(Section::Totp, "two_fa_field_tooltip")) else {
@@ -438,34 +441,18 @@ impl Login<'_> {
                 return Verdict::Deny;
             };
             let now = (self.clock)();
-            // The attempt is counted before the code is checked, atomically, so parallel logins cannot
-            // each get their own allowance; a right code clears the count.
-            match budget.spend(|deadline| store.record_totp_failure(self.user, now, t.rate_limit_period_secs, deadline))
-            {
-                Ok(n) if n > t.rate_limit_count => return self.rate_limited(prompter, &format!("{n} codes")),
-                Ok(_) => {}
-                Err(e) => return self.store_denial(prompter, fail_mode, e),
-            }
-            let accepted = match totp::verify(&secret, &code, now, &params, None) {
-                // The store accepts a step only if it is newer than the last one accepted, atomically, so
-                // two logins racing with one code cannot both get in.
-                Some(step) => match budget.spend(|deadline| store.accept_totp_step(self.user, step, deadline)) {
-                    Ok(fresh) => {
-                        if !fresh {
-                            log::warn!("a verification code was replayed");
-                        }
-                        fresh
-                    }
-                    Err(e) => return self.store_denial(prompter, fail_mode, e),
-                },
-                None => false,
-            };
-            if accepted {
-                if let Err(e) = budget.spend(|deadline| store.clear_totp_failures(self.user, deadline)) {
-                    return self.store_denial(prompter, fail_mode, e);
+            let checked = budget.spend(|deadline| verifier.check(&secret, &code, now, true, deadline));
+            match checked {
+                Ok(local_totp::Check::Accepted) => {
+                    log::info!("verification code accepted");
+                    return Verdict::Allow;
                 }
-                log::info!("verification code accepted");
-                return Verdict::Allow;
+                Ok(local_totp::Check::RateLimited { count }) => {
+                    return self.rate_limited(prompter, &format!("{count} codes"));
+                }
+                Ok(local_totp::Check::Replayed) => log::warn!("a verification code was replayed"),
+                Ok(local_totp::Check::Wrong) => {}
+                Err(e) => return self.store_denial(prompter, fail_mode, e),
             }
             log::warn!("wrong verification code (attempt {attempt} of {})", t.max_attempts);
             prompter.error(dict.get(Section::Totp, "invalidcode"));

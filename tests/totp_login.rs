@@ -9,11 +9,12 @@ use common::qr;
 use common::{Answer, Env, Style, current_uid, timed, write_file_mode};
 use lockserver::accounts::AccountError;
 use lockserver::config::TotpAlgorithm;
+use lockserver::store::{LocalTotp, Migrated, Pairing, StoreError};
 use lockserver::totp;
 use lockserver_emulator::Fault;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PROMPT: &str = "Verification code";
 const WRONG: &str = "The verification code is not right.";
@@ -519,4 +520,90 @@ fn store_lock_holder_process() {
         std::thread::sleep(Duration::from_millis(10));
     }
     conn.execute_batch("ROLLBACK").expect("release the lock");
+}
+
+/// A store that answers `totp_failures` slowly: a check-then-record verifier lets every parallel
+/// caller past its check before any failure is recorded.
+struct SlowFailureCount(Box<dyn lockserver::store::PairingStore + Send + Sync>);
+
+impl lockserver::store::PairingStore for SlowFailureCount {
+    fn get(&self, u: &str, d: Instant) -> Result<Option<Pairing>, StoreError> {
+        self.0.get(u, d)
+    }
+    fn insert(&self, p: &Pairing, d: Instant) -> Result<(), StoreError> {
+        self.0.insert(p, d)
+    }
+    fn remove(&self, u: &str, d: Instant) -> Result<Option<Pairing>, StoreError> {
+        self.0.remove(u, d)
+    }
+    fn list(&self, d: Instant) -> Result<Vec<Pairing>, StoreError> {
+        self.0.list(d)
+    }
+    fn set_totp(&self, u: &str, on: bool, id: Option<&str>, d: Instant) -> Result<(), StoreError> {
+        self.0.set_totp(u, on, id, d)
+    }
+    fn local_totp(&self, u: &str, d: Instant) -> Result<Option<LocalTotp>, StoreError> {
+        self.0.local_totp(u, d)
+    }
+    fn set_local_totp(&self, u: &str, s: Option<&LocalTotp>, d: Instant) -> Result<(), StoreError> {
+        self.0.set_local_totp(u, s, d)
+    }
+    fn accept_totp_step(&self, u: &str, step: u64, d: Instant) -> Result<bool, StoreError> {
+        self.0.accept_totp_step(u, step, d)
+    }
+    fn record_totp_failure(&self, u: &str, now: u64, period: u64, d: Instant) -> Result<u32, StoreError> {
+        self.0.record_totp_failure(u, now, period, d)
+    }
+    fn clear_totp_failures(&self, u: &str, d: Instant) -> Result<(), StoreError> {
+        self.0.clear_totp_failures(u, d)
+    }
+    fn totp_failures(&self, u: &str, now: u64, period: u64, d: Instant) -> Result<u32, StoreError> {
+        let n = self.0.totp_failures(u, now, period, d);
+        std::thread::sleep(Duration::from_millis(100));
+        n
+    }
+    fn schema_version(&self, d: Instant) -> Result<u32, StoreError> {
+        self.0.schema_version(d)
+    }
+    fn migrate(&self, d: Instant) -> Result<Migrated, StoreError> {
+        self.0.migrate(d)
+    }
+}
+
+/// `totp verify` (CLI, C API) and the login share one verifier (#9, hole 8): every attempt is counted
+/// before its code is checked, so parallel checks get no more than `rate_limit_count` codes tried.
+#[test]
+fn parallel_code_checks_outside_a_login_share_the_rate_limit() {
+    use lockserver::accounts::Accounts;
+    let (env, _) = local_env("jay", "rate_limit_count = 2\nrate_limit_period_secs = 300\n");
+    let config = env.load_config();
+    let store = SlowFailureCount(env.store());
+    let service = lockserver::service::from_config(&config).expect("client");
+    let callers = 6;
+    let barrier = std::sync::Barrier::new(callers);
+    let outcomes: Vec<Result<bool, AccountError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..callers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let accounts = Accounts {
+                        config: &config,
+                        store: &store,
+                        service: service.as_ref(),
+                    };
+                    barrier.wait();
+                    accounts.totp_verify("jay", "000000", now())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a thread panicked"))
+            .collect()
+    });
+    let checked = outcomes.iter().filter(|o| matches!(o, Ok(false))).count();
+    let limited = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(AccountError::RateLimited)))
+        .count();
+    assert_eq!((checked, limited), (2, callers - 2), "{outcomes:?}");
 }
