@@ -8,9 +8,10 @@ use super::boundary::lockserver_result::{self, *};
 use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
 use crate::accounts::{self, AccountError, Accounts, UserStatus};
 use crate::config::{Config, LoadOptions, TotpAlgorithm};
+use crate::dictionary::Dictionary;
 use crate::login::system_clock;
 use crate::service::{self, Access, Challenge, CodeCheck, SharedService};
-use crate::store::{self, OpenMode, PairingStore};
+use crate::store::{self, OpenMode, PairingStore, StoreError};
 use crate::totp;
 use std::collections::HashMap;
 use std::ffi::c_char;
@@ -19,11 +20,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
-/// An open lockserver: a config, a kept-alive service client and (on first use) the pairing store.
-/// Opaque to C; made by lockserver_open or lockserver_open_config_str, released by lockserver_close.
+/// An open lockserver: a config, its dictionary, a kept-alive service client and (on first use) the
+/// pairing store. Opaque to C; made by lockserver_open or lockserver_open_config_str, released by
+/// lockserver_close.
 pub struct lockserver {
-    config: Config,
-    service: SharedService,
+    pub(super) config: Config,
+    /// The texts lockserver_login shows, loaded (and checked) once when the handle is opened.
+    pub(super) dictionary: Dictionary,
+    pub(super) service: SharedService,
     store: Mutex<Option<Arc<dyn PairingStore + Send + Sync>>>,
 }
 
@@ -71,7 +75,7 @@ fn registry() -> std::sync::MutexGuard<'static, HashMap<usize, Arc<lockserver>>>
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
+pub(super) fn lookup(h: *const lockserver) -> Result<Arc<lockserver>, Failure> {
     registry()
         .get(&(h as usize))
         .cloned()
@@ -115,27 +119,47 @@ fn register(handle: lockserver, out: *mut *mut lockserver) {
 }
 
 fn open_with(config: Config) -> Result<lockserver, Failure> {
+    // Checked as the PAM module checks it (owner, mode), so a handle's logins read the same texts.
+    let dictionary = Dictionary::for_config(&config, None)
+        .map_err(|e| Failure::new(LOCKSERVER_ERROR_CONFIG, format!("dictionary {e}")))?;
     let service = service::from_config(&config)?;
     Ok(lockserver {
         config,
+        dictionary,
         service,
         store: Mutex::new(None),
     })
 }
 
 impl lockserver {
+    /// The store for the account calls (`lockserver_user_*`): created and migrated if needed, as the CLI
+    /// does.
     fn store(&self) -> Result<Arc<dyn PairingStore + Send + Sync>, Failure> {
-        let mut slot = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = slot.as_ref() {
+        Ok(self.kept_store(|| {
+            store::open_at(&store::Location::of(&self.config), OpenMode::Create, store::default_deadline())
+        })?)
+    }
+
+    /// The store for a login, opened as the PAM module opens it, by the login's `deadline`: never created
+    /// or migrated (a missing store means nobody is paired).
+    pub(super) fn login_store(&self, deadline: Instant) -> Result<Arc<dyn PairingStore + Send + Sync>, StoreError> {
+        self.kept_store(|| store::open_at(&store::Location::of(&self.config), OpenMode::Existing, deadline))
+    }
+
+    /// The handle's store if a call opened it already, else opened with `open` and kept for later calls
+    /// (a failed open is not kept: the next call tries again). Opened outside the lock, so a slow open
+    /// (a busy file, a PostgreSQL connect) never holds another thread's call past its own deadline; of
+    /// two opened at once, the first kept wins.
+    fn kept_store(
+        &self,
+        open: impl FnOnce() -> Result<Box<dyn PairingStore + Send + Sync>, StoreError>,
+    ) -> Result<Arc<dyn PairingStore + Send + Sync>, StoreError> {
+        let slot = || self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = slot().as_ref() {
             return Ok(Arc::clone(s));
         }
-        let opened: Arc<dyn PairingStore + Send + Sync> = Arc::from(store::open_at(
-            &store::Location::of(&self.config),
-            OpenMode::Create,
-            store::default_deadline(),
-        )?);
-        *slot = Some(Arc::clone(&opened));
-        Ok(opened)
+        let opened: Arc<dyn PairingStore + Send + Sync> = Arc::from(open()?);
+        Ok(Arc::clone(slot().get_or_insert(opened)))
     }
 
     fn deadline(&self) -> Instant {

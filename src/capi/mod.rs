@@ -8,13 +8,19 @@
 //!   Nothing aborts the host program.
 //! - Every string the library returns is the caller's, freed with [`lockserver_string_free`].
 //! - A handle may be used from many threads at once; it keeps its HTTP connections alive between calls.
+//! - [`lockserver_login`] runs the PAM module's whole login decision; the program's conversation
+//!   callback shows its texts and answers its prompts into a buffer the library owns and wipes.
 //! - The details of the last failure (the service's error code and message) are kept per thread:
 //!   [`lockserver_last_error_code`], [`lockserver_last_error_message`].
 
 #![allow(non_camel_case_types)]
 
 mod boundary;
+mod conversation;
 mod handle;
+mod login;
 
 pub use boundary::*;
+pub use conversation::{lockserver_conversation, lockserver_message_style};
 pub use handle::*;
+pub use login::*;

@@ -1,0 +1,327 @@
+//! `lockserver_login`: the PAM module's whole login decision ([`crate::login::Login::decide`]) for a C
+//! program, with the program's conversation callback as the prompter and the handle's kept-alive
+//! service client and store as the resources.
+
+use super::boundary::lockserver_result::{self, *};
+use super::boundary::{Failure, guard, input, optional_input, out_ptr, output};
+use super::conversation::{CallbackPrompter, lockserver_conversation};
+use super::handle::{lockserver, lookup};
+use crate::config::FailMode;
+use crate::login::{Login, Phase, Prompter, Resources, Verdict, system_clock};
+use crate::service::{LockService, ServiceError};
+use crate::store::{self, PairingStore, StoreError};
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What lockserver_login decided. No verdict is 0, so a variable initialised to 0 and read without
+/// checking the call's result never reads as LOCKSERVER_VERDICT_ALLOWED.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum lockserver_verdict {
+    /// Let the login go on: the lock is open and every code asked was right; or the user is not paired
+    /// and `unpaired = "allow"`; or the service is unreachable and `fail_mode = "safe"` (PAM_SUCCESS).
+    LOCKSERVER_VERDICT_ALLOWED = 1,
+    /// Refused: the lock is closed, a code was wrong or not given, the user is not paired and
+    /// `unpaired = "deny"`, or the service refused the request (PAM_AUTH_ERR).
+    LOCKSERVER_VERDICT_REFUSED = 2,
+    /// Refused after too many wrong codes, or the service or the rate limit takes no more (PAM_MAXTRIES).
+    LOCKSERVER_VERDICT_MAX_TRIES = 3,
+    /// Refused: the service could not be asked in time and `fail_mode = "secure"` (PAM_AUTHINFO_UNAVAIL).
+    LOCKSERVER_VERDICT_UNAVAILABLE = 4,
+    /// Refused: this host is misconfigured (the store cannot be read, or the service's answer proves a
+    /// wrong app id, secret, clock or operation id) (PAM_SERVICE_ERR).
+    LOCKSERVER_VERDICT_MISCONFIGURED = 5,
+    /// Not lockserver's to decide: it is disabled (`enabled = false`), or the user is not paired and
+    /// `unpaired = "ignore"`. The program decides by its other checks, as PAM does with PAM_IGNORE.
+    LOCKSERVER_VERDICT_IGNORE = 6,
+}
+
+impl From<&Verdict> for lockserver_verdict {
+    fn from(v: &Verdict) -> lockserver_verdict {
+        use lockserver_verdict::*;
+        match v {
+            Verdict::Allow => LOCKSERVER_VERDICT_ALLOWED,
+            Verdict::Deny => LOCKSERVER_VERDICT_REFUSED,
+            Verdict::MaxTries => LOCKSERVER_VERDICT_MAX_TRIES,
+            Verdict::Unavailable => LOCKSERVER_VERDICT_UNAVAILABLE,
+            Verdict::ConfigError => LOCKSERVER_VERDICT_MISCONFIGURED,
+            Verdict::Ignore => LOCKSERVER_VERDICT_IGNORE,
+        }
+    }
+}
+
+/// A login's store and service: the handle's, so logins on one handle share its connections.
+struct HandleResources<'h> {
+    handle: &'h lockserver,
+    store: Option<Arc<dyn PairingStore + Send + Sync>>,
+}
+
+impl Resources for HandleResources<'_> {
+    fn store(&mut self, deadline: Instant) -> Result<&dyn PairingStore, StoreError> {
+        let store = match self.store.take() {
+            Some(s) => s,
+            None => self.handle.login_store(deadline)?,
+        };
+        let store: &Arc<dyn PairingStore + Send + Sync> = self.store.insert(store);
+        Ok(&**store)
+    }
+
+    fn store_fail_mode(&self) -> FailMode {
+        self.handle.config.store_fail_mode
+    }
+
+    fn service(&mut self) -> Result<&dyn LockService, ServiceError> {
+        Ok(self.handle.service.as_ref())
+    }
+}
+
+/// The decision of the PAM module's auth phase for `user`, `operation` standing where the PAM service
+/// name stands (looked up in `operations`; a name not there gets the application-wide check).
+fn decide(handle: &lockserver, user: &str, operation: &str, prompter: &mut dyn Prompter) -> Verdict {
+    let login = Login {
+        config: &handle.config,
+        dictionary: &handle.dictionary,
+        user,
+        operation,
+        explicit_operation: false,
+        phase: Phase::Auth,
+        clock: system_clock,
+    };
+    let mut resources = HandleResources { handle, store: None };
+    login.decide(&mut resources, prompter)
+}
+
+/// Runs the whole login decision for a local user, exactly as the PAM module's auth phase does: the
+/// lock check through the pairing store (with the service's one-time password), then the user's TOTP,
+/// with `fail_mode`, `unpaired`, `operations`, `max_attempts` and the TOTP rate limit of the handle's
+/// config, and `timeout_ms` bounding the service's time (not the time a person takes to answer).
+///
+/// - `handle`: from lockserver_open*.
+/// - `user`: the local user name, borrowed; 1-256 characters without control characters, else
+///   LOCKSERVER_ERROR_INVALID_ARGUMENT.
+/// - `service_name`: borrowed, may be NULL: what the PAM service name is to the module (e.g. "sshd"),
+///   looked up in the config's `operations`; NULL or a name not listed there gets the application-wide
+///   check.
+/// - `conversation`: required; called for every prompt and text of the login (see
+///   lockserver_conversation), on this thread, before lockserver_login returns.
+/// - `userdata`: passed to `conversation` untouched; may be NULL.
+/// - `out_verdict`: required; receives the verdict.
+/// - `out_message`: may be NULL; else receives the text that says why the login was refused (the last
+///   error text given to `conversation`; free it with lockserver_string_free), or NULL when the verdict
+///   is ALLOWED or IGNORE or no text was given.
+///
+/// Returns LOCKSERVER_OK whenever a verdict was reached, a refusal included: read `*out_verdict`. Any
+/// other result (a bad argument, a closed handle, LOCKSERVER_ERROR_PANIC) means no verdict: nothing is
+/// written, and the login must be treated as refused.
+///
+/// Thread-safe: many logins may run on one handle at once, each with its own callback and userdata.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `conversation` is NULL or a function as
+/// lockserver_conversation describes; output pointers are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_login(
+    handle: *const lockserver,
+    user: *const c_char,
+    service_name: *const c_char,
+    conversation: lockserver_conversation,
+    userdata: *mut c_void,
+    out_verdict: *mut lockserver_verdict,
+    out_message: *mut *mut c_char,
+) -> lockserver_result {
+    guard(|| {
+        out_ptr(out_verdict)?;
+        let Some(callback) = conversation else {
+            return Err(Failure::new(
+                LOCKSERVER_ERROR_NULL_ARGUMENT,
+                "the conversation callback is NULL",
+            ));
+        };
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on the string arguments.
+        let (user, operation) = unsafe { (input(user)?, optional_input(service_name)?) };
+        store::check_user(user)?;
+        // SAFETY: the caller's guarantee on `conversation` and `userdata`; the prompter lives for this
+        // call only.
+        let mut prompter = unsafe { CallbackPrompter::new(callback, userdata) };
+        let verdict = decide(&h, user, operation.unwrap_or(""), &mut prompter);
+        let message = match verdict {
+            Verdict::Allow | Verdict::Ignore => None,
+            _ => prompter.into_last_error(),
+        };
+        let message = match (message, out_message.is_null()) {
+            (Some(text), false) => output(&text)?,
+            _ => std::ptr::null_mut(),
+        };
+        // SAFETY: out_verdict checked non-null above; out_message NULL or writable per the contract.
+        unsafe {
+            *out_verdict = lockserver_verdict::from(&verdict);
+            if !out_message.is_null() {
+                *out_message = message;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capi::conversation::lockserver_message_style;
+    use crate::capi::{lockserver_close, lockserver_open_config_str, lockserver_string_free};
+    use std::ffi::{CStr, c_int};
+
+    /// A handle on a config whose service is never reached (a closed port) and whose store does not
+    /// exist: every user is unpaired.
+    fn handle(tmp: &std::path::Path, extra: &str) -> *mut lockserver {
+        let config = format!(
+            "service = \"latch\"\n{extra}\nstore = \"sqlite://{}/none.db\"\n[latch]\napp_id = \"abcdefghijklmnopqrst\"\n\
+             secret = \"abcdefghijklmnopqrstuvwxyz0123456789ABCD\"\nurl = \"http://127.0.0.1:9\"\n",
+            tmp.display()
+        );
+        let config = std::ffi::CString::new(config).expect("no NUL");
+        let mut h = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated config and a writable out-pointer.
+        let rc = unsafe { lockserver_open_config_str(config.as_ptr(), &mut h) };
+        if rc != LOCKSERVER_OK {
+            let why = crate::capi::lockserver_last_error_message();
+            // SAFETY: non-NULL after a failure: a string the library returned.
+            panic!("open: {rc:?}: {:?}", unsafe { CStr::from_ptr(why) });
+        }
+        h
+    }
+
+    unsafe extern "C" fn count_errors(
+        userdata: *mut c_void,
+        style: lockserver_message_style,
+        _text: *const c_char,
+        _answer: *mut c_char,
+        _size: usize,
+    ) -> c_int {
+        if style == lockserver_message_style::LOCKSERVER_MESSAGE_ERROR {
+            // SAFETY: the tests pass a u32 counter.
+            unsafe { *userdata.cast::<u32>() += 1 };
+        }
+        0
+    }
+
+    /// Runs lockserver_login for `user`; the verdict, the message and the errors shown.
+    fn login(h: *mut lockserver, user: &CStr) -> (lockserver_result, Option<lockserver_verdict>, Option<String>, u32) {
+        let mut errors = 0u32;
+        let mut verdict: Option<lockserver_verdict> = None;
+        let mut raw = lockserver_verdict::LOCKSERVER_VERDICT_REFUSED;
+        let mut message = std::ptr::null_mut();
+        // SAFETY: valid strings, a callback that takes a u32 counter, writable out-pointers.
+        let rc = unsafe {
+            lockserver_login(
+                h,
+                user.as_ptr(),
+                c"sshd".as_ptr(),
+                Some(count_errors),
+                std::ptr::from_mut(&mut errors).cast(),
+                &mut raw,
+                &mut message,
+            )
+        };
+        if rc == LOCKSERVER_OK {
+            verdict = Some(raw);
+        }
+        let text = (!message.is_null()).then(|| {
+            // SAFETY: a string the library just returned.
+            let t = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+            // SAFETY: returned by the library, freed once.
+            unsafe { lockserver_string_free(message) };
+            t
+        });
+        (rc, verdict, text, errors)
+    }
+
+    #[test]
+    fn unpaired_users_follow_the_unpaired_policy_with_its_text() {
+        use lockserver_verdict::*;
+        let tmp = tempfile::tempdir().expect("temp dir");
+        for (policy, verdict, message) in [
+            ("ignore", LOCKSERVER_VERDICT_IGNORE, false),
+            ("allow", LOCKSERVER_VERDICT_ALLOWED, false),
+            ("deny", LOCKSERVER_VERDICT_REFUSED, true),
+        ] {
+            let h = handle(tmp.path(), &format!("unpaired = \"{policy}\""));
+            let (rc, got, text, errors) = login(h, c"nobody");
+            assert_eq!((rc, got), (LOCKSERVER_OK, Some(verdict)), "unpaired = {policy}");
+            assert_eq!(text.is_some(), message, "unpaired = {policy}: {text:?}");
+            assert_eq!(errors, u32::from(message));
+            // SAFETY: a handle from lockserver_open_config_str.
+            assert_eq!(unsafe { lockserver_close(h) }, LOCKSERVER_OK);
+        }
+        assert!(!tmp.path().join("none.db").exists(), "a login never creates the store");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_any_work_and_write_nothing() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let h = handle(tmp.path(), "unpaired = \"allow\"");
+        assert_eq!(login(h, c"").0, LOCKSERVER_ERROR_INVALID_ARGUMENT);
+        assert_eq!(login(h, c"bad\x07name").0, LOCKSERVER_ERROR_INVALID_ARGUMENT);
+        let mut verdict = lockserver_verdict::LOCKSERVER_VERDICT_REFUSED;
+        // SAFETY: NULL where the contract allows it or to test the check; writable out-pointers.
+        unsafe {
+            let none = lockserver_login(
+                h,
+                c"alice".as_ptr(),
+                std::ptr::null(),
+                None,
+                std::ptr::null_mut(),
+                &mut verdict,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(none, LOCKSERVER_ERROR_NULL_ARGUMENT);
+            let no_out = lockserver_login(
+                h,
+                c"alice".as_ptr(),
+                std::ptr::null(),
+                Some(count_errors),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            assert_eq!(no_out, LOCKSERVER_ERROR_NULL_ARGUMENT);
+            assert_eq!(lockserver_close(h), LOCKSERVER_OK);
+        }
+        assert_eq!(verdict, lockserver_verdict::LOCKSERVER_VERDICT_REFUSED, "not written");
+        assert_eq!(login(h, c"alice").0, LOCKSERVER_ERROR_INVALID_HANDLE);
+    }
+
+    /// A prompter whose callback path fails inside the library.
+    struct Panicking;
+
+    impl Prompter for Panicking {
+        fn prompt_secret(&mut self, _prompt: &str) -> Option<zeroize::Zeroizing<String>> {
+            panic!("a bug in the conversation path")
+        }
+
+        fn error(&mut self, _text: &str) {
+            panic!("a bug in the conversation path")
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_conversation_path_is_an_error_code_and_the_handle_stays_usable() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let h = handle(tmp.path(), "unpaired = \"deny\"");
+        let rc = guard(|| {
+            let handle = lookup(h)?;
+            decide(&handle, "nobody", "sshd", &mut Panicking);
+            Ok(())
+        });
+        assert_eq!(rc, LOCKSERVER_ERROR_PANIC);
+        let (rc, verdict, text, _) = login(h, c"nobody");
+        assert_eq!(
+            (rc, verdict),
+            (LOCKSERVER_OK, Some(lockserver_verdict::LOCKSERVER_VERDICT_REFUSED))
+        );
+        assert!(text.is_some_and(|t| t.contains("not paired")), "the not_paired text");
+        // SAFETY: a handle from lockserver_open_config_str.
+        assert_eq!(unsafe { lockserver_close(h) }, LOCKSERVER_OK);
+    }
+}
