@@ -17,6 +17,7 @@
 #define LOCKSERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 /** Longest string argument accepted, in bytes (without the terminating NUL). */
 #define LOCKSERVER_MAX_INPUT 4096

@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 # Everything the tests need from apt, in one place.
 APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db
+  # the C tests' sanitizer build (tests/capi.rs): ASan and UBSan runtimes (gcc brings them; named
+  # because the tests use them directly)
+  libasan8 libubsan1
   # the PostgreSQL store's tests: a private cluster, and PgBouncer
   postgresql pgbouncer
   # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion

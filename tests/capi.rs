@@ -1,10 +1,13 @@
 //! The C API from C: compiles `tests/c/capi_test.c` with the system compiler against the built
-//! `liblockserver.so` and the committed header, and runs it (under valgrind when installed, which then
-//! must report no error and no definite leak) against the Latch emulator.
+//! `liblockserver.so` and the committed header, and runs it against the Latch emulator twice: under
+//! valgrind when installed (which then must report no error and no definite leak), and built with
+//! AddressSanitizer + UndefinedBehaviorSanitizer.
 
 #[allow(unused_imports)]
 mod common;
 
+use lockserver::config::Secret;
+use lockserver::store::{self, LocalTotp, OpenMode, Pairing};
 use lockserver_emulator::{AppConfig, Emulator, Options, QrMode};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -50,8 +53,38 @@ fn has_valgrind() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn c_program_exercises_every_function() {
+/// The local TOTP secret of the user `login-totp` (RFC 6238's test key).
+const TOTP_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+/// Everything the C program gets: the emulator, the accounts, the configs and the store's users.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    _emu: Emulator,
+    /// Holds the connections of the hung service until the test ends.
+    _hung: std::thread::JoinHandle<()>,
+    env: Vec<(&'static str, String)>,
+}
+
+/// A port where nothing listens (bound, then closed).
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A service that accepts connections and never answers.
+fn hung_service() -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in l.incoming().take(16) {
+            held.push(conn);
+        }
+    });
+    (port, thread)
+}
+
+fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().expect("temp dir");
     let emu = Emulator::start(Options {
         apps: vec![AppConfig {
@@ -67,25 +100,125 @@ fn c_program_exercises_every_function() {
     emu.set_latch(&locked, None, false).expect("lock");
     let otp = emu.pair("otp-user").expect("pair otp");
     emu.require_otp(&otp, None, true).expect("otp");
+    let totp_account = emu.pair("totp-user").expect("pair totp");
     let code1 = emu.add_code(None).expect("code 1");
     let code2 = emu.add_code(None).expect("code 2");
 
-    let config = format!(
-        "service = \"latch\"\noperations = [\"sshd:{OPERATION}:true\", \"sudo:{OPERATION}:false\", \"TOTP:TOTP:true\"]\n\
-         timeout_ms = 3000\nstore = \"sqlite://{}/capi.db\"\n[latch]\napp_id = \"{}\"\nsecret = \"{}\"\nurl = \"{}\"\n\
-         [totp]\nsource = \"local\"\n",
-        tmp.path().display(),
-        emu.app_id(),
-        emu.secret(),
-        emu.url()
-    );
+    // The users lockserver_login is tried with, as `lockserver pair` would have recorded them.
+    let db = tmp.path().join("capi.db");
+    let store = store::open(&format!("sqlite://{}", db.display()), OpenMode::Create).expect("create the store");
+    for (user, account) in [
+        ("login-open", &open),
+        ("login-locked", &locked),
+        ("login-otp", &otp),
+        ("login-totp", &totp_account),
+    ] {
+        store
+            .insert(
+                &Pairing {
+                    user: user.into(),
+                    account_id: account.clone(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                store::default_deadline(),
+            )
+            .expect("store a pairing");
+    }
+    store
+        .set_local_totp(
+            "login-totp",
+            Some(&LocalTotp {
+                secret: Secret::new(TOTP_SECRET),
+                last_step: None,
+                failures: 0,
+                window_start: 0,
+            }),
+            store::default_deadline(),
+        )
+        .and_then(|()| store.set_totp("login-totp", true, None, store::default_deadline()))
+        .expect("enrol the local TOTP");
+    drop(store);
+
+    let config_with = |url: &str, secret: &str, timeout_ms: u32| {
+        format!(
+            "service = \"latch\"\noperations = [\"sshd:{OPERATION}:true\", \"sudo:{OPERATION}:false\", \"TOTP:TOTP:true\"]\n\
+             timeout_ms = {timeout_ms}\nstore = \"sqlite://{}\"\n[latch]\napp_id = \"{}\"\nsecret = \"{secret}\"\nurl = \"{url}\"\n\
+             [totp]\nsource = \"local\"\n",
+            db.display(),
+            emu.app_id(),
+        )
+    };
+    let config = config_with(emu.url(), emu.secret(), 3000);
     let config_path = tmp.path().join("lockserver.conf");
     std::fs::write(&config_path, &config).expect("write config");
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
+    let wrong_secret: String = emu.secret().chars().rev().collect();
+    let (hung_port, hung) = hung_service();
+    let hung_timeout_ms = 300;
+    // A login against the hung service must end by timeout_ms + 0.5 s; valgrind runs the library
+    // some 20-50 times slower, so there the bound only proves the login does not hang.
+    let bound_ms = if has_valgrind() { 5000 } else { hung_timeout_ms + 500 };
 
+    let env = vec![
+        ("LS_CONFIG", config.clone()),
+        ("LS_CONFIG_PATH", config_path.display().to_string()),
+        ("LS_OPEN_ACCOUNT", open),
+        ("LS_LOCKED_ACCOUNT", locked),
+        ("LS_OTP_ACCOUNT", otp),
+        ("LS_CODE1", code1),
+        ("LS_CODE2", code2),
+        ("LS_OPERATION_ID", OPERATION.to_string()),
+        ("LS_EMULATOR_PORT", emu.addr().port().to_string()),
+        ("LS_TOTP_SECRET", TOTP_SECRET.to_string()),
+        (
+            "LS_DOWN_CONFIG",
+            config_with(&format!("http://127.0.0.1:{}", dead_port()), emu.secret(), 3000),
+        ),
+        (
+            "LS_HUNG_CONFIG",
+            config_with(&format!("http://127.0.0.1:{hung_port}"), emu.secret(), hung_timeout_ms),
+        ),
+        ("LS_HUNG_BOUND_MS", bound_ms.to_string()),
+        ("LS_WRONG_SECRET_CONFIG", config_with(emu.url(), &wrong_secret, 3000)),
+    ];
+    Fixture {
+        _tmp: tmp,
+        _emu: emu,
+        _hung: hung,
+        env,
+    }
+}
+
+/// Runs a compiled C test program with the fixture's environment; asserts it passed enough checks.
+fn run_c_tests(mut cmd: Command, fixture: &Fixture, what: &str) {
+    for (k, v) in &fixture.env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("run the C tests");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(" 0 failed"),
+        "C tests ({what}) failed ({:?}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let passed: u32 = stdout
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a 'N passed, M failed' line");
+    assert!(passed > 200, "only {passed} C checks ran ({what})");
+}
+
+#[test]
+fn c_program_exercises_every_function() {
+    let fixture = fixture();
+    let tmp = tempfile::tempdir().expect("temp dir");
     let lib = lib_dir(tmp.path());
     let binary = compile(tmp.path(), &lib, Path::new("tests/c/capi_test.c"), "cc", &["-std=c11"]);
-    let mut cmd = if has_valgrind() {
+    let cmd = if has_valgrind() {
         let mut c = Command::new("valgrind");
         c.args([
             "--quiet",
@@ -100,30 +233,35 @@ fn c_program_exercises_every_function() {
         eprintln!("valgrind is not installed: running the C tests without it");
         Command::new(&binary)
     };
-    let output = cmd
-        .env("LS_CONFIG", &config)
-        .env("LS_CONFIG_PATH", &config_path)
-        .env("LS_OPEN_ACCOUNT", &open)
-        .env("LS_LOCKED_ACCOUNT", &locked)
-        .env("LS_OTP_ACCOUNT", &otp)
-        .env("LS_CODE1", &code1)
-        .env("LS_CODE2", &code2)
-        .env("LS_OPERATION_ID", OPERATION)
-        .output()
-        .expect("run the C tests");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains(" 0 failed"),
-        "C tests failed ({:?}):\n{stdout}\n{stderr}",
-        output.status
+    run_c_tests(cmd, &fixture, "valgrind");
+}
+
+/// The same C program built with AddressSanitizer and UndefinedBehaviorSanitizer (issue #9). The
+/// test program is instrumented, the Rust library is not; ASan's runtime comes first (the program is
+/// linked with it) and intercepts every malloc and free, the library's included, so a string freed
+/// twice or the wrong way, a write past a buffer the program got, or a leak of the program's is
+/// reported and fails the run.
+#[test]
+fn c_program_under_address_and_undefined_behaviour_sanitizers() {
+    let fixture = fixture();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let lib = lib_dir(tmp.path());
+    let binary = compile(
+        tmp.path(),
+        &lib,
+        Path::new("tests/c/capi_test.c"),
+        "cc",
+        &[
+            "-std=c11",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ],
     );
-    let passed: u32 = stdout
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a 'N passed, M failed' line");
-    assert!(passed > 100, "only {passed} C checks ran");
+    let mut cmd = Command::new(&binary);
+    cmd.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=98")
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=97");
+    run_c_tests(cmd, &fixture, "ASan+UBSan");
 }
 
 #[test]

@@ -136,7 +136,11 @@ impl lockserver {
     /// does.
     fn store(&self) -> Result<Arc<dyn PairingStore + Send + Sync>, Failure> {
         Ok(self.kept_store(|| {
-            store::open_at(&store::Location::of(&self.config), OpenMode::Create, store::default_deadline())
+            store::open_at(
+                &store::Location::of(&self.config),
+                OpenMode::Create,
+                store::default_deadline(),
+            )
         })?)
     }
 

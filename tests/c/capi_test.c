@@ -8,15 +8,29 @@
  *   LS_OTP_ACCOUNT   an account id whose status issues a one-time password
  *   LS_CODE1 LS_CODE2 two fresh pairing codes
  *   LS_OPERATION_ID  an operation id known to the emulator
+ *   LS_EMULATOR_PORT the emulator's port on 127.0.0.1 (its control API tells the one-time password the
+ *                    "phone" shows)
+ *   LS_TOTP_SECRET   the local TOTP secret of the store's user login-totp
+ *   LS_DOWN_CONFIG   LS_CONFIG with a service URL where nothing listens
+ *   LS_HUNG_CONFIG   LS_CONFIG with a service that never answers (timeout_ms 300); LS_HUNG_BOUND_MS the
+ *                    most a login against it may take
+ *   LS_WRONG_SECRET_CONFIG LS_CONFIG with a wrong application secret
+ * The store of LS_CONFIG holds the users login-open, login-locked, login-otp (their latches as the
+ * account names say) and login-totp (open, with local TOTP). The config has no `fail_mode`, `unpaired`
+ * or `enabled` key: the tests prepend them.
  * Prints one line per failed check and ends with "N passed, M failed".
  */
 #include <lockserver.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -269,10 +283,395 @@ static void test_threads(lockserver *h) {
     }
 }
 
+/* ---- lockserver_login ---- */
+
+/* The one-time password the emulator issued last for an account (what the phone shows), into buf. */
+static int emulator_otp(const char *account, char *buf, size_t len) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)atoi(env("LS_EMULATOR_PORT")));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char request[512];
+    int n = snprintf(request, sizeof request, "GET /_emulator/otp?account=%s HTTP/1.0\r\n\r\n", account);
+    char reply[4096];
+    size_t got = 0;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && n > 0 && (size_t)n < sizeof request &&
+        write(fd, request, (size_t)n) == n) {
+        ssize_t r;
+        while (got < sizeof reply - 1 && (r = read(fd, reply + got, sizeof reply - 1 - got)) > 0) got += (size_t)r;
+    }
+    close(fd);
+    reply[got] = '\0';
+    const char *t = strstr(reply, "\"token\":\"");
+    if (!t) return 0;
+    t += 9;
+    size_t tl = strcspn(t, "\"");
+    if (tl == 0 || tl >= len) return 0;
+    memcpy(buf, t, tl);
+    buf[tl] = '\0';
+    return 1;
+}
+
+enum answer_mode {
+    ANSWER_SCRIPT,     /* the scripted answers, in turn (the last one repeats) */
+    ANSWER_OTP,        /* the emulator's one-time password for otp_account */
+    ANSWER_WRONG_THEN_OTP, /* a wrong code first, then as ANSWER_OTP */
+    ANSWER_TOTP,       /* the current code of LS_TOTP_SECRET */
+    ANSWER_NONE,       /* return -1: no answer */
+    ANSWER_NOTHING,    /* return 0 without writing anything */
+    ANSWER_OVERRUN,    /* fill the whole buffer, no NUL */
+};
+
+/* A scripted person at a terminal: what they answer, and what they saw. */
+struct conv {
+    enum answer_mode mode;
+    const char *script[4];
+    const char *otp_account;
+    lockserver *reenter;    /* when set, each prompt first calls lockserver_user_status on it */
+    int prompts, errors, infos, bad_calls, reentered;
+    char last_prompt[256];
+    char last_error[512];
+};
+
+static int conversation(void *userdata, lockserver_message_style style, const char *text, char *answer,
+                        size_t answer_size) {
+    struct conv *c = userdata;
+    if (!text) {
+        c->bad_calls++;
+        return 1;
+    }
+    if (style == LOCKSERVER_MESSAGE_ERROR || style == LOCKSERVER_MESSAGE_INFO) {
+        if (answer != NULL || answer_size != 0) c->bad_calls++;
+        if (style == LOCKSERVER_MESSAGE_ERROR) {
+            c->errors++;
+            snprintf(c->last_error, sizeof c->last_error, "%s", text);
+        } else {
+            c->infos++;
+        }
+        return 0;
+    }
+    if ((style != LOCKSERVER_PROMPT_ECHO_OFF && style != LOCKSERVER_PROMPT_ECHO_ON) || !answer ||
+        answer_size != LOCKSERVER_MAX_INPUT + 1 || answer[0] != '\0') {
+        c->bad_calls++;
+        return 1;
+    }
+    int turn = c->prompts++;
+    snprintf(c->last_prompt, sizeof c->last_prompt, "%s", text);
+    if (c->reenter) {
+        lockserver_access a;
+        if (lockserver_user_status(c->reenter, "login-open", NULL, false, &a, NULL) == LOCKSERVER_OK &&
+            a == LOCKSERVER_ACCESS_OPEN)
+            c->reentered++;
+    }
+    switch (c->mode) {
+    case ANSWER_SCRIPT: {
+        int i = turn < 4 ? turn : 3;
+        while (i > 0 && !c->script[i]) i--;
+        snprintf(answer, answer_size, "%s", c->script[i] ? c->script[i] : "");
+        return 0;
+    }
+    case ANSWER_WRONG_THEN_OTP:
+        if (turn == 0) {
+            snprintf(answer, answer_size, "wrong1");
+            return 0;
+        }
+        return emulator_otp(c->otp_account, answer, answer_size) ? 0 : 1;
+    case ANSWER_OTP:
+        return emulator_otp(c->otp_account, answer, answer_size) ? 0 : 1;
+    case ANSWER_TOTP: {
+        char *code = NULL;
+        if (lockserver_totp_code(env("LS_TOTP_SECRET"), (uint64_t)time(NULL), NULL, &code) != LOCKSERVER_OK)
+            return 1;
+        snprintf(answer, answer_size, "%s", code);
+        lockserver_string_free(code);
+        return 0;
+    }
+    case ANSWER_NONE:
+        return -1;
+    case ANSWER_NOTHING:
+        return 0;
+    case ANSWER_OVERRUN:
+        memset(answer, '7', answer_size);
+        return 0;
+    }
+    return 1;
+}
+
+/* What one login gave. */
+struct outcome {
+    lockserver_result rc;
+    lockserver_verdict verdict; /* 0 when none was written */
+    char message[512];          /* "" when NULL */
+    int has_message;
+};
+
+static struct outcome login_as(lockserver *h, const char *user, const char *service, struct conv *c) {
+    struct outcome o;
+    memset(&o, 0, sizeof o);
+    char *message = (char *)1; /* must be overwritten on success */
+    o.rc = lockserver_login(h, user, service, conversation, c, &o.verdict, &message);
+    if (o.rc == LOCKSERVER_OK) {
+        o.has_message = message != NULL;
+        if (message) snprintf(o.message, sizeof o.message, "%s", message);
+        lockserver_string_free(message);
+    }
+    CHECK(c->bad_calls == 0);
+    return o;
+}
+
+static lockserver *open_with(const char *prefix, const char *config) {
+    size_t len = strlen(prefix) + strlen(config) + 1;
+    char *text = malloc(len);
+    snprintf(text, len, "%s%s", prefix, config);
+    lockserver *h = NULL;
+    CHECK_RC(lockserver_open_config_str(text, &h), LOCKSERVER_OK);
+    free(text);
+    return h;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static void test_login_arguments(lockserver *h) {
+    struct conv c = {.mode = ANSWER_SCRIPT, .script = {"123456"}};
+    lockserver_verdict v = 0;
+    char *m = NULL;
+    CHECK_RC(lockserver_login(NULL, "login-open", "sshd", conversation, &c, &v, &m),
+             LOCKSERVER_ERROR_INVALID_HANDLE);
+    CHECK_RC(lockserver_login((lockserver *)&c, "login-open", "sshd", conversation, &c, &v, &m),
+             LOCKSERVER_ERROR_INVALID_HANDLE);
+    CHECK_RC(lockserver_login(h, NULL, "sshd", conversation, &c, &v, &m), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_login(h, "login-open", "sshd", NULL, &c, &v, &m), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_login(h, "login-open", "sshd", conversation, &c, NULL, &m),
+             LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_login(h, "login-\xff", "sshd", conversation, &c, &v, &m), LOCKSERVER_ERROR_INVALID_UTF8);
+    CHECK_RC(lockserver_login(h, "login-open", "ss\xfe", conversation, &c, &v, &m),
+             LOCKSERVER_ERROR_INVALID_UTF8);
+    char *big = malloc(LOCKSERVER_MAX_INPUT + 2);
+    memset(big, 'u', LOCKSERVER_MAX_INPUT + 1);
+    big[LOCKSERVER_MAX_INPUT + 1] = '\0';
+    CHECK_RC(lockserver_login(h, big, "sshd", conversation, &c, &v, &m), LOCKSERVER_ERROR_TOO_LONG);
+    CHECK_RC(lockserver_login(h, "login-open", big, conversation, &c, &v, &m), LOCKSERVER_ERROR_TOO_LONG);
+    big[300] = '\0'; /* within the input limit, beyond a user name's */
+    CHECK_RC(lockserver_login(h, big, "sshd", conversation, &c, &v, &m), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    free(big);
+    CHECK_RC(lockserver_login(h, "", "sshd", conversation, &c, &v, &m), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(lockserver_login(h, "login-open\nforged", "sshd", conversation, &c, &v, &m),
+             LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    /* Nothing was written, no one was asked anything. */
+    CHECK(v == 0 && m == NULL);
+    CHECK(c.prompts == 0 && c.errors == 0);
+    /* Optional arguments: no service name (the application-wide check), no userdata, no message. */
+    struct conv quiet = {.mode = ANSWER_NONE};
+    CHECK_RC(lockserver_login(h, "login-open", NULL, conversation, &quiet, &v, NULL), LOCKSERVER_OK);
+    CHECK(v == LOCKSERVER_VERDICT_ALLOWED);
+    CHECK(lockserver_last_error_code() == 0);
+}
+
+static void test_login_lock(lockserver *h) {
+    struct conv c = {.mode = ANSWER_NONE};
+    struct outcome o = login_as(h, "login-open", "sshd", &c);
+    CHECK_RC(o.rc, LOCKSERVER_OK);
+    CHECK(o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(c.prompts == 0 && c.errors == 0);
+
+    struct conv l = {.mode = ANSWER_NONE};
+    o = login_as(h, "login-locked", "sshd", &l);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_REFUSED);
+    CHECK(o.has_message && strstr(o.message, "locked") != NULL);
+    CHECK(l.errors == 1 && strcmp(l.last_error, o.message) == 0 && l.prompts == 0);
+    /* The application-wide check (no service name, or one not in `operations`) sees the lock too. */
+    struct conv l2 = {.mode = ANSWER_NONE};
+    CHECK(login_as(h, "login-locked", NULL, &l2).verdict == LOCKSERVER_VERDICT_REFUSED);
+    CHECK(login_as(h, "login-locked", "cron", &l2).verdict == LOCKSERVER_VERDICT_REFUSED);
+    /* `sudo:ID:false`: the lock check is off for that service. */
+    struct conv off = {.mode = ANSWER_NONE};
+    o = login_as(h, "login-locked", "sudo", &off);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(off.errors == 0 && off.prompts == 0);
+}
+
+static void test_login_otp(lockserver *h) {
+    const char *otp = env("LS_OTP_ACCOUNT");
+    /* The right one-time password, as the phone shows it. */
+    struct conv right = {.mode = ANSWER_OTP, .otp_account = otp};
+    struct outcome o = login_as(h, "login-otp", NULL, &right);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(right.prompts == 1 && right.errors == 0);
+    CHECK(strcmp(right.last_prompt, "Latch one-time password: ") == 0);
+
+    /* Wrong every time: max_attempts (3) prompts, a text after each, then MAX_TRIES. */
+    struct conv wrong = {.mode = ANSWER_SCRIPT, .script = {"nope00"}};
+    o = login_as(h, "login-otp", NULL, &wrong);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_MAX_TRIES);
+    CHECK(wrong.prompts == 3 && wrong.errors == 3);
+    CHECK(o.has_message && strcmp(o.message, "The one-time password is not right.") == 0);
+
+    /* Wrong, then right: in, after one error text. */
+    struct conv second = {.mode = ANSWER_WRONG_THEN_OTP, .otp_account = otp};
+    o = login_as(h, "login-otp", NULL, &second);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(second.prompts == 2 && second.errors == 1);
+
+    /* The callback may call the library, with the same handle, while the login waits for it. */
+    struct conv reenter = {.mode = ANSWER_OTP, .otp_account = otp, .reenter = h};
+    o = login_as(h, "login-otp", NULL, &reenter);
+    CHECK(o.verdict == LOCKSERVER_VERDICT_ALLOWED && reenter.reentered == 1);
+
+    /* No answer (the callback returns non-zero): refused at once, no text to give. */
+    struct conv none = {.mode = ANSWER_NONE};
+    o = login_as(h, "login-otp", NULL, &none);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_REFUSED && !o.has_message);
+    CHECK(none.prompts == 1 && none.errors == 0);
+    /* An answer that fills the buffer without a NUL counts as none. */
+    struct conv overrun = {.mode = ANSWER_OVERRUN};
+    o = login_as(h, "login-otp", NULL, &overrun);
+    CHECK(o.verdict == LOCKSERVER_VERDICT_REFUSED && overrun.prompts == 1);
+    /* Returning 0 without writing is the empty answer: a wrong code each time. */
+    struct conv nothing = {.mode = ANSWER_NOTHING};
+    o = login_as(h, "login-otp", NULL, &nothing);
+    CHECK(o.verdict == LOCKSERVER_VERDICT_MAX_TRIES && nothing.prompts == 3 && nothing.errors == 3);
+}
+
+static void test_login_totp(lockserver *h) {
+    /* login-totp's latch is open; its local TOTP is asked after the lock check. */
+    struct conv right = {.mode = ANSWER_TOTP};
+    struct outcome o = login_as(h, "login-totp", "sshd", &right);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(right.prompts == 1 && strcmp(right.last_prompt, "Verification code: ") == 0);
+
+    struct conv wrong = {.mode = ANSWER_SCRIPT, .script = {"000000", "111111", "22222x"}};
+    o = login_as(h, "login-totp", "sshd", &wrong);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_MAX_TRIES);
+    CHECK(wrong.prompts == 3 && wrong.errors == 3);
+    CHECK(o.has_message && strcmp(o.message, "The verification code is not right.") == 0);
+
+    struct conv none = {.mode = ANSWER_NONE};
+    o = login_as(h, "login-totp", "sshd", &none);
+    CHECK(o.verdict == LOCKSERVER_VERDICT_REFUSED && none.prompts == 1 && !o.has_message);
+}
+
+static void test_login_policies(lockserver *h) {
+    const char *config = env("LS_CONFIG");
+    /* unpaired = "ignore" (the default): not lockserver's to decide; nothing shown. */
+    struct conv c = {.mode = ANSWER_NONE};
+    struct outcome o = login_as(h, "nobody-paired", "sshd", &c);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_IGNORE && !o.has_message);
+    CHECK(c.errors == 0 && c.prompts == 0);
+
+    lockserver *deny = open_with("unpaired = \"deny\"\n", config);
+    if (deny) {
+        struct conv d = {.mode = ANSWER_NONE};
+        o = login_as(deny, "nobody-paired", "sshd", &d);
+        CHECK(o.verdict == LOCKSERVER_VERDICT_REFUSED && o.has_message && strstr(o.message, "not paired"));
+        CHECK(d.errors == 1);
+        /* Paired users are unaffected. */
+        CHECK(login_as(deny, "login-open", "sshd", &d).verdict == LOCKSERVER_VERDICT_ALLOWED);
+        CHECK_RC(lockserver_close(deny), LOCKSERVER_OK);
+    }
+    lockserver *allow = open_with("unpaired = \"allow\"\n", config);
+    if (allow) {
+        struct conv a = {.mode = ANSWER_NONE};
+        o = login_as(allow, "nobody-paired", "sshd", &a);
+        CHECK(o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message && a.errors == 0);
+        CHECK(login_as(allow, "login-locked", "sshd", &a).verdict == LOCKSERVER_VERDICT_REFUSED);
+        CHECK_RC(lockserver_close(allow), LOCKSERVER_OK);
+    }
+    lockserver *disabled = open_with("enabled = false\n", config);
+    if (disabled) {
+        struct conv x = {.mode = ANSWER_NONE};
+        CHECK(login_as(disabled, "login-locked", "sshd", &x).verdict == LOCKSERVER_VERDICT_IGNORE);
+        CHECK(x.errors == 0);
+        CHECK_RC(lockserver_close(disabled), LOCKSERVER_OK);
+    }
+}
+
+static void test_login_service_down(void) {
+    const char *down = env("LS_DOWN_CONFIG");
+    lockserver *secure = open_with("fail_mode = \"secure\"\n", down);
+    if (secure) {
+        struct conv c = {.mode = ANSWER_NONE};
+        struct outcome o = login_as(secure, "login-open", "sshd", &c);
+        CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_UNAVAILABLE);
+        CHECK(o.has_message && strcmp(o.message, "The lock server cannot be reached. Try again later.") == 0);
+        /* An unpaired user needs no service. */
+        CHECK(login_as(secure, "nobody-paired", "sshd", &c).verdict == LOCKSERVER_VERDICT_IGNORE);
+        /* Nor does a service whose lock check is off (sudo). */
+        CHECK(login_as(secure, "login-locked", "sudo", &c).verdict == LOCKSERVER_VERDICT_ALLOWED);
+        CHECK_RC(lockserver_close(secure), LOCKSERVER_OK);
+    }
+    lockserver *safe = open_with("fail_mode = \"safe\"\n", down);
+    if (safe) {
+        struct conv c = {.mode = ANSWER_NONE};
+        struct outcome o = login_as(safe, "login-locked", "sshd", &c);
+        CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+        CHECK(c.errors == 0);
+        CHECK_RC(lockserver_close(safe), LOCKSERVER_OK);
+    }
+    /* A service that never answers: the login ends by timeout_ms (+ the bound's slack). */
+    lockserver *hung = open_with("fail_mode = \"secure\"\n", env("LS_HUNG_CONFIG"));
+    if (hung) {
+        struct conv c = {.mode = ANSWER_NONE};
+        double start = now_ms();
+        struct outcome o = login_as(hung, "login-open", "sshd", &c);
+        double took = now_ms() - start;
+        CHECK(o.verdict == LOCKSERVER_VERDICT_UNAVAILABLE);
+        CHECK(took < atof(env("LS_HUNG_BOUND_MS")));
+        if (took >= atof(env("LS_HUNG_BOUND_MS"))) fprintf(stderr, "the hung login took %.0f ms\n", took);
+        CHECK_RC(lockserver_close(hung), LOCKSERVER_OK);
+    }
+    /* fail_mode covers outages only: an answer proving a wrong secret denies even when "safe". */
+    lockserver *wrong = open_with("fail_mode = \"safe\"\n", env("LS_WRONG_SECRET_CONFIG"));
+    if (wrong) {
+        struct conv c = {.mode = ANSWER_NONE};
+        struct outcome o = login_as(wrong, "login-open", "sshd", &c);
+        CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_MISCONFIGURED);
+        CHECK(o.has_message && strstr(o.message, "misconfigured") != NULL);
+        CHECK_RC(lockserver_close(wrong), LOCKSERVER_OK);
+    }
+}
+
+static void *login_worker(void *arg) {
+    struct worker *w = arg;
+    for (int i = 0; i < 25; i++) {
+        struct conv c = {.mode = ANSWER_NONE};
+        lockserver_verdict v = 0;
+        char *m = NULL;
+        const char *user = (i % 2) ? "login-open" : "login-locked";
+        lockserver_verdict want = (i % 2) ? LOCKSERVER_VERDICT_ALLOWED : LOCKSERVER_VERDICT_REFUSED;
+        if (lockserver_login(w->h, user, "sshd", conversation, &c, &v, &m) != LOCKSERVER_OK || v != want ||
+            c.bad_calls != 0 || (m != NULL) != (want == LOCKSERVER_VERDICT_REFUSED))
+            w->errors++;
+        lockserver_string_free(m);
+    }
+    return NULL;
+}
+
+static void test_login_threads(lockserver *h) {
+    pthread_t t[4];
+    struct worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i].h = h;
+        w[i].errors = 0;
+        CHECK(pthread_create(&t[i], NULL, login_worker, &w[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(w[i].errors == 0);
+    }
+}
+
 int main(void) {
     test_basics();
     test_open_errors();
     test_totp_local();
+    test_login_service_down();
 
     lockserver *h = NULL;
     CHECK_RC(lockserver_open_config_str(env("LS_CONFIG"), &h), LOCKSERVER_OK);
@@ -282,7 +681,20 @@ int main(void) {
         test_totp_service(h);
         test_users(h);
         test_threads(h);
+        test_login_arguments(h);
+        test_login_lock(h);
+        test_login_otp(h);
+        test_login_totp(h);
+        test_login_policies(h);
+        test_login_threads(h);
         CHECK_RC(lockserver_close(h), LOCKSERVER_OK);
+        {
+            struct conv c = {.mode = ANSWER_NONE};
+            lockserver_verdict v = 0;
+            CHECK_RC(lockserver_login(h, "login-open", "sshd", conversation, &c, &v, NULL),
+                     LOCKSERVER_ERROR_INVALID_HANDLE);
+            CHECK(v == 0);
+        }
         lockserver_access a;
         CHECK_RC(lockserver_status(h, env("LS_OPEN_ACCOUNT"), NULL, false, &a, NULL), LOCKSERVER_ERROR_INVALID_HANDLE);
         CHECK_RC(lockserver_close(h), LOCKSERVER_ERROR_INVALID_HANDLE);
