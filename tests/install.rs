@@ -1,5 +1,6 @@
 //! `make install` into a staging tree, then the C and C++ examples built with pkg-config against that
-//! tree (as a C programmer would after installing) and run against the Latch emulator.
+//! tree (as a C programmer would after installing) and run against the Latch emulator: check_login
+//! through lockserver_login (open, locked, one-time passwords wrong, missing and right, unpaired).
 
 use lockserver::store::{self, OpenMode, Pairing};
 use lockserver_emulator::{Emulator, Options};
@@ -83,6 +84,36 @@ fn run(bin: &Path, libdir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &s
     child.wait_with_output().expect("example output")
 }
 
+/// Runs `bin`, waits for its one-time password prompt, then types what `token` gives (read only
+/// once the prompt is shown: the service issues the token during the login).
+fn login_with_phone_token(bin: &Path, libdir: &Path, args: &[&str], token: impl FnOnce() -> String) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("LD_LIBRARY_PATH", libdir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run example");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("one-time password: ") {
+        match std::io::Read::read(&mut stdout, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("{}\n", token()).as_bytes()).expect("type the token");
+    drop(stdin);
+    std::io::Read::read_to_end(&mut stdout, &mut seen).expect("the rest of stdout");
+    let mut out = child.wait_with_output().expect("example output");
+    seen.extend_from_slice(&out.stdout);
+    out.stdout = seen;
+    out
+}
+
 #[test]
 fn installed_tree_builds_and_runs_the_examples() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -146,27 +177,45 @@ fn installed_tree_builds_and_runs_the_examples() {
         .expect("store the pairing");
     let conf = config_path.to_str().expect("utf-8 path");
 
-    let out = run(&bins.join("check_login"), &libdir, &[conf, "alice"], &[], "");
+    // check_login runs the module's decision through lockserver_login and asks on its terminal.
+    let check = |user: &str, stdin: &str| run(&bins.join("check_login"), &libdir, &[conf, user], &[], stdin);
+    let out = check("alice", "");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("alice: open"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice: allowed"));
     emu.set_latch(&account, None, false).expect("lock");
-    let out = run(&bins.join("check_login"), &libdir, &[conf, "alice"], &[], "");
+    let out = check("alice", "");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice: refused"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("your Latch is locked"),
+        "the dictionary's text: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     emu.set_latch(&account, None, true).expect("unlock");
     emu.require_otp(&account, None, true).expect("otp");
-    // The user types the token the app showed.
-    let out = run(&bins.join("check_login"), &libdir, &[conf, "alice"], &[], "wrong1\n");
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = run(&bins.join("check_login"), &libdir, &[conf, "alice"], &[], "");
-    assert_eq!(out.status.code(), Some(2));
-    let token = emu.last_otp(&account, None).expect("the emulator issued a token");
-    assert_eq!(token.len(), 6);
-    let out = run(&bins.join("check_login"), &libdir, &[conf, "nobody-paired"], &[], "");
+    // Three wrong one-time passwords (max_attempts), then no answer at all.
+    let out = check("alice", "wrong1\nwrong2\nwrong3\n");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("too many wrong codes"));
     assert_eq!(
-        out.status.code(),
-        Some(3),
-        "an unpaired user is an error for this example"
+        String::from_utf8_lossy(&out.stdout)
+            .matches("Latch one-time password: ")
+            .count(),
+        3
     );
+    let out = check("alice", "");
+    assert_eq!(out.status.code(), Some(1));
+    // The user types the token the app shows for this login.
+    let out = login_with_phone_token(&bins.join("check_login"), &libdir, &[conf, "alice"], || {
+        emu.last_otp(&account, None).expect("the emulator issued a token")
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice: allowed"));
+    // Not paired, unpaired = "ignore" (the default): the program decides by its other checks.
+    let out = check("nobody-paired", "");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = check("", "");
+    assert_eq!(out.status.code(), Some(3), "an empty user name is a bad argument");
 
     let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     let out = run(&bins.join("totp"), &libdir, &[secret], &[], "");
