@@ -3,6 +3,7 @@
 //! wipes, so no allocation ever crosses the boundary in either direction.
 
 use super::boundary::LOCKSERVER_MAX_INPUT;
+use crate::escape;
 use crate::login::Prompter;
 use std::ffi::{CString, c_char, c_int, c_void};
 use zeroize::Zeroizing;
@@ -117,9 +118,14 @@ fn answer_in(buffer: &[u8]) -> Option<Zeroizing<String>> {
     Some(Zeroizing::new(text.to_owned()))
 }
 
-/// A text for C: NUL-terminated, an inner NUL (which would cut it short) shown as a space.
+/// Longest text given to the callback, in characters (as in the PAM module's messages).
+const MAX_TEXT_CHARS: usize = 1024;
+
+/// A text for C, escaped as the PAM module escapes its messages: it may carry a server's message, and
+/// nothing in it may rewrite or reorder the user's terminal. The escaping also removes any NUL, which
+/// would cut the C string short.
 fn c_text(text: &str) -> CString {
-    CString::new(text.replace('\0', " ")).unwrap_or_default()
+    CString::new(escape::for_terminal(text, MAX_TEXT_CHARS)).unwrap_or_default()
 }
 
 impl Prompter for CallbackPrompter {
@@ -225,15 +231,17 @@ mod tests {
     }
 
     #[test]
-    fn errors_get_no_buffer_and_the_last_one_is_kept() {
+    fn errors_get_no_buffer_are_escaped_and_the_last_one_is_kept() {
         let mut seen = Seen {
             rc: 1,
             ..Seen::default()
         };
         let mut p = prompter(&mut seen);
         p.error("first");
-        p.error("locked\0out");
-        assert_eq!(p.into_last_error().as_deref(), Some("locked out"));
+        // A NUL would cut the C string short; a bidi override would reorder the terminal.
+        p.error("locked\0out\u{202e}");
+        let shown = "locked\\u{0}out\\u{202e}";
+        assert_eq!(p.into_last_error().as_deref(), Some(shown));
         assert_eq!(
             seen.calls,
             [
@@ -242,11 +250,7 @@ mod tests {
                     "first".to_string(),
                     0
                 ),
-                (
-                    lockserver_message_style::LOCKSERVER_MESSAGE_ERROR,
-                    "locked out".to_string(),
-                    0
-                ),
+                (lockserver_message_style::LOCKSERVER_MESSAGE_ERROR, shown.to_string(), 0),
             ]
         );
     }
