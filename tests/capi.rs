@@ -6,12 +6,24 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::pam_driver::{
+    Answer, Message, PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_IGNORE, PAM_MAXTRIES, PAM_SERVICE_ERR, PAM_SUCCESS, Style,
+};
+use common::{Conf, Env};
+use lockserver::capi::lockserver_result::LOCKSERVER_OK;
+use lockserver::capi::{
+    lockserver_close, lockserver_login, lockserver_message_style, lockserver_open, lockserver_verdict,
+};
 use lockserver::config::Secret;
 use lockserver::store::{self, LocalTotp, OpenMode, Pairing};
 use lockserver_emulator::{AppConfig, Emulator, Options, QrMode};
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const OPERATION: &str = "CapiOperation0000001";
 
@@ -361,4 +373,305 @@ fn exports_are_exactly_the_api_and_the_pam_hooks() {
         "SONAME liblockserver.so.0:\n{dynamic}"
     );
     assert!(dynamic.contains("NODELETE"), "linked with -z nodelete:\n{dynamic}");
+}
+
+/// A scripted person for lockserver_login's conversation: answers from a queue (none left: no answer,
+/// as the PAM driver's user who hangs up), every text recorded as the PAM driver records it.
+struct Script {
+    answers: VecDeque<Answer>,
+    seen: Vec<Message>,
+}
+
+/// The conversation callback over a [`Script`]. It must not panic (it is called from C's side of the
+/// boundary): nothing in it unwraps.
+unsafe extern "C" fn scripted(
+    userdata: *mut c_void,
+    style: lockserver_message_style,
+    text: *const c_char,
+    answer: *mut c_char,
+    answer_size: usize,
+) -> c_int {
+    // SAFETY: the test passes a `Script` as userdata, alive for the whole lockserver_login call.
+    let script = unsafe { &mut *userdata.cast::<Script>() };
+    // SAFETY: the library passes a NUL-terminated text, valid during the call.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+    let style = match style {
+        lockserver_message_style::LOCKSERVER_PROMPT_ECHO_OFF => Style::EchoOff,
+        lockserver_message_style::LOCKSERVER_PROMPT_ECHO_ON => Style::EchoOn,
+        lockserver_message_style::LOCKSERVER_MESSAGE_ERROR => Style::Error,
+        lockserver_message_style::LOCKSERVER_MESSAGE_INFO => Style::Info,
+    };
+    script.seen.push(Message {
+        style,
+        text: text.clone(),
+    });
+    if !style.is_prompt() {
+        return 0;
+    }
+    let Some(next) = script.answers.pop_front() else {
+        return 1;
+    };
+    let reply = match next {
+        Answer::Text(t) => t,
+        Answer::Later(mut f) => f(&text),
+    };
+    if answer.is_null() || reply.len() >= answer_size {
+        return 1;
+    }
+    // SAFETY: `answer` has `answer_size` writable bytes; the reply and its NUL fit (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(reply.as_ptr(), answer.cast::<u8>(), reply.len());
+        *answer.add(reply.len()) = 0;
+    }
+    0
+}
+
+/// lockserver_login on the env's config file: the result, the verdict and what the person saw. The
+/// handle (and its store connection) is closed before it returns, before the module logs in.
+fn c_api_login(env: &Env, user: &str, service: &str, answers: Vec<Answer>) -> (lockserver_verdict, Vec<Message>) {
+    let path = CString::new(env.config_path().display().to_string()).expect("path");
+    let (user, service) = (
+        CString::new(user).expect("user"),
+        CString::new(service).expect("service"),
+    );
+    let mut script = Script {
+        answers: answers.into(),
+        seen: Vec::new(),
+    };
+    let mut handle = std::ptr::null_mut();
+    let mut verdict = lockserver_verdict::LOCKSERVER_VERDICT_ALLOWED;
+    // SAFETY: NUL-terminated strings, writable out-pointers, a callback over the `Script` passed.
+    let rc = unsafe {
+        assert_eq!(lockserver_open(path.as_ptr(), &mut handle), LOCKSERVER_OK, "open");
+        let rc = lockserver_login(
+            handle,
+            user.as_ptr(),
+            service.as_ptr(),
+            Some(scripted),
+            std::ptr::from_mut(&mut script).cast(),
+            &mut verdict,
+            std::ptr::null_mut(),
+        );
+        assert_eq!(lockserver_close(handle), LOCKSERVER_OK, "close");
+        rc
+    };
+    assert_eq!(rc, LOCKSERVER_OK, "lockserver_login");
+    (verdict, script.seen)
+}
+
+/// One login situation, set up twice (for two users, so neither run sees the other's tokens, failure
+/// counts or store rows), decided once by the PAM module and once by lockserver_login.
+struct Case {
+    name: &'static str,
+    conf: fn(&mut Conf),
+    /// Pairs `user` (or not) and sets its lock; returns the account id.
+    setup: fn(&Env, &str) -> Option<String>,
+    answers: fn(&Env, Option<&str>) -> Vec<Answer>,
+    service: &'static str,
+    pam: i32,
+    verdict: lockserver_verdict,
+}
+
+fn paired(env: &Env, user: &str) -> Option<String> {
+    Some(env.pair(user))
+}
+
+fn locked(env: &Env, user: &str) -> Option<String> {
+    let account = env.pair(user);
+    env.latch(&account, None, false);
+    Some(account)
+}
+
+fn with_otp(env: &Env, user: &str) -> Option<String> {
+    let account = env.pair(user);
+    env.emu.require_otp(&account, None, true).expect("otp");
+    Some(account)
+}
+
+fn unpaired_at_service(env: &Env, user: &str) -> Option<String> {
+    let account = env.pair(user);
+    let client = lockserver::service::from_config(&env.load_config()).expect("client");
+    client
+        .unpair(&account, Instant::now() + Duration::from_secs(5))
+        .expect("unpair at the service");
+    Some(account)
+}
+
+fn nobody(_: &Env, _: &str) -> Option<String> {
+    None
+}
+
+fn no_answers(_: &Env, _: Option<&str>) -> Vec<Answer> {
+    Vec::new()
+}
+
+fn wrong_codes(_: &Env, _: Option<&str>) -> Vec<Answer> {
+    ["wrong1", "wrong2", "wrong3"].iter().map(|a| Answer::text(a)).collect()
+}
+
+/// A wrong one-time password, then the one the phone shows.
+fn wrong_then_token(env: &Env, account: Option<&str>) -> Vec<Answer> {
+    let (emu, account) = (Arc::clone(&env.emu), account.unwrap_or_default().to_string());
+    vec![
+        Answer::text("wrong1"),
+        Answer::later(move |_| emu.last_otp(&account, None).unwrap_or_default()),
+    ]
+}
+
+fn unchanged(_: &mut Conf) {}
+
+#[test]
+fn lockserver_login_decides_as_the_pam_module_with_the_same_texts() {
+    use lockserver_verdict::*;
+    let cases = [
+        Case {
+            name: "open",
+            conf: unchanged,
+            setup: paired,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "locked",
+            conf: unchanged,
+            setup: locked,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTH_ERR,
+            verdict: LOCKSERVER_VERDICT_REFUSED,
+        },
+        Case {
+            name: "locked, its operation's check off",
+            conf: |c| c.operations = vec![format!("sudo:{}:false", common::OP_A)],
+            setup: locked,
+            answers: no_answers,
+            service: "sudo",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "one-time password wrong, then right",
+            conf: unchanged,
+            setup: with_otp,
+            answers: wrong_then_token,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "one-time password wrong every time",
+            conf: unchanged,
+            setup: with_otp,
+            answers: wrong_codes,
+            service: "sshd",
+            pam: PAM_MAXTRIES,
+            verdict: LOCKSERVER_VERDICT_MAX_TRIES,
+        },
+        Case {
+            name: "one-time password not given",
+            conf: unchanged,
+            setup: with_otp,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTH_ERR,
+            verdict: LOCKSERVER_VERDICT_REFUSED,
+        },
+        Case {
+            name: "unpaired, ignore",
+            conf: unchanged,
+            setup: nobody,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_IGNORE,
+            verdict: LOCKSERVER_VERDICT_IGNORE,
+        },
+        Case {
+            name: "unpaired, deny",
+            conf: |c| c.unpaired = "deny".into(),
+            setup: nobody,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTH_ERR,
+            verdict: LOCKSERVER_VERDICT_REFUSED,
+        },
+        Case {
+            name: "unpaired at the service (from the phone), unpaired = allow",
+            conf: |c| c.unpaired = "allow".into(),
+            setup: unpaired_at_service,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTH_ERR,
+            verdict: LOCKSERVER_VERDICT_REFUSED,
+        },
+        Case {
+            name: "service down, secure",
+            conf: |c| c.url = format!("http://127.0.0.1:{}", common::dead_port()),
+            setup: paired,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTHINFO_UNAVAIL,
+            verdict: LOCKSERVER_VERDICT_UNAVAILABLE,
+        },
+        Case {
+            name: "service down, safe",
+            conf: |c| {
+                c.url = format!("http://127.0.0.1:{}", common::dead_port());
+                c.fail_mode = "safe".into();
+            },
+            setup: locked,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "wrong secret, safe",
+            conf: |c| {
+                c.secret = c.secret.chars().rev().collect();
+                c.fail_mode = "safe".into();
+            },
+            setup: paired,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SERVICE_ERR,
+            verdict: LOCKSERVER_VERDICT_MISCONFIGURED,
+        },
+    ];
+    for case in cases {
+        let mut env = Env::new();
+        // Pair while the config still names the emulator with the right secret.
+        let c_account = (case.setup)(&env, "via-c-api");
+        let pam_account = (case.setup)(&env, "via-pam");
+        env.set_conf(case.conf);
+        let (verdict, c_seen) = c_api_login(
+            &env,
+            "via-c-api",
+            case.service,
+            (case.answers)(&env, c_account.as_deref()),
+        );
+        let svc = env.service(case.service, &[]);
+        let (code, pam_seen) = env
+            .session(&svc, "via-pam")
+            .authenticate_with((case.answers)(&env, pam_account.as_deref()));
+        assert_eq!(code, case.pam, "{}: the module", case.name);
+        assert_eq!(verdict, case.verdict, "{}: lockserver_login", case.name);
+        // pam_debug.so, behind the module to tell PAM_IGNORE apart, says its own "auth=..." line.
+        let module_seen: Vec<Message> = pam_seen
+            .0
+            .into_iter()
+            .filter(|m| !m.text.starts_with("auth="))
+            .collect();
+        assert_eq!(
+            c_seen, module_seen,
+            "{}: the same prompts and texts, in order",
+            case.name
+        );
+        assert!(
+            !c_seen.is_empty() || case.pam == PAM_SUCCESS || case.pam == PAM_IGNORE,
+            "{}: a refusal says why",
+            case.name
+        );
+    }
 }
