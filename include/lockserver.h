@@ -274,7 +274,8 @@ const char *lockserver_version(void);
 
 /**
  * Opens a handle from a config file (the same file and checks as the PAM module: owned by root, not
- * writable by others, not readable by others when it holds secrets).
+ * writable by others, not readable by others when it holds secrets). The config's `dictionary`, if
+ * any, is loaded and checked too: a file the module would refuse is LOCKSERVER_ERROR_CONFIG here.
  *
  * `config_path`: NUL-terminated path, borrowed. `out`: receives the handle, owned by the caller and
  * released with lockserver_close. Thread-safe.

@@ -12,7 +12,8 @@ use common::pam_driver::{
 use common::{Conf, Env};
 use lockserver::capi::lockserver_result::LOCKSERVER_OK;
 use lockserver::capi::{
-    lockserver_close, lockserver_login, lockserver_message_style, lockserver_open, lockserver_verdict,
+    lockserver_close, lockserver_login, lockserver_message_style, lockserver_open, lockserver_open_config_str,
+    lockserver_string_free, lockserver_verdict,
 };
 use lockserver::config::Secret;
 use lockserver::store::{self, LocalTotp, OpenMode, Pairing};
@@ -674,4 +675,68 @@ fn lockserver_login_decides_as_the_pam_module_with_the_same_texts() {
             case.name
         );
     }
+}
+
+#[test]
+fn unpaired_users_follow_the_unpaired_policy_and_a_login_never_creates_the_store() {
+    use lockserver_verdict::*;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let db = tmp.path().join("none.db");
+    for (policy, want, says_why) in [
+        ("ignore", LOCKSERVER_VERDICT_IGNORE, false),
+        ("allow", LOCKSERVER_VERDICT_ALLOWED, false),
+        ("deny", LOCKSERVER_VERDICT_REFUSED, true),
+    ] {
+        // No store yet (nobody has paired), a service that is never asked.
+        let config = format!(
+            "service = \"latch\"\nunpaired = \"{policy}\"\nstore = \"sqlite://{}\"\n[latch]\n\
+             app_id = \"abcdefghijklmnopqrst\"\nsecret = \"abcdefghijklmnopqrstuvwxyz0123456789ABCD\"\n\
+             url = \"http://127.0.0.1:{}\"\n",
+            db.display(),
+            common::dead_port()
+        );
+        let config = CString::new(config).expect("config");
+        let mut script = Script {
+            answers: VecDeque::new(),
+            seen: Vec::new(),
+        };
+        let (mut handle, mut verdict, mut message) =
+            (std::ptr::null_mut(), LOCKSERVER_VERDICT_ALLOWED, std::ptr::null_mut());
+        // SAFETY: NUL-terminated strings, writable out-pointers, a callback over the `Script` passed.
+        unsafe {
+            assert_eq!(lockserver_open_config_str(config.as_ptr(), &mut handle), LOCKSERVER_OK);
+            let rc = lockserver_login(
+                handle,
+                c"nobody".as_ptr(),
+                c"sshd".as_ptr(),
+                Some(scripted),
+                std::ptr::from_mut(&mut script).cast(),
+                &mut verdict,
+                &mut message,
+            );
+            assert_eq!(rc, LOCKSERVER_OK);
+            assert_eq!(lockserver_close(handle), LOCKSERVER_OK);
+        }
+        assert_eq!(verdict, want, "unpaired = {policy}");
+        let text = (!message.is_null()).then(|| {
+            // SAFETY: a string the library just returned; freed once, after it is read.
+            let t = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+            // SAFETY: as above.
+            unsafe { lockserver_string_free(message) };
+            t
+        });
+        assert_eq!(text.is_some(), says_why, "unpaired = {policy}: {text:?}");
+        let errors: Vec<&str> = script
+            .seen
+            .iter()
+            .filter(|m| m.style == Style::Error)
+            .map(|m| m.text.as_str())
+            .collect();
+        assert_eq!(
+            errors,
+            text.as_deref().into_iter().collect::<Vec<_>>(),
+            "the message is the text shown"
+        );
+    }
+    assert!(!db.exists(), "a login never creates the store");
 }

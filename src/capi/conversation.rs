@@ -142,116 +142,35 @@ impl Prompter for CallbackPrompter {
 
 #[cfg(test)]
 mod tests {
+    // The callback itself (what it is given, what it returns) is tested from C (tests/c/capi_test.c)
+    // and from Rust through the C ABI (tests/capi.rs): an `extern "C" fn` here would be taken for an
+    // export by tests/panic_boundary.rs.
     use super::*;
-    use std::ffi::CStr;
 
-    /// What a test callback saw, and what it answers.
-    #[derive(Default)]
-    struct Seen {
-        calls: Vec<(lockserver_message_style, String, usize)>,
-        answer: Vec<u8>,
-        rc: c_int,
-    }
-
-    unsafe extern "C" fn record(
-        userdata: *mut c_void,
-        style: lockserver_message_style,
-        text: *const c_char,
-        answer: *mut c_char,
-        answer_size: usize,
-    ) -> c_int {
-        // SAFETY: the tests pass a `Seen` as userdata.
-        let seen = unsafe { &mut *userdata.cast::<Seen>() };
-        // SAFETY: the library passes a NUL-terminated text.
-        let text = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
-        seen.calls.push((style, text, answer_size));
-        if !answer.is_null() {
-            let n = seen.answer.len().min(answer_size);
-            // SAFETY: `answer` has `answer_size` writable bytes; at most that many are written.
-            unsafe { std::ptr::copy_nonoverlapping(seen.answer.as_ptr(), answer.cast::<u8>(), n) };
-        }
-        seen.rc
-    }
-
-    fn prompter(seen: &mut Seen) -> CallbackPrompter {
-        // SAFETY: `record` takes a `Seen`, which outlives the prompter in each test.
-        unsafe { CallbackPrompter::new(record, std::ptr::from_mut(seen).cast()) }
+    #[test]
+    fn the_answer_is_copied_up_to_the_nul() {
+        assert_eq!(
+            answer_in(b"123456\0garbage").as_deref().map(String::as_str),
+            Some("123456")
+        );
+        assert_eq!(answer_in(&[0; ANSWER_SIZE]).as_deref().map(String::as_str), Some(""));
     }
 
     #[test]
-    fn a_prompt_gets_a_buffer_and_its_answer_is_copied_up_to_the_nul() {
-        let mut seen = Seen {
-            answer: b"123456\0garbage".to_vec(),
-            ..Seen::default()
-        };
-        let answer = prompter(&mut seen).prompt_secret("Code: ");
-        assert_eq!(answer.as_deref().map(String::as_str), Some("123456"));
-        assert_eq!(
-            seen.calls,
-            [(
-                lockserver_message_style::LOCKSERVER_PROMPT_ECHO_OFF,
-                "Code: ".to_string(),
-                ANSWER_SIZE
-            )]
-        );
-    }
-
-    #[test]
-    fn no_answer_when_the_callback_fails_or_overruns_the_buffer() {
-        let mut seen = Seen {
-            answer: b"123456\0".to_vec(),
-            rc: -1,
-            ..Seen::default()
-        };
+    fn no_nul_in_the_buffer_is_no_answer_and_bad_utf8_a_wrong_one() {
         assert!(
-            prompter(&mut seen).prompt_secret("Code: ").is_none(),
-            "a non-zero return is no answer"
+            answer_in(&[b'7'; ANSWER_SIZE]).is_none(),
+            "the callback overran the buffer"
         );
-        let mut seen = Seen {
-            answer: vec![b'7'; ANSWER_SIZE],
-            ..Seen::default()
-        };
-        assert!(
-            prompter(&mut seen).prompt_secret("Code: ").is_none(),
-            "no NUL in the buffer"
-        );
-        let mut seen = Seen::default();
-        let empty = prompter(&mut seen).prompt_secret("Code: ");
-        assert_eq!(
-            empty.as_deref().map(String::as_str),
-            Some(""),
-            "nothing written is the empty answer"
-        );
-        let mut seen = Seen {
-            answer: vec![0xff, 0xfe, b'1', 0],
-            ..Seen::default()
-        };
-        let bad = prompter(&mut seen).prompt_secret("Code: ");
+        let bad = answer_in(&[0xff, 0xfe, b'1', 0]);
         assert_eq!(bad.as_deref().map(String::as_str), Some(""), "not UTF-8: a wrong code");
     }
 
     #[test]
-    fn errors_get_no_buffer_are_escaped_and_the_last_one_is_kept() {
-        let mut seen = Seen {
-            rc: 1,
-            ..Seen::default()
-        };
-        let mut p = prompter(&mut seen);
-        p.error("first");
+    fn texts_are_escaped_for_the_terminal_and_never_hold_a_nul() {
         // A NUL would cut the C string short; a bidi override would reorder the terminal.
-        p.error("locked\0out\u{202e}");
-        let shown = "locked\\u{0}out\\u{202e}";
-        assert_eq!(p.into_last_error().as_deref(), Some(shown));
-        assert_eq!(
-            seen.calls,
-            [
-                (
-                    lockserver_message_style::LOCKSERVER_MESSAGE_ERROR,
-                    "first".to_string(),
-                    0
-                ),
-                (lockserver_message_style::LOCKSERVER_MESSAGE_ERROR, shown.to_string(), 0),
-            ]
-        );
+        let text = c_text("locked\0out\u{202e}\nline 2");
+        assert_eq!(text.to_str(), Ok("locked\\u{0}out\\u{202e}\nline 2"));
+        assert!(c_text(&"x".repeat(5000)).as_bytes().len() < 1100, "capped");
     }
 }
