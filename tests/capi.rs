@@ -167,6 +167,14 @@ fn fixture() -> Fixture {
     let config_path = tmp.path().join("lockserver.conf");
     std::fs::write(&config_path, &config).expect("write config");
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
+    // A dictionary of the admin's own texts (root-owned, not writable by others, as the module wants).
+    let dictionary = tmp.path().join("dictionary.xml");
+    std::fs::write(
+        &dictionary,
+        "<?xml version=\"1.0\"?>\n<translations><lock><locked>Cerrado: abre tu Latch.</locked></lock></translations>\n",
+    )
+    .expect("write the dictionary");
+    std::fs::set_permissions(&dictionary, std::fs::Permissions::from_mode(0o644)).expect("chmod dictionary");
     let wrong_secret: String = emu.secret().chars().rev().collect();
     let (hung_port, hung) = hung_service();
     let hung_timeout_ms = 300;
@@ -195,6 +203,7 @@ fn fixture() -> Fixture {
         ),
         ("LS_HUNG_BOUND_MS", bound_ms.to_string()),
         ("LS_WRONG_SECRET_CONFIG", config_with(emu.url(), &wrong_secret, 3000)),
+        ("LS_DICTIONARY", dictionary.display().to_string()),
     ];
     Fixture {
         _tmp: tmp,

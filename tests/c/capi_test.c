@@ -15,6 +15,7 @@
  *   LS_HUNG_CONFIG   LS_CONFIG with a service that never answers (timeout_ms 300); LS_HUNG_BOUND_MS the
  *                    most a login against it may take
  *   LS_WRONG_SECRET_CONFIG LS_CONFIG with a wrong application secret
+ *   LS_DICTIONARY    a dictionary file whose <lock><locked> text is "Cerrado: abre tu Latch."
  * The store of LS_CONFIG holds the users login-open, login-locked, login-otp (their latches as the
  * account names say) and login-totp (open, with local TOTP). The config has no `fail_mode`, `unpaired`
  * or `enabled` key: the tests prepend them.
@@ -582,6 +583,27 @@ static void test_login_policies(lockserver *h) {
         CHECK(o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message && a.errors == 0);
         CHECK(login_as(allow, "login-locked", "sshd", &a).verdict == LOCKSERVER_VERDICT_REFUSED);
         CHECK_RC(lockserver_close(allow), LOCKSERVER_OK);
+    }
+    /* The config's dictionary is loaded when the handle opens: its texts are the login's; a
+       dictionary the module could not read makes the config unusable here too. */
+    char dictionary[1024];
+    snprintf(dictionary, sizeof dictionary, "dictionary = \"%s\"\n", env("LS_DICTIONARY"));
+    lockserver *texts = open_with(dictionary, config);
+    if (texts) {
+        struct conv t = {.mode = ANSWER_NONE};
+        o = login_as(texts, "login-locked", "sshd", &t);
+        CHECK(o.verdict == LOCKSERVER_VERDICT_REFUSED && strcmp(o.message, "Cerrado: abre tu Latch.") == 0);
+        CHECK(strcmp(t.last_error, "Cerrado: abre tu Latch.") == 0);
+        CHECK_RC(lockserver_close(texts), LOCKSERVER_OK);
+    }
+    {
+        size_t len = strlen(config) + 64;
+        char *text = malloc(len);
+        snprintf(text, len, "dictionary = \"/nonexistent/dictionary.xml\"\n%s", config);
+        lockserver *none = NULL;
+        CHECK_RC(lockserver_open_config_str(text, &none), LOCKSERVER_ERROR_CONFIG);
+        CHECK(none == NULL);
+        free(text);
     }
     lockserver *disabled = open_with("enabled = false\n", config);
     if (disabled) {
