@@ -94,8 +94,9 @@ fn decide(handle: &lockserver, user: &str, operation: &str, prompter: &mut dyn P
 
 /// Runs the whole login decision for a local user, exactly as the PAM module's auth phase does: the
 /// lock check through the pairing store (with the service's one-time password), then the user's TOTP,
-/// with `fail_mode`, `unpaired`, `operations`, `max_attempts` and the TOTP rate limit of the handle's
-/// config, and `timeout_ms` bounding the service's time (not the time a person takes to answer).
+/// with `fail_mode` (and `store_fail_mode`), `unpaired`, `service_unpaired`, `operations`,
+/// `max_attempts` and the TOTP rate limit of the handle's config, and `timeout_ms` bounding the time of
+/// the store and the service together (not the time a person takes to answer).
 ///
 /// - `handle`: from lockserver_open*.
 /// - `user`: the local user name, borrowed; 1-256 characters without control characters, else
