@@ -288,13 +288,13 @@ fn install_use_remove_and_purge_in_a_debian_12_root() {
     let out = root.sh("check_login /etc/lockserver/lockserver.conf alice");
     assert_eq!(
         (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()),
-        (Some(1), "alice: locked")
+        (Some(1), "alice: refused")
     );
     emu.set_latch(&account, None, true).expect("unlock");
     let out = root.sh("check_login /etc/lockserver/lockserver.conf alice");
     assert_eq!(
         (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()),
-        (Some(0), "alice: open"),
+        (Some(0), "alice: allowed"),
         "{}",
         text(&out)
     );
