@@ -280,9 +280,15 @@ impl Accounts<'_> {
 
     /// Proves that whoever asks for a self-service `unpair` or `totp disable` of `user` (through sudo, with
     /// a password that may be borrowed) still holds the user's factors: the application latch is open
-    /// right now, and when TOTP is on, `code` is a current code (checked under the rate limit). Nothing
-    /// is changed but a failed code's count.
-    pub fn prove_factor(&self, user: &str, code: Option<&str>, now: u64) -> Result<(), NotProven> {
+    /// right now, and when TOTP is on, a current code (checked under the rate limit). `ask_code` is called
+    /// only when a code is needed and only after the latch was found open, so nobody is prompted for a
+    /// code that cannot help. Nothing is changed but a failed code's count.
+    pub fn prove_factor(
+        &self,
+        user: &str,
+        ask_code: impl FnOnce() -> Option<Secret>,
+        now: u64,
+    ) -> Result<(), NotProven> {
         let pairing = self.pairing(user).map_err(NotProven::Account)?;
         let access = self
             .service
@@ -294,10 +300,11 @@ impl Accounts<'_> {
             Access::Locked => return Err(NotProven::Locked),
         }
         if pairing.totp_enabled && self.config.totp_enabled() {
-            let code = code
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .ok_or(NotProven::CodeNeeded)?;
+            let code = ask_code().ok_or(NotProven::CodeNeeded)?;
+            let code = code.expose().trim();
+            if code.is_empty() {
+                return Err(NotProven::CodeNeeded);
+            }
             if !self.totp_verify(user, code, now).map_err(NotProven::Account)? {
                 return Err(NotProven::WrongCode);
             }

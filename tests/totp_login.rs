@@ -412,7 +412,7 @@ fn prove_factor_needs_an_open_latch_and_a_current_code() {
             store: store.as_ref(),
             service: service.as_ref(),
         };
-        accounts.prove_factor("alice", code, now())
+        accounts.prove_factor("alice", || code.map(lockserver::config::Secret::new), now())
     };
     assert_eq!(prove(None), Err(NotProven::CodeNeeded));
     let right = code(&secret);
