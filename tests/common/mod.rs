@@ -275,6 +275,8 @@ pub struct Conf {
     pub max_attempts: u32,
     /// More top-level lines, as written (e.g. `service_unpaired = "as_unpaired"`).
     pub extra: String,
+    /// More `[latch]` lines, as written (e.g. `proxy = "http://127.0.0.1:3128"`).
+    pub latch_extra: String,
 }
 
 impl Conf {
@@ -294,6 +296,7 @@ impl Conf {
              app_id = \"{app}\"\n\
              secret = \"{secret}\"\n\
              url    = \"{url}\"\n\
+             {latch_extra}\
              \n\
              [totp]\n\
              max_attempts = {max}\n",
@@ -308,6 +311,7 @@ impl Conf {
             url = self.url,
             max = self.max_attempts,
             extra = self.extra,
+            latch_extra = self.latch_extra,
         )
     }
 }
@@ -365,6 +369,7 @@ impl Env {
             store_extra: String::new(),
             max_attempts: 3,
             extra: String::new(),
+            latch_extra: String::new(),
         };
         let env = Env {
             emu: Arc::new(emu),
@@ -548,4 +553,20 @@ pub fn sqlite_query(path: &Path, sql: &str) -> String {
     let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     conn.query_row(sql, [], |r| r.get::<_, String>(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Records a hostile case the calling test just saw handled, for the table in docs/security-cases.md
+/// (scripts/test.sh writes it from these rows and checks the committed one matches). One file per case,
+/// so parallel tests never interleave; `bound` is the time bound the test asserted (deterministic), not
+/// a measured time.
+pub fn record_case(id: &str, attacker: &str, case: &str, verdict: &str, bound: &str) {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(|p| p.join("security-cases")))
+    else {
+        return;
+    };
+    let _ = fs::create_dir_all(&dir);
+    let row = format!("| {attacker} | {case} | {verdict} | {bound} |\n");
+    let _ = fs::write(dir.join(format!("{id}.row")), row);
 }
