@@ -313,6 +313,13 @@ fn self_service_unpair_needs_the_latch_open() {
     let out = run_self_service(&env, "alice", &["unpair"], "").expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(paired(&env, "alice").is_none(), "unpaired");
+    common::record_case(
+        "self-service-unpair",
+        "local user",
+        "`sudo lockserver unpair` with a borrowed password while the latch is locked (also `--force`, service down)",
+        "refused (exit 7 / 4); nothing changed",
+        "the config's timeout_ms per call",
+    );
 }
 
 /// #9 hole 9: with TOTP on, a sudo user's `totp disable` and `unpair` also need a current code typed at
@@ -375,4 +382,11 @@ fn self_service_totp_disable_and_unpair_need_a_current_code() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!text(&out).contains("Verification code"), "{}", text(&out));
     assert!(!totp_on(), "TOTP off");
+    common::record_case(
+        "self-service-totp",
+        "local user",
+        "`sudo lockserver totp disable` / `unpair` with TOTP on: no code or a wrong code",
+        "refused (exit 7); nothing changed; a right code typed at the prompt is needed",
+        "the config's timeout_ms per call",
+    );
 }

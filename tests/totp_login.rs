@@ -497,6 +497,13 @@ fn locked_store_and_slow_service_share_one_budget() {
     let mut s = env.session(&svc, "lena");
     let (rc, transcript) = s.authenticate(&[&code]);
     assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    common::record_case(
+        "one-budget",
+        "local user",
+        "the store locked by another process while the service is slow",
+        "one `timeout_ms` budget for the whole login, store included",
+        "timeout_ms + 500 ms",
+    );
 }
 
 /// Not a test by itself: holds the write lock of the SQLite store at `LOCKSERVER_TEST_LOCK_STORE` (an

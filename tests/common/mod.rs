@@ -4,10 +4,12 @@
 //! Every [`Env`] has its own temp dir, emulator port, store and log socket, so tests run in parallel.
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 
+pub mod cases;
 pub mod pam_driver;
 pub mod pg;
 pub mod qr;
 
+pub use cases::record_case;
 pub use pam_driver::{Answer, PamSession, Style, Transcript};
 
 use lockserver::config::{Config, LoadOptions};
@@ -553,20 +555,4 @@ pub fn sqlite_query(path: &Path, sql: &str) -> String {
     let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     conn.query_row(sql, [], |r| r.get::<_, String>(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Records a hostile case the calling test just saw handled, for the table in docs/security-cases.md
-/// (scripts/test.sh writes it from these rows and checks the committed one matches). One file per case,
-/// so parallel tests never interleave; `bound` is the time bound the test asserted (deterministic), not
-/// a measured time.
-pub fn record_case(id: &str, attacker: &str, case: &str, verdict: &str, bound: &str) {
-    let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().and_then(Path::parent).map(|p| p.join("security-cases")))
-    else {
-        return;
-    };
-    let _ = fs::create_dir_all(&dir);
-    let row = format!("| {attacker} | {case} | {verdict} | {bound} |\n");
-    let _ = fs::write(dir.join(format!("{id}.row")), row);
 }
