@@ -80,10 +80,23 @@ pub enum UserStatus {
 }
 
 /// A TOTP just enrolled: what to show the user.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Enrolment {
     /// The QR value: from the service (image data URI, URL or otpauth URI), or a local otpauth URI.
+    /// It holds the TOTP secret: wiped on drop.
     pub qr: String,
+}
+
+impl fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Enrolment { qr: *** }")
+    }
+}
+
+impl Drop for Enrolment {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.qr);
+    }
 }
 
 /// Why a self-service action was refused by [`Accounts::prove_factor`]: the caller could not show that
@@ -242,7 +255,7 @@ impl Accounts<'_> {
                 let secret = totp::generate_secret()
                     .map_err(|e| AccountError::Store(StoreError::Unavailable(format!("no randomness: {e}"))))?;
                 let state = LocalTotp {
-                    secret: Secret::new(secret.clone()),
+                    secret: Secret::new(secret.as_str()),
                     last_step: None,
                     failures: 0,
                     window_start: 0,
@@ -339,6 +352,7 @@ impl Accounts<'_> {
             .local_totp(user, self.deadline())?
             .ok_or(AccountError::TotpNotEnrolled)?;
         let secret = totp::decode_secret(state.secret.expose())
+            .map(zeroize::Zeroizing::new)
             .ok_or_else(|| AccountError::Store(StoreError::Invalid("the stored TOTP secret is not base32".into())))?;
         let ok = totp::verify(&secret, code, now, &totp::Params::from(t), state.last_step).is_some();
         if !ok {

@@ -30,7 +30,7 @@ fn write_config(env: &Env, top: &str, totp: &str) {
 
 /// Enrols a TOTP for `user` as `lockserver totp create` does; returns the QR value.
 fn enrol(env: &Env, user: &str) -> Result<String, AccountError> {
-    env.enrol_totp(user).map(|e| e.qr)
+    env.enrol_totp(user).map(|e| e.qr.clone())
 }
 
 fn secret_of_uri(uri: &str) -> String {
