@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (what CI runs through .ci/run). On a fresh Debian 12 machine, as root, with Rust
 # installed: installs the apt packages the tests need, then formatting, lints, build, every test of the
-# workspace, and a check that the committed C header still matches the code. Runs every step, prints a
+# workspace, a check that the committed C header still matches the code, a check that the committed
+# table of hostile cases (docs/security-cases.md) matches what the tests recorded, and every fuzz target
+# for FUZZ_SECONDS (default 20 s) each (scripts/fuzz.sh; one line and no failure without nightly). Runs every step, prints a
 # summary, and exits non-zero if any step failed. The PostgreSQL store tests get a private cluster
 # (initdb + pg_ctl as `nobody`, on a free loopback port, in a temp dir), stopped and removed on exit
 # whatever happens.
