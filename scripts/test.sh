@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (what CI runs through .ci/run). On a fresh Debian 12 machine, as root, with Rust
 # installed: installs the apt packages the tests need, then formatting, lints, build, every test of the
-# workspace, and a check that the committed C header still matches the code. Runs every step, prints a
+# workspace, a check that the committed C header still matches the code, a check that the committed
+# table of hostile cases (docs/security-cases.md) matches what the tests recorded, and every fuzz target
+# for FUZZ_SECONDS (default 20 s) each (scripts/fuzz.sh; one line and no failure without nightly). Runs every step, prints a
 # summary, and exits non-zero if any step failed. The PostgreSQL store tests get a private cluster
 # (initdb + pg_ctl as `nobody`, on a free loopback port, in a temp dir), stopped and removed on exit
 # whatever happens.
@@ -16,7 +18,9 @@ APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrin
   # the PostgreSQL store's tests: a private cluster, and PgBouncer
   postgresql pgbouncer
   # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion
-  debhelper lintian mmdebstrap bash-completion)
+  debhelper lintian mmdebstrap bash-completion
+  # the proxy tests (tests/proxy.rs): a real HTTP CONNECT proxy
+  tinyproxy)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -134,11 +138,19 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build" cargo build --workspace
 test_log=$(mktemp)
 run_tests() {
+  # The hostile cases the tests see are recorded afresh each run (docs/security-cases.md).
+  rm -rf target/debug/security-cases
   cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "postgres" start_postgres
 step "tests" run_tests
 step "header" header_unchanged
+
+# The table of hostile cases, from what the tests recorded: the committed one must match.
+security_cases() {
+  scripts/security-cases.sh && git --no-pager diff --exit-code -- docs/security-cases.md
+}
+step "security cases" security_cases
 
 # The PAM conversation trampoline's tests play libpam's side (they build message arrays and free the
 # answers with free()); valgrind checks that no answer leaks or is freed twice, on every path.
@@ -150,6 +162,9 @@ conversation_under_valgrind() {
   valgrind --quiet --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect --error-exitcode=1 "$bin" --test-threads=1
 }
 step "conversation under valgrind" conversation_under_valgrind
+
+# Every fuzz target for FUZZ_SECONDS (default 20 s) each; one visible line and no failure without nightly.
+step "fuzz" scripts/fuzz.sh
 
 echo
 echo "== summary"

@@ -81,10 +81,23 @@ pub enum UserStatus {
 }
 
 /// A TOTP just enrolled: what to show the user.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Enrolment {
     /// The QR value: from the service (image data URI, URL or otpauth URI), or a local otpauth URI.
+    /// It holds the TOTP secret: wiped on drop.
     pub qr: String,
+}
+
+impl fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Enrolment { qr: *** }")
+    }
+}
+
+impl Drop for Enrolment {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.qr);
+    }
 }
 
 /// Why a self-service action was refused by [`Accounts::prove_factor`]: the caller could not show that
@@ -243,7 +256,7 @@ impl Accounts<'_> {
                 let secret = totp::generate_secret()
                     .map_err(|e| AccountError::Store(StoreError::Unavailable(format!("no randomness: {e}"))))?;
                 let state = LocalTotp {
-                    secret: Secret::new(secret.clone()),
+                    secret: Secret::new(secret.as_str()),
                     last_step: None,
                     failures: 0,
                     window_start: 0,
@@ -281,9 +294,15 @@ impl Accounts<'_> {
 
     /// Proves that whoever asks for a self-service `unpair` or `totp disable` of `user` (through sudo, with
     /// a password that may be borrowed) still holds the user's factors: the application latch is open
-    /// right now, and when TOTP is on, `code` is a current code (checked under the rate limit). Nothing
-    /// is changed but a failed code's count.
-    pub fn prove_factor(&self, user: &str, code: Option<&str>, now: u64) -> Result<(), NotProven> {
+    /// right now, and when TOTP is on, a current code (checked under the rate limit). `ask_code` is called
+    /// only when a code is needed and only after the latch was found open, so nobody is prompted for a
+    /// code that cannot help. Nothing is changed but a failed code's count.
+    pub fn prove_factor(
+        &self,
+        user: &str,
+        ask_code: impl FnOnce() -> Option<Secret>,
+        now: u64,
+    ) -> Result<(), NotProven> {
         let pairing = self.pairing(user).map_err(NotProven::Account)?;
         let access = self
             .service
@@ -295,10 +314,11 @@ impl Accounts<'_> {
             Access::Locked => return Err(NotProven::Locked),
         }
         if pairing.totp_enabled && self.config.totp_enabled() {
-            let code = code
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .ok_or(NotProven::CodeNeeded)?;
+            let code = ask_code().ok_or(NotProven::CodeNeeded)?;
+            let code = code.expose().trim();
+            if code.is_empty() {
+                return Err(NotProven::CodeNeeded);
+            }
             if !self.totp_verify(user, code, now).map_err(NotProven::Account)? {
                 return Err(NotProven::WrongCode);
             }
@@ -325,6 +345,7 @@ impl Accounts<'_> {
             .local_totp(user, self.deadline())?
             .ok_or(AccountError::TotpNotEnrolled)?;
         let secret = totp::decode_secret(state.secret.expose())
+            .map(zeroize::Zeroizing::new)
             .ok_or_else(|| AccountError::Store(StoreError::Invalid("the stored TOTP secret is not base32".into())))?;
         let secret = zeroize::Zeroizing::new(secret);
         // The login's own verifier and rate limit (so this is no guessing oracle); a right code is

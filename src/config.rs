@@ -402,8 +402,10 @@ impl Checker<'_> {
                 }
                 let err = |m: String| self.error(Some(section), &file_key, m);
                 check_permissions(&path, true, self.trusted_owner).map_err(err)?;
-                let text = fs::read_to_string(&path)
-                    .map_err(|e| self.error(Some(section), &file_key, format!("{}: {e}", path.display())))?;
+                let text = zeroize::Zeroizing::new(
+                    fs::read_to_string(&path)
+                        .map_err(|e| self.error(Some(section), &file_key, format!("{}: {e}", path.display())))?,
+                );
                 let value = text.trim().to_string();
                 if value.is_empty() {
                     return Err(self.error(Some(section), &file_key, format!("{} is empty", path.display())));
@@ -471,12 +473,14 @@ impl Config {
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(whole(format!("is larger than {MAX_CONFIG_BYTES} bytes")));
         }
-        let mut bytes = Vec::new();
+        // The text may hold the application secret: read into one buffer of the file's size (no copy
+        // left behind by growing it) and wiped when the config is built.
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
             .map_err(|e| whole(format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
         // Parsed once: the same document says whether it holds a secret and becomes the config.
-        let (spans, raw) = read_raw(Some(path), &text)?;
+        let (spans, raw) = read_raw(Some(path), text)?;
         let checker = Checker {
             path: Some(path),
             spans,
@@ -617,7 +621,9 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 return Err(err("secret files are not allowed here".into()));
             }
             check_permissions(&file, true, c.trusted_owner).map_err(err)?;
-            let text = fs::read_to_string(&file).map_err(|e| err(format!("{}: {e}", file.display())))?;
+            let text = zeroize::Zeroizing::new(
+                fs::read_to_string(&file).map_err(|e| err(format!("{}: {e}", file.display())))?,
+            );
             let value = Secret::new(text.trim());
             if value.expose().is_empty() {
                 return Err(err(format!("{} is empty", file.display())));

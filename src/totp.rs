@@ -96,10 +96,12 @@ pub fn decode_secret(base32: &str) -> Option<Vec<u8>> {
 }
 
 /// A new random secret of 20 bytes (160 bits, RFC 4226's recommendation), base32 without padding.
-pub fn generate_secret() -> std::io::Result<String> {
-    let mut bytes = [0u8; 20];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(data_encoding::BASE32_NOPAD.encode(&bytes))
+pub fn generate_secret() -> std::io::Result<zeroize::Zeroizing<String>> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 20]);
+    std::fs::File::open("/dev/urandom")?.read_exact(bytes.as_mut())?;
+    Ok(zeroize::Zeroizing::new(
+        data_encoding::BASE32_NOPAD.encode(bytes.as_ref()),
+    ))
 }
 
 /// The `otpauth://totp/ISSUER:ACCOUNT?...` URI authenticator apps scan. `algorithm`, `digits` and

@@ -234,3 +234,159 @@ fn try_login_runs_the_real_stack_without_a_session() {
         text(&out)
     );
 }
+
+/// Runs the CLI as a sudo user would (`SUDO_USER`, `SUDO_UID`), with the system config path: in a private
+/// mount namespace, `/etc` gets an overlay whose upper layer holds this test's config as
+/// `/etc/lockserver/lockserver.conf`, so the host's /etc is never touched. `stdin` is what the user types.
+fn run_self_service(env: &Env, user: &str, args: &[&str], stdin: &str) -> Option<Output> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    if current_uid() != 0 {
+        eprintln!("not root: CLI test skipped (CI runs as root)");
+        return None;
+    }
+    let overlay = tempfile::tempdir().expect("overlay dir");
+    let (upper, work) = (overlay.path().join("upper"), overlay.path().join("work"));
+    std::fs::create_dir_all(upper.join("lockserver")).expect("upper");
+    std::fs::create_dir(&work).expect("work");
+    for dir in [overlay.path(), &upper, &upper.join("lockserver")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    write_file_mode(&upper.join("lockserver/lockserver.conf"), &config, 0o600);
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir=/etc,upperdir='{}',workdir='{}' /etc && exec '{}' \"$@\"",
+        upper.display(),
+        work.display(),
+        common::cli_path().display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .args(args)
+        .env("SUDO_USER", user)
+        .env("SUDO_UID", "1000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unshare");
+    let mut input = child.stdin.take().expect("stdin");
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    Some(child.wait_with_output().expect("wait"))
+}
+
+fn paired(env: &Env, user: &str) -> Option<lockserver::store::Pairing> {
+    env.store()
+        .get(user, lockserver::store::default_deadline())
+        .expect("store")
+}
+
+/// #9 hole 9: a sudo user's `unpair` needs the latch open right now; a borrowed password is not enough.
+#[test]
+fn self_service_unpair_needs_the_latch_open() {
+    let env = Env::new();
+    let account = env.pair("alice");
+    env.latch(&account, None, false);
+    let Some(out) = run_self_service(&env, "alice", &["unpair"], "") else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("latch is locked"), "{}", text(&out));
+    assert!(paired(&env, "alice").is_some(), "nothing was changed");
+
+    // --force does not skip the proof.
+    let out = run_self_service(&env, "alice", &["unpair", "--force"], "").expect("root");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(paired(&env, "alice").is_some(), "nothing was changed");
+
+    // The service unreachable: no proof, so nothing is removed, even with --force.
+    let mut down = env.conf.clone();
+    down.url = format!("http://127.0.0.1:{}", common::dead_port());
+    write_file_mode(&env.config_path(), &down.render(), 0o600);
+    let out = run_self_service(&env, "alice", &["unpair", "--force"], "").expect("root");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(paired(&env, "alice").is_some(), "nothing was changed");
+    write_file_mode(&env.config_path(), &env.conf.render(), 0o600);
+
+    env.latch(&account, None, true);
+    let out = run_self_service(&env, "alice", &["unpair"], "").expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(paired(&env, "alice").is_none(), "unpaired");
+    common::record_case(
+        "self-service-unpair",
+        "local user",
+        "`sudo lockserver unpair` with a borrowed password while the latch is locked (also `--force`, service down)",
+        "refused (exit 7 / 4); nothing changed",
+        "the config's timeout_ms per call",
+    );
+}
+
+/// #9 hole 9: with TOTP on, a sudo user's `totp disable` and `unpair` also need a current code typed at
+/// the prompt; root is asked for nothing.
+#[test]
+fn self_service_totp_disable_and_unpair_need_a_current_code() {
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:true".into()]);
+    let conf_text = format!("{}source = \"local\"\n", env.conf.render());
+    write_file_mode(&env.config_path(), &conf_text, 0o600);
+    env.pair("alice");
+    env.enrol_totp("alice").expect("enrol");
+    let secret = env
+        .store()
+        .local_totp("alice", lockserver::store::default_deadline())
+        .expect("store")
+        .expect("local TOTP");
+    let secret = lockserver::totp::decode_secret(secret.secret.expose()).expect("base32");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let right = || lockserver::totp::code_at(&secret, now(), &lockserver::totp::Params::default());
+    let wrong: String = right()
+        .chars()
+        .map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) })
+        .collect();
+    let totp_on = || paired(&env, "alice").is_some_and(|p| p.totp_enabled);
+
+    for (typed, what) in [("", "no code"), (&format!("{wrong}\n")[..], "a wrong code")] {
+        let Some(out) = run_self_service(&env, "alice", &["totp", "disable"], typed) else {
+            return;
+        };
+        assert_eq!(out.status.code(), Some(7), "{what}: {}", text(&out));
+        assert!(
+            text(&out).contains("Verification code for alice"),
+            "prompted: {}",
+            text(&out)
+        );
+        assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
+        assert!(totp_on(), "{what}: TOTP still on");
+        let out = run_self_service(&env, "alice", &["unpair"], typed).expect("root");
+        assert_eq!(out.status.code(), Some(7), "{what}: {}", text(&out));
+        assert!(paired(&env, "alice").is_some(), "{what}: still paired");
+    }
+
+    let right = right();
+    let out = run_self_service(&env, "alice", &["totp", "disable"], &format!("{right}\n")).expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!totp_on(), "TOTP off");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&right),
+        "the code is not echoed"
+    );
+
+    // Root is not asked: its stdin is closed and the action is done.
+    env.enrol_totp("alice").expect("enrol again");
+    let out = run(&env, None, &["totp", "disable", "--user", "alice"]).expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("Verification code"), "{}", text(&out));
+    assert!(!totp_on(), "TOTP off");
+    common::record_case(
+        "self-service-totp",
+        "local user",
+        "`sudo lockserver totp disable` / `unpair` with TOTP on: no code or a wrong code",
+        "refused (exit 7); nothing changed; a right code typed at the prompt is needed",
+        "the config's timeout_ms per call",
+    );
+}

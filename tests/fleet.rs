@@ -95,7 +95,7 @@ fn totp_hosts(env: &mut Env, db: &pg::Database, user: &str) -> (String, String, 
     );
     write_file_mode(&env.config_path(), &text, 0o600);
     env.pair(user);
-    let uri = env.enrol_totp(user).expect("local enrolment").qr;
+    let uri = env.enrol_totp(user).expect("local enrolment").qr.clone();
     let start = uri.find("secret=").expect("secret in the URI") + 7;
     let secret = uri[start..].split('&').next().expect("secret").to_string();
     let (a, b, _) = two_hosts(env);

@@ -478,6 +478,13 @@ fn service_saying_not_paired_denies_a_user_the_store_has_as_paired() {
     // A bad value is a configuration error naming the key.
     env.set_conf(|c| c.extra = "service_unpaired = \"allow\"".into());
     config_error(&env, &svc, &["as_unpaired"], "service_unpaired = allow");
+    common::record_case(
+        "service-unpaired",
+        "service / phone",
+        "the service answers \"not paired\" (201) for a user the store has as paired",
+        "denied (`service_unpaired = \"deny\"`) with a text saying what to do",
+        "timeout_ms + 500 ms",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -670,6 +677,17 @@ fn fault_case(what: &str, set: impl Fn(&mut Env)) {
     assert!(line.starts_with(PRI_WARNING), "{what}: FAIL-OPEN is a warning: {line}");
     env.logs
         .expect_line(&["pam_lockserver(sshd:account): user=alice", "FAIL-OPEN"]);
+    let id: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    common::record_case(
+        &format!("fault-{id}"),
+        "network",
+        &format!("the service: {what}"),
+        "no answer: `fail_mode` decides (secure: PAM_AUTHINFO_UNAVAIL, safe: PAM_SUCCESS with FAIL-OPEN warning)",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1000,6 +1018,13 @@ fn hostile_user_names_never_crash_and_never_forge_log_lines() {
     // The store is intact and alice still gets in.
     env.set_conf(|c| c.unpaired = "ignore".into());
     auth(&env, &svc, "alice", &[], PAM_SUCCESS, "alice after hostile names");
+    common::record_case(
+        "hostile-user-names",
+        "local user",
+        "user names with newlines, controls, bidi characters, 10 KB long, invalid UTF-8",
+        "refused or escaped; no forged log line; no crash",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1067,6 +1092,13 @@ fn stuck_syslog_never_blocks_a_login() {
          blocks on a full log socket (src/pam/syslog.rs, SyslogLogger::log: blocking send_to)"
     );
     assert!(worst <= budget(&env), "a login took {worst:?} with a stuck syslog");
+    common::record_case(
+        "syslog-stuck",
+        "local user",
+        "a syslog daemon that stopped reading",
+        "the login is not held; lost lines counted and reported",
+        "timeout_ms + 500 ms",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1295,6 +1327,13 @@ fn store_in_a_place_others_can_change_is_a_service_error() {
     // Root's link is followed.
     std::os::unix::fs::lchown(&link_dir, Some(0), None).expect("lchown");
     auth(&env, &svc, "alice", &[], PAM_SUCCESS, "store via root's symlink");
+    common::record_case(
+        "store-neighbourhood",
+        "local user",
+        "the store (or its directory, or a side file) in a place others can write or own",
+        "PAM_SERVICE_ERR, logged with the fix",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1336,6 +1375,13 @@ fn config_and_dictionary_in_a_writable_directory_are_refused() {
         &["dictionary", "writable by group or others"],
         "dictionary dir 0777",
     );
+    common::record_case(
+        "config-neighbourhood",
+        "local user",
+        "the config or the dictionary in a directory others can write",
+        "refused: PAM_SERVICE_ERR, logged with the fix",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1358,6 +1404,13 @@ fn relative_paths_in_the_config_are_refused_naming_the_key() {
     let with_ca = text.replace("[latch]\n", "[latch]\nca_file = \"ca.pem\"\n");
     common::write_file_mode(&env.config_path(), &with_ca, 0o600);
     config_error(&env, &svc, &["`latch.ca_file`", "relative"], "relative ca_file");
+    common::record_case(
+        "relative-paths",
+        "local user",
+        "a relative `store`, `dictionary`, `ca_file` or `*_file` (resolves against the caller's working directory)",
+        "configuration error naming the key: PAM_SERVICE_ERR",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1376,6 +1429,13 @@ fn contradictory_answers_are_unavailable_and_logged_as_ambiguous() {
     auth(&env, &svc, "alice", &[], PAM_AUTHINFO_UNAVAIL, "contradictory status");
     env.logs
         .expect_line(&["user=alice", "ambiguous", "\"status\" appears twice"]);
+    common::record_case(
+        "contradictory-json",
+        "service",
+        "a JSON answer with a key given twice (status, operation entry, error), either order",
+        "`Unavailable`: `fail_mode` decides; logged as ambiguous",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1427,6 +1487,13 @@ fn text_from_others_is_escaped_and_capped_in_logs_and_messages() {
     assert!(!shown.contains('\u{202e}') && !shown.contains('\u{2066}'), "{shown:?}");
     env.logs
         .expect_line(&["user=alice", "(999: \"nope\\u{202e}gnirts\\u{2066}\")"]);
+    common::record_case(
+        "escaping",
+        "service",
+        "server texts with C1 controls, U+2028/9, bidi overrides and isolates, zero-width characters, 10 KB long",
+        "escaped as visible `\\u{...}`, quoted, capped (256 per field, 2048 per line)",
+        "timeout_ms + 500 ms",
+    );
 }
 
 #[test]
@@ -1471,4 +1538,11 @@ fn fifty_parallel_logins_lose_no_log_line_with_a_slow_syslog_daemon() {
     assert_eq!(granted(&lines), 50, "lines received:\n{}", lines.join("\n"));
     assert_eq!(lines.iter().filter(|l| l.contains("latch open")).count(), 50);
     assert!(lines.iter().all(|l| !l.contains("were lost")), "{lines:?}");
+    common::record_case(
+        "syslog-load",
+        "local user",
+        "50 parallel logins, a syslog daemon taking 0.5 ms per line",
+        "no log line lost",
+        "per line: 100 ms wait for the socket",
+    );
 }

@@ -4,6 +4,9 @@
 //! `scripts/test.sh` starts; see [`Backend::postgres`]). Then what only SQLite has: files, migrations and
 //! versions on disk, permissions, and writers in child processes re-executing this test binary.
 
+#[path = "common/cases.rs"]
+mod cases;
+
 use lockserver::config::Secret;
 use lockserver::store::sqlite::{SCHEMA_VERSION, SqliteStore};
 use lockserver::store::{LocalTotp, Location, OpenMode, Pairing, PairingStore, StoreError};
@@ -534,6 +537,13 @@ fn sqlite_file_without_our_schema_is_refused_and_left_alone() {
         .expect("tables")
     };
     assert_eq!(tables, "unrelated");
+    cases::record_case(
+        "store-not-a-store",
+        "local user / admin",
+        "a store file that is empty, not SQLite, or SQLite without our schema",
+        "refused (a login denies with PAM_SERVICE_ERR); the file is left alone",
+        "busy timeout",
+    );
 }
 
 #[test]
@@ -714,6 +724,13 @@ fn writable_by_others_is_refused() {
     let msg = unavailable_message(SqliteStore::open(&path, OpenMode::Existing));
     assert!(msg.contains("-journal") && msg.contains("chmod 600"), "{msg}");
     fs::remove_file(&journal).expect("rm journal");
+    cases::record_case(
+        "store-side-files",
+        "local user",
+        "a store file or a `-wal`/`-shm`/`-journal` side file others can read or write",
+        "refused, naming the file and the fix",
+        "busy timeout",
+    );
 }
 
 #[test]

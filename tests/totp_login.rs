@@ -31,7 +31,7 @@ fn write_config(env: &Env, top: &str, totp: &str) {
 
 /// Enrols a TOTP for `user` as `lockserver totp create` does; returns the QR value.
 fn enrol(env: &Env, user: &str) -> Result<String, AccountError> {
-    env.enrol_totp(user).map(|e| e.qr)
+    env.enrol_totp(user).map(|e| e.qr.clone())
 }
 
 fn secret_of_uri(uri: &str) -> String {
@@ -413,7 +413,7 @@ fn prove_factor_needs_an_open_latch_and_a_current_code() {
             store: store.as_ref(),
             service: service.as_ref(),
         };
-        accounts.prove_factor("alice", code, now())
+        accounts.prove_factor("alice", || code.map(lockserver::config::Secret::new), now())
     };
     assert_eq!(prove(None), Err(NotProven::CodeNeeded));
     let right = code(&secret);
@@ -498,6 +498,13 @@ fn locked_store_and_slow_service_share_one_budget() {
     let mut s = env.session(&svc, "lena");
     let (rc, transcript) = s.authenticate(&[&code]);
     assert_eq!(rc, PAM_SUCCESS, "{transcript:?}");
+    common::record_case(
+        "one-budget",
+        "local user",
+        "the store locked by another process while the service is slow",
+        "one `timeout_ms` budget for the whole login, store included",
+        "timeout_ms + 500 ms",
+    );
 }
 
 /// Not a test by itself: holds the write lock of the SQLite store at `LOCKSERVER_TEST_LOCK_STORE` (an

@@ -1,9 +1,10 @@
 //! The CLI verbs. Messages a user reads come from the dictionary; each error says what to do next.
 
 use super::{Exit, fail};
-use lockserver::accounts::{self, AccountError, Accounts, UserStatus};
+use lockserver::accounts::{self, AccountError, Accounts, NotProven, UserStatus};
 use lockserver::config::Config;
 use lockserver::dictionary::{Dictionary, Section};
+use lockserver::login::system_clock;
 use lockserver::service::{self, Access, ServiceError, SharedService};
 use lockserver::store::{self, OpenMode, PairingStore, StoreError};
 use std::time::Instant;
@@ -129,7 +130,12 @@ impl Context<'_> {
         })
     }
 
-    pub fn unpair(&self, user: &str, force: bool) -> Exit {
+    /// Unpairs `user`. Through sudo (`self_service`) the caller must first prove they hold the factor the
+    /// unpairing removes: a borrowed password alone must not shed the lock (#9).
+    pub fn unpair(&self, user: &str, force: bool, self_service: bool) -> Exit {
+        if self_service && let Err(code) = self.prove_factor(user) {
+            return code;
+        }
         let exit = self.with_accounts(user, |a| {
             for warning in a.unpair(user, force)? {
                 eprintln!("lockserver: warning: the service could not finish unpairing ({warning}); removed locally");
@@ -141,6 +147,37 @@ impl Context<'_> {
             eprintln!("lockserver: nothing was changed; run again, or add --force to remove the local pairing anyway");
         }
         exit
+    }
+
+    /// Checks that the self-service caller still holds `user`'s factors (the latch open now; a current
+    /// TOTP code, asked for at a prompt, when TOTP is on). Root is never asked.
+    pub(super) fn prove_factor(&self, user: &str) -> Result<(), Exit> {
+        let mut outcome = Ok(());
+        let exit = self.with_accounts(user, |a| {
+            outcome = a.prove_factor(
+                user,
+                || crate::prompt::code(&format!("Verification code for {user}: ")),
+                system_clock(),
+            );
+            Ok(Exit::Ok)
+        });
+        if exit != Exit::Ok {
+            return Err(exit);
+        }
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(NotProven::Account(e)) => Err(self.account_error(user, e)),
+            Err(NotProven::Locked) => Err(fail(
+                Exit::NotAllowed,
+                &format!(
+                    "{user}'s latch is locked: open it in the app first, then run this again (nothing was changed)"
+                ),
+            )),
+            Err(why @ (NotProven::CodeNeeded | NotProven::WrongCode)) => Err(fail(
+                Exit::NotAllowed,
+                &format!("{why}: a current code from {user}'s authenticator app is needed (nothing was changed)"),
+            )),
+        }
     }
 
     pub fn status(&self, user: &str, operation: Option<&str>) -> Exit {

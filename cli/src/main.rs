@@ -9,6 +9,7 @@
 mod actor;
 mod args;
 mod commands;
+mod prompt;
 mod qr;
 mod totp;
 mod try_login;
@@ -102,7 +103,7 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
             Err(r) => fail(Exit::NotAllowed, &r.0),
         },
         Command::Unpair { user, force } => match target(user) {
-            Ok(u) => ctx.unpair(&u, *force),
+            Ok(u) => ctx.unpair(&u, *force, !actor.is_root()),
             Err(r) => fail(Exit::NotAllowed, &r.0),
         },
         Command::Status { user, operation } => match target(user) {
@@ -118,7 +119,7 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
             match target(user) {
                 Ok(u) => match action {
                     TotpAction::Create { qr_file, .. } => ctx.totp_create(&u, qr_file.as_deref()),
-                    TotpAction::Disable { .. } => ctx.totp_disable(&u),
+                    TotpAction::Disable { .. } => ctx.totp_disable(&u, !actor.is_root()),
                     TotpAction::Verify { code, .. } => ctx.totp_verify(&u, code),
                 },
                 Err(r) => fail(Exit::NotAllowed, &r.0),

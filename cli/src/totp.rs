@@ -49,7 +49,11 @@ impl Context<'_> {
         })
     }
 
-    pub fn totp_disable(&self, user: &str) -> Exit {
+    pub fn totp_disable(&self, user: &str, self_service: bool) -> Exit {
+        // Through sudo, only with the factor in hand: a borrowed password must not remove it (#9).
+        if self_service && let Err(code) = self.prove_factor(user) {
+            return code;
+        }
         self.with_accounts(user, |a| {
             a.totp_disable(user)?;
             println!("{}", self.text(Section::Totp, "disabled", user));

@@ -4,10 +4,12 @@
 //! Every [`Env`] has its own temp dir, emulator port, store and log socket, so tests run in parallel.
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 
+pub mod cases;
 pub mod pam_driver;
 pub mod pg;
 pub mod qr;
 
+pub use cases::record_case;
 pub use pam_driver::{Answer, PamSession, Style, Transcript};
 
 use lockserver::config::{Config, LoadOptions};
@@ -275,6 +277,8 @@ pub struct Conf {
     pub max_attempts: u32,
     /// More top-level lines, as written (e.g. `service_unpaired = "as_unpaired"`).
     pub extra: String,
+    /// More `[latch]` lines, as written (e.g. `proxy = "http://127.0.0.1:3128"`).
+    pub latch_extra: String,
 }
 
 impl Conf {
@@ -294,6 +298,7 @@ impl Conf {
              app_id = \"{app}\"\n\
              secret = \"{secret}\"\n\
              url    = \"{url}\"\n\
+             {latch_extra}\
              \n\
              [totp]\n\
              max_attempts = {max}\n",
@@ -308,6 +313,7 @@ impl Conf {
             url = self.url,
             max = self.max_attempts,
             extra = self.extra,
+            latch_extra = self.latch_extra,
         )
     }
 }
@@ -365,6 +371,7 @@ impl Env {
             store_extra: String::new(),
             max_attempts: 3,
             extra: String::new(),
+            latch_extra: String::new(),
         };
         let env = Env {
             emu: Arc::new(emu),
