@@ -4,8 +4,11 @@
 use lockserver::config::{Config, Secret};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::{Login, Phase, Prompter, Resources, Verdict};
-use lockserver::service::{Access, Challenge, CodeCheck, LockService, Refusal, Removal, ServiceError, TotpEnrolment};
-use lockserver::store::{LocalTotp, Pairing, PairingStore, StoreError};
+use lockserver::service::{
+    Access, Challenge, CodeCheck, CodePairing, LockService, PairingFlow, Refusal, Removal, ServiceError, ServiceTotp,
+    TotpEnrolment,
+};
+use lockserver::store::{LocalTotp, Pairing, PairingStore, PendingPairing, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -42,6 +45,12 @@ impl PairingStore for FakeStore {
             return Err(e.clone());
         }
         Ok(self.pairings.iter().find(|p| p.user == user).cloned())
+    }
+    fn set_pending(&self, _: &PendingPairing, _: Instant) -> Result<(), StoreError> {
+        unreachable!("a login never starts a pairing")
+    }
+    fn pending(&self, _: &str, _: Instant) -> Result<Option<PendingPairing>, StoreError> {
+        unreachable!("a login never reads pending pairings")
     }
     fn insert(&self, _: &Pairing, _: Instant) -> Result<(), StoreError> {
         unreachable!("a login never pairs")
@@ -92,14 +101,14 @@ fn wrong() -> Refusal {
 /// A service whose status answers are scripted; records the calls.
 #[derive(Default)]
 struct FakeService {
-    status_answers: RefCell<VecDeque<Result<Access, ServiceError>>>,
+    status_answers: RefCell<VecDeque<Result<Access<'static>, ServiceError>>>,
     status_calls: RefCell<Vec<(String, Option<String>, bool)>>,
     totp_answers: RefCell<VecDeque<Result<CodeCheck, ServiceError>>>,
     totp_calls: Cell<u32>,
 }
 
 impl FakeService {
-    fn answering(answer: Result<Access, ServiceError>) -> FakeService {
+    fn answering(answer: Result<Access<'static>, ServiceError>) -> FakeService {
         let s = FakeService::default();
         s.status_answers.borrow_mut().push_back(answer);
         s
@@ -107,7 +116,7 @@ impl FakeService {
 }
 
 impl LockService for FakeService {
-    fn status(&self, account: &str, op: Option<&str>, want_code: bool, _: Instant) -> Result<Access, ServiceError> {
+    fn status(&self, account: &str, op: Option<&str>, want_code: bool, _: Instant) -> Result<Access<'_>, ServiceError> {
         self.status_calls
             .borrow_mut()
             .push((account.into(), op.map(String::from), want_code));
@@ -116,12 +125,24 @@ impl LockService for FakeService {
             .pop_front()
             .unwrap_or_else(|| Err(ServiceError::Unavailable("no scripted answer".into())))
     }
-    fn pair(&self, _: &str, _: Option<&str>, _: Instant) -> Result<String, ServiceError> {
-        unreachable!()
-    }
     fn unpair(&self, _: &str, _: Instant) -> Result<(), ServiceError> {
         unreachable!()
     }
+    fn pairing(&self) -> PairingFlow<'_> {
+        PairingFlow::Code(self)
+    }
+    fn totp(&self) -> Option<&dyn ServiceTotp> {
+        Some(self)
+    }
+}
+
+impl CodePairing for FakeService {
+    fn pair(&self, _: &str, _: Option<&str>, _: Instant) -> Result<String, ServiceError> {
+        unreachable!()
+    }
+}
+
+impl ServiceTotp for FakeService {
     fn totp_create(&self, _: &str, _: &str, _: Instant) -> Result<TotpEnrolment, ServiceError> {
         unreachable!()
     }
@@ -162,6 +183,7 @@ struct FakePrompter {
     answers: VecDeque<String>,
     prompts: Vec<String>,
     errors: Vec<String>,
+    infos: Vec<String>,
 }
 
 impl Prompter for FakePrompter {
@@ -171,6 +193,9 @@ impl Prompter for FakePrompter {
     }
     fn error(&mut self, text: &str) {
         self.errors.push(text.into());
+    }
+    fn info(&mut self, text: &str) {
+        self.infos.push(text.into());
     }
 }
 

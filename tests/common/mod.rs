@@ -488,8 +488,8 @@ impl Env {
         let code = self.emu.add_code(None).expect("emulator: add a pairing code");
         let config = self.load_config();
         let service = lockserver::service::from_config(&config).unwrap_or_else(|e| panic!("build the client: {e}"));
-        let account = service
-            .pair(&code, None, Instant::now() + Duration::from_secs(10))
+        let account = lockserver::service::code_pairing(service.as_ref())
+            .and_then(|p| p.pair(&code, None, Instant::now() + Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("pair {user} with code {code}: {e}"));
         self.store()
             .insert(
