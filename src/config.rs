@@ -987,4 +987,57 @@ mod tests {
         let c = Config::parse_str(&base("")).expect("valid");
         assert!(!format!("{c:?}").contains(SECRET));
     }
+
+    const PINGID: &str = "service = \"pingid\"\n\n[pingid]\naccount_id = \"acc-1\"\napplication_id = \"app-1\"\n\
+                          token = \"tok\"\napi_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+
+    #[test]
+    fn pingid_section_gets_defaults() {
+        let c = Config::parse_str(PINGID).expect("valid");
+        let p = c.pingid.as_ref().expect("section");
+        assert_eq!(p.url, crate::service::pingid::DEFAULT_URL);
+        assert_eq!(p.pairing_scope, PairingScope::Application);
+        assert_eq!(p.push_timeout, Duration::from_secs(40));
+        assert_eq!(p.poll_interval, Duration::from_millis(1000));
+        assert!(!p.require_response_signature);
+        // PingID has no TOTP API: codes are local unless said otherwise (and "latch" is refused).
+        assert_eq!(c.totp.source, TotpSource::Local);
+        assert!(!format!("{c:?}").contains("tok\""), "the token is never printed");
+    }
+
+    #[test]
+    fn pingid_keys_are_validated_with_their_line() {
+        let cases = [
+            ("push_timeout_secs = 4", "pingid.push_timeout_secs"),
+            ("push_timeout_secs = 301", "pingid.push_timeout_secs"),
+            ("poll_interval_ms = 10", "pingid.poll_interval_ms"),
+            ("pairing_scope = \"global\"", ""),
+            ("proxy = \"ftp://p\"", "pingid.proxy"),
+        ];
+        for (line, key) in cases {
+            let text = format!("{PINGID}{line}\n");
+            let e = Config::parse_str(&text).expect_err(line);
+            assert_eq!(e.line, Some(8), "{line}: {e}");
+            if !key.is_empty() {
+                assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
+            }
+        }
+        let bad_key = PINGID.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "not base64!");
+        let e = Config::parse_str(&bad_key).expect_err("api key");
+        assert_eq!((e.key.as_deref(), e.line), (Some("pingid.api_key"), Some(7)), "{e}");
+        let bad_id = PINGID.replace("acc-1", "acc/1");
+        let e = Config::parse_str(&bad_id).expect_err("account id");
+        assert_eq!((e.key.as_deref(), e.line), (Some("pingid.account_id"), Some(4)), "{e}");
+        let e = Config::parse_str(&format!("{PINGID}[totp]\nsource = \"latch\"\n")).expect_err("latch TOTP");
+        assert_eq!(e.key.as_deref(), Some("totp.source"), "{e}");
+        // An unpadded key is accepted; a relative file path is not.
+        let url_safe = PINGID.replace(
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        );
+        assert!(Config::parse_str(&url_safe).is_ok());
+        let text = format!("{PINGID}ca_file = \"ca.pem\"\n");
+        let e = Config::parse_str(&text).expect_err("relative ca_file");
+        assert_eq!(e.key.as_deref(), Some("pingid.ca_file"), "{e}");
+    }
 }

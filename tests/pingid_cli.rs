@@ -58,7 +58,10 @@ fn pairing_key_create_show_pair_status_unpair() {
         Some(key.clone()),
         "root is pending with that key"
     );
-    assert!(env.store().get("root").expect("store").is_none(), "pending is not paired");
+    assert!(
+        env.store().get("root").expect("store").is_none(),
+        "pending is not paired"
+    );
 
     let out = run(&env, &["pairing-key", "show", &key]).expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -83,7 +86,10 @@ fn pairing_key_create_show_pair_status_unpair() {
     let out = run(&env, &["pair", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("root is now paired"), "{}", text(&out));
-    assert!(env.store().pending("root").expect("store").is_none(), "no longer pending");
+    assert!(
+        env.store().pending("root").expect("store").is_none(),
+        "no longer pending"
+    );
     let out = run(&env, &["status", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("root: paired"), "{}", text(&out));
@@ -110,7 +116,10 @@ fn pairing_key_create_show_pair_status_unpair() {
 #[test]
 fn the_seed_scope_rules_hold_through_the_cli() {
     let env = Env::pingid();
-    let Some(out) = run(&env, &["pairing-key", "create", "--user", "root", "--scope", "application"]) else {
+    let Some(out) = run(
+        &env,
+        &["pairing-key", "create", "--user", "root", "--scope", "application"],
+    ) else {
         return;
     };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -118,18 +127,43 @@ fn the_seed_scope_rules_hold_through_the_cli() {
     let out = run(&env, &["pairing-key", "show", &app_key, "--scope", "application"]).expect("root");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status: NOT_CLAIMED");
     let out = run(&env, &["pairing-key", "show", &app_key, "--scope", "organization"]).expect("root");
-    assert_eq!(out.status.code(), Some(5), "an application key is not found in organization scope: {}", text(&out));
-    assert!(text(&out).contains("not found"), "the service's message: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "an application key is not found in organization scope: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("not found"),
+        "the service's message: {}",
+        text(&out)
+    );
 
-    let out = run(&env, &["pairing-key", "create", "--user", "root", "--scope", "organization"]).expect("root");
-    assert_eq!(out.status.code(), Some(0), "a new key replaces the pending one: {}", text(&out));
+    let out = run(
+        &env,
+        &["pairing-key", "create", "--user", "root", "--scope", "organization"],
+    )
+    .expect("root");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a new key replaces the pending one: {}",
+        text(&out)
+    );
     let org_key = key_of(&out);
     for scope in ["application", "organization"] {
         let out = run(&env, &["pairing-key", "show", &org_key, "--scope", scope]).expect("root");
         assert_eq!(out.status.code(), Some(0), "{scope}: {}", text(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status: NOT_CLAIMED", "{scope}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "status: NOT_CLAIMED",
+            "{scope}"
+        );
     }
-    assert_eq!(env.store().pending("root").expect("store").map(|p| p.key), Some(org_key));
+    assert_eq!(
+        env.store().pending("root").expect("store").map(|p| p.key),
+        Some(org_key)
+    );
 }
 
 #[test]

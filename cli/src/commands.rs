@@ -115,9 +115,11 @@ impl Context<'_> {
             }
             AccountError::NotClaimed { key } => fail(
                 Exit::PairingState,
-                &self
-                    .dictionary
-                    .format(Section::Pairing, "key_not_claimed", &[("user", user), ("code", &key)]),
+                &self.dictionary.format(
+                    Section::Pairing,
+                    "key_not_claimed",
+                    &[("user", user), ("code", &lockserver::escape::escape(&key))],
+                ),
             ),
             AccountError::Service(e) => self.pairing_error(e),
         }

@@ -7,6 +7,7 @@ use super::{Exit, fail};
 use lockserver::accounts::PairingState;
 use lockserver::config::{PairingScope, ServiceKind};
 use lockserver::dictionary::Section;
+use lockserver::escape::escape;
 use lockserver::service::{Claim, KeyStatus};
 
 impl Context<'_> {
@@ -28,7 +29,7 @@ impl Context<'_> {
         }
         self.with_accounts(user, |a| {
             let key = a.pairing_key_create(user, scope)?;
-            println!("pairing key: {}", key.key);
+            println!("pairing key: {}", escape(&key.key));
             match qr::show(&key.key) {
                 Ok(Shown::Drawn { art, .. }) => {
                     println!("{}", qr::coloured(&art));
@@ -58,7 +59,7 @@ impl Context<'_> {
                     println!("status: USED");
                     Exit::Ok
                 }
-                KeyStatus::NotFound { message } => fail(Exit::Refused, &message),
+                KeyStatus::NotFound { message } => fail(Exit::Refused, &escape(&message)),
             })
         })
     }
@@ -90,13 +91,13 @@ impl Context<'_> {
                     if claim.active {
                         println!("{user}: pending (key claimed: run `lockserver pair --user {user}`)");
                     } else {
-                        println!("{user}: pending (pairing key {} not claimed yet)", pending.key);
+                        println!("{user}: pending (pairing key {} not claimed yet)", escape(&pending.key));
                     }
                     print_devices(&claim);
                     Exit::PairingState
                 }
                 PairingState::Paired { pairing, claim } => {
-                    println!("{user}: paired (PingID user {})", pairing.account_id);
+                    println!("{user}: paired (PingID user {})", escape(&pairing.account_id));
                     if !claim.active {
                         println!("{user}: warning: PingID has no device of this application for the user");
                     }
@@ -110,6 +111,11 @@ impl Context<'_> {
 
 fn print_devices(claim: &Claim) {
     for d in &claim.devices {
-        println!("device: {} {} ({})", d.kind, d.nickname, d.id);
+        println!(
+            "device: {} {} ({})",
+            escape(&d.kind),
+            escape(&d.nickname),
+            escape(&d.id)
+        );
     }
 }

@@ -317,7 +317,7 @@ impl Prompter for ConvPrompter<'_> {
     }
 
     fn info(&mut self, text: &str) {
-        self.say(PAM_TEXT_INFO, text);
+        self.say(PAM_TEXT_INFO, &crate::escape::for_terminal(text, MAX_MESSAGE_CHARS));
     }
 }
 

@@ -228,7 +228,10 @@ impl Approval for Push<'_> {
 
     fn cancel(&self, deadline: Instant) {
         if let Err(e) = self.lock.client.cancel_authentication(&self.user, &self.id, deadline) {
-            log::warn!("could not cancel the unanswered PingID authentication: {e}");
+            log::warn!(
+                "could not cancel the unanswered PingID authentication: {}",
+                crate::escape::escape(&e.to_string())
+            );
         }
     }
 
