@@ -232,6 +232,14 @@ impl Login<'_> {
         })
     }
 
+    /// What the logs call the lock.
+    fn lock_name(&self) -> &'static str {
+        match self.config.service {
+            crate::config::ServiceKind::Latch => "latch",
+            crate::config::ServiceKind::Pingid => "PingID",
+        }
+    }
+
     /// The section of the dictionary the service's texts are in.
     fn texts(&self) -> Section {
         Section::for_service(self.config.service)
@@ -255,13 +263,13 @@ impl Login<'_> {
         match answer {
             Ok(access) => self.follow(prompter, access, &scope, budget),
             Err(ServiceError::NotPaired { .. }) => self.unpaired_at_service(prompter),
-            Err(e @ ServiceError::Api { .. }) => {
+            Err(ServiceError::Api { code, message }) => {
                 // An answer, not an outage: fail_mode does not apply.
                 log::error!(
-                    "access denied: the service refused the status request ({})",
-                    escape(&e.to_string())
+                    "access denied: the service refused the status request ({code}: {})",
+                    quoted(&message)
                 );
-                self.refused_request(prompter, e)
+                self.refused_request(prompter, ServiceError::Api { code, message })
             }
             Err(e) => self.service_failure(prompter, e),
         }
@@ -295,11 +303,11 @@ impl Login<'_> {
     fn follow(&self, prompter: &mut dyn Prompter, access: Access<'_>, scope: &str, budget: &mut Budget) -> Verdict {
         match access {
             Access::Open => {
-                log::info!("access open ({scope})");
+                log::info!("{} open ({scope})", self.lock_name());
                 Verdict::Allow
             }
             Access::Locked => {
-                log::warn!("access denied: locked ({scope})");
+                log::warn!("access denied: {} locked ({scope})", self.lock_name());
                 prompter.error(self.dictionary.get(self.texts(), "locked"));
                 Verdict::Deny
             }
