@@ -5,6 +5,8 @@
 //! Statuses are read here only; the login sees [`Access`] and a dictionary key of the `[pingid]`
 //! section for every final status that refuses (`rejected`, `timeout`, `locked`, …).
 
+#![forbid(unsafe_code)]
+
 use super::{AuthStatus, Authentication, PingidClient, PingidError, PingidSettings, Reason, UserStatus};
 use crate::config::{PairingScope as ConfigScope, PingIdConfig};
 use crate::service::{
