@@ -9,6 +9,11 @@ use common::pam_driver::PAM_SUCCESS;
 use common::{Env, current_uid};
 use lockserver_emulator::Plan;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
 
 fn run(env: &Env, args: &[&str]) -> Option<Output> {
     if current_uid() != 0 {
@@ -54,12 +59,12 @@ fn pairing_key_create_show_pair_status_unpair() {
         text(&out)
     );
     assert_eq!(
-        env.store().pending("root").expect("store").map(|p| p.key),
+        env.store().pending("root", soon()).expect("store").map(|p| p.key),
         Some(key.clone()),
         "root is pending with that key"
     );
     assert!(
-        env.store().get("root").expect("store").is_none(),
+        env.store().get("root", soon()).expect("store").is_none(),
         "pending is not paired"
     );
 
@@ -87,7 +92,7 @@ fn pairing_key_create_show_pair_status_unpair() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("root is now paired"), "{}", text(&out));
     assert!(
-        env.store().pending("root").expect("store").is_none(),
+        env.store().pending("root", soon()).expect("store").is_none(),
         "no longer pending"
     );
     let out = run(&env, &["status", "--user", "root"]).expect("root");
@@ -103,7 +108,7 @@ fn pairing_key_create_show_pair_status_unpair() {
 
     let out = run(&env, &["unpair", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(env.store().get("root").expect("store").is_none());
+    assert!(env.store().get("root", soon()).expect("store").is_none());
     let state = env.emu.state_json();
     assert!(
         !state.to_string().contains(&device),
@@ -161,7 +166,7 @@ fn the_seed_scope_rules_hold_through_the_cli() {
         );
     }
     assert_eq!(
-        env.store().pending("root").expect("store").map(|p| p.key),
+        env.store().pending("root", soon()).expect("store").map(|p| p.key),
         Some(org_key)
     );
 }

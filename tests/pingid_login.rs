@@ -12,7 +12,11 @@ use common::pam_driver::{
 use common::{Env, Style, Transcript, timed};
 use lockserver::store::PendingPairing;
 use lockserver_emulator::{Fault, Plan, SignatureMode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
 
 const APPROVE_TEXT: &str = "Approve the login on your phone";
 const REJECTED_TEXT: &str = "the login was rejected on your phone";
@@ -251,11 +255,14 @@ fn a_pending_user_logs_in_as_unpaired() {
     let svc = env.service("sshd", &[]);
     env.emu.pingid_add_user("alice").expect("user");
     env.store()
-        .set_pending(&PendingPairing {
-            user: "alice".into(),
-            account_id: "alice".into(),
-            key: "123456789012".into(),
-        })
+        .set_pending(
+            &PendingPairing {
+                user: "alice".into(),
+                account_id: "alice".into(),
+                key: "123456789012".into(),
+            },
+            soon(),
+        )
         .expect("pending");
     let (t, _) = auth(&env, &svc, "alice", &[], PAM_AUTH_ERR, "pending, unpaired = deny");
     assert!(t.has(Style::Error, "not paired"), "{t:?}");
@@ -263,18 +270,42 @@ fn a_pending_user_logs_in_as_unpaired() {
 }
 
 #[test]
-fn a_user_without_a_device_at_pingid_takes_the_unpaired_policy() {
+fn a_user_without_a_device_at_pingid_is_refused_unless_service_unpaired_says_otherwise() {
     let mut env = Env::pingid();
     env.set_conf(|c| c.unpaired = "allow".into());
     let svc = env.service("sshd", &[]);
-    env.pair_pingid("alice");
-    // The devices are removed at PingID (unpaired from the phone's side).
-    let mut store_only = env.store().get("alice").expect("store").expect("paired");
-    store_only.user = "bob".into();
-    store_only.account_id = "bob".into();
+    // In the store, but without a device at PingID (unpaired from the phone's side).
     env.emu.pingid_add_user("bob").expect("user without device");
-    env.store().insert(&store_only).expect("bob in the store");
-    auth(&env, &svc, "bob", &[], PAM_SUCCESS, "no device, unpaired = allow");
+    env.store()
+        .insert(
+            &lockserver::store::Pairing {
+                user: "bob".into(),
+                account_id: "bob".into(),
+                enabled: true,
+                totp_enabled: false,
+                totp_id: None,
+            },
+            soon(),
+        )
+        .expect("bob in the store");
+    let (t, _) = auth(
+        &env,
+        &svc,
+        "bob",
+        &[],
+        PAM_AUTH_ERR,
+        "no device, service_unpaired default",
+    );
+    assert!(t.has(Style::Error, "pair"), "{t:?}");
+    env.set_conf(|c| c.extra = "service_unpaired = \"as_unpaired\"".into());
+    auth(
+        &env,
+        &svc,
+        "bob",
+        &[],
+        PAM_SUCCESS,
+        "no device, as_unpaired, unpaired = allow",
+    );
 }
 
 /// Outages: `fail_mode` decides, within timeout_ms + 0.5 s.

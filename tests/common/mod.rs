@@ -426,13 +426,16 @@ impl Env {
         self.emu.pingid_add_user(user).expect("emulator: add the PingID user");
         self.emu.pingid_add_device(user, None).expect("emulator: add a device");
         self.store()
-            .insert(&Pairing {
-                user: user.to_string(),
-                account_id: user.to_string(),
-                enabled: true,
-                totp_enabled: false,
-                totp_id: None,
-            })
+            .insert(
+                &Pairing {
+                    user: user.to_string(),
+                    account_id: user.to_string(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                Instant::now() + Duration::from_secs(10),
+            )
             .expect("store the pairing");
     }
 
