@@ -6,10 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+use crate::config::PairingScope;
 use crate::config::{Config, OperationRule, Secret, TotpSource};
 use crate::local_totp;
-use crate::service::{Access, CodeCheck, LockService, ServiceError};
-use crate::store::{self, LocalTotp, Pairing, PairingStore, StoreError};
+use crate::service::{
+    self, Access, Challenge, Claim, CodeCheck, KeyStatus, LockService, PairingKey, ServiceError, totp_api,
+};
+use crate::store::{self, LocalTotp, Pairing, PairingStore, PendingPairing, StoreError};
 use crate::totp;
 use std::fmt;
 use std::time::Instant;
@@ -33,6 +36,12 @@ pub enum AccountError {
     TotpAlreadyEnrolled,
     /// Too many wrong codes: the local rate limit, or the service takes no more for now.
     RateLimited,
+    /// Host-initiated pairing: the user has no pairing key to complete (none was made).
+    NoPendingKey,
+    /// Host-initiated pairing: the user has not entered the key in the app yet.
+    NotClaimed {
+        key: String,
+    },
     Service(ServiceError),
     Store(StoreError),
 }
@@ -48,6 +57,8 @@ impl fmt::Display for AccountError {
             AccountError::TotpNotEnrolled => f.write_str("the user has no TOTP"),
             AccountError::TotpAlreadyEnrolled => f.write_str("the user has a TOTP already"),
             AccountError::RateLimited => f.write_str("too many wrong codes; try again later"),
+            AccountError::NoPendingKey => f.write_str("the user has no pairing key to complete"),
+            AccountError::NotClaimed { key } => write!(f, "enter pairing key {key} in the app first"),
             AccountError::Service(e) => e.fmt(f),
             AccountError::Store(e) => e.fmt(f),
         }
@@ -74,10 +85,25 @@ impl From<StoreError> for AccountError {
 
 /// The lock status answer for a user: what [`Accounts::status`] found.
 #[derive(Debug)]
-pub enum UserStatus {
+pub enum UserStatus<'s> {
     /// The lock check is off for that operation (config).
     CheckOff,
-    Checked(Access),
+    Checked(Access<'s>),
+}
+
+/// Where a user stands with a host-initiated pairing (PingID), as [`Accounts::key_pairing_state`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairingState {
+    NotPaired,
+    /// A key was made; `claim` says whether the app has used it yet.
+    Pending {
+        pending: PendingPairing,
+        claim: Claim,
+    },
+    Paired {
+        pairing: Pairing,
+        claim: Claim,
+    },
 }
 
 /// A TOTP just enrolled: what to show the user.
@@ -144,7 +170,7 @@ pub fn check_pairing_code(code: &str) -> Result<&str, AccountError> {
     }
 }
 
-impl Accounts<'_> {
+impl<'a> Accounts<'a> {
     /// Each store and service call gets the config's whole budget.
     fn deadline(&self) -> Instant {
         Instant::now() + self.config.timeout
@@ -162,7 +188,7 @@ impl Accounts<'_> {
         if self.store.get(user, self.deadline())?.is_some() {
             return Err(AccountError::AlreadyPaired);
         }
-        let account_id = self.service.pair(code, Some(common_name), self.deadline())?;
+        let account_id = service::code_pairing(self.service)?.pair(code, Some(common_name), self.deadline())?;
         let pairing = Pairing {
             user: user.to_string(),
             account_id,
@@ -181,7 +207,22 @@ impl Accounts<'_> {
     /// removes the TOTP). With `force`, service failures are returned as warnings and the local
     /// pairing is removed anyway.
     pub fn unpair(&self, user: &str, force: bool) -> Result<Vec<ServiceError>, AccountError> {
-        let pairing = self.pairing(user)?;
+        // A pairing started by the host and not finished is undone the same way (the app may have
+        // claimed the key already).
+        let pairing = match (
+            self.store.get(user, self.deadline())?,
+            self.store.pending(user, self.deadline())?,
+        ) {
+            (Some(p), _) => p,
+            (None, Some(pending)) => Pairing {
+                user: user.to_string(),
+                account_id: pending.account_id,
+                enabled: false,
+                totp_enabled: false,
+                totp_id: None,
+            },
+            (None, None) => return Err(AccountError::NotPaired),
+        };
         let mut warnings = Vec::new();
         let mut tolerate = |e: ServiceError| {
             if !force {
@@ -194,7 +235,7 @@ impl Accounts<'_> {
         if let Some(Err(e)) = pairing
             .totp_id
             .as_ref()
-            .map(|id| self.service.totp_delete(id, self.deadline()))
+            .map(|id| totp_api(self.service).and_then(|t| t.totp_delete(id, self.deadline())))
         {
             tolerate(e)?;
         }
@@ -208,7 +249,7 @@ impl Accounts<'_> {
 
     /// The lock status of `user`, application-wide or for the operation NAME, without asking the
     /// service for a one-time code (`want_code = false`) unless asked.
-    pub fn status(&self, user: &str, operation: Option<&str>, want_code: bool) -> Result<UserStatus, AccountError> {
+    pub fn status(&self, user: &str, operation: Option<&str>, want_code: bool) -> Result<UserStatus<'a>, AccountError> {
         let pairing = self.pairing(user)?;
         let op_id = match operation {
             None => None,
@@ -241,13 +282,14 @@ impl Accounts<'_> {
         }
         match self.config.totp.source {
             TotpSource::Latch => {
-                let enrolment = self.service.totp_create(label, user, self.deadline())?;
+                let api = totp_api(self.service)?;
+                let enrolment = api.totp_create(label, user, self.deadline())?;
                 if let Err(e) = self
                     .store
                     .set_totp(user, true, Some(&enrolment.totp_id), self.deadline())
                 {
                     // Do not leave a TOTP at the service that no login will ever ask for.
-                    let _ = self.service.totp_delete(&enrolment.totp_id, self.deadline());
+                    let _ = api.totp_delete(&enrolment.totp_id, self.deadline());
                     return Err(e.into());
                 }
                 Ok(Enrolment { qr: enrolment.qr })
@@ -285,7 +327,7 @@ impl Accounts<'_> {
         }
         if let Some(totp_id) = &pairing.totp_id {
             // Deleted now or gone already (Removal::AlreadyGone): clearing it here is what was asked.
-            self.service.totp_delete(totp_id, self.deadline())?;
+            totp_api(self.service)?.totp_delete(totp_id, self.deadline())?;
         }
         self.store.set_totp(user, false, None, self.deadline())?;
         self.store.set_local_totp(user, None, self.deadline())?;
@@ -308,10 +350,8 @@ impl Accounts<'_> {
             .service
             .status(&pairing.account_id, None, false, self.deadline())
             .map_err(|e| NotProven::Account(e.into()))?;
-        match access {
-            // Open (a one-time code the service asks for anyway is still an open latch).
-            Access::Open | Access::CodeRequired(_) => {}
-            Access::Locked => return Err(NotProven::Locked),
+        if !self.open_now(access).map_err(|e| NotProven::Account(e.into()))? {
+            return Err(NotProven::Locked);
         }
         if pairing.totp_enabled && self.config.totp_enabled() {
             let code = ask_code().ok_or(NotProven::CodeNeeded)?;
@@ -326,6 +366,30 @@ impl Accounts<'_> {
         Ok(())
     }
 
+    /// Whether a status answer proves the user's lock open now. A push (PingID) is waited for, up to
+    /// the service's patience, and withdrawn if unanswered; a one-time code Latch sends along is still
+    /// an open latch, a code PingID asks for instead of a push is no proof here.
+    fn open_now(&self, access: Access<'_>) -> Result<bool, ServiceError> {
+        Ok(match access {
+            Access::Open | Access::CodeRequired(Challenge::LocalToken(_)) => true,
+            Access::CodeRequired(Challenge::Remote(_)) | Access::Locked | Access::Refused(_) => false,
+            Access::Pending(approval) => {
+                let give_up = Instant::now() + approval.patience();
+                loop {
+                    let now = Instant::now();
+                    if now >= give_up {
+                        approval.cancel(self.deadline());
+                        return Ok(false);
+                    }
+                    std::thread::sleep(approval.interval().min(give_up - now));
+                    if let Some(answer) = approval.poll(self.deadline())? {
+                        return self.open_now(answer);
+                    }
+                }
+            }
+        })
+    }
+
     /// Checks a TOTP code of `user` without logging in. Local codes are checked under the login's
     /// rate limit (so this is no guessing oracle) and a right code is not consumed.
     pub fn totp_verify(&self, user: &str, code: &str, now: u64) -> Result<bool, AccountError> {
@@ -334,7 +398,7 @@ impl Accounts<'_> {
             return Err(AccountError::TotpNotEnrolled);
         }
         if let (Some(totp_id), TotpSource::Latch) = (&pairing.totp_id, self.config.totp.source) {
-            return match self.service.totp_validate(totp_id, code, self.deadline())? {
+            return match totp_api(self.service)?.totp_validate(totp_id, code, self.deadline())? {
                 CodeCheck::Valid => Ok(true),
                 CodeCheck::Invalid(_) => Ok(false),
                 CodeCheck::Locked(_) => Err(AccountError::RateLimited),
@@ -359,6 +423,73 @@ impl Accounts<'_> {
             local_totp::Check::Accepted => Ok(true),
             local_totp::Check::Wrong | local_totp::Check::Replayed => Ok(false),
             local_totp::Check::RateLimited { .. } => Err(AccountError::RateLimited),
+        }
+    }
+
+    /// Host-initiated pairing, step 1: makes a pairing key for `user` at the service (creating the
+    /// service's user when needed) and records the user as pending. A paired user is refused.
+    pub fn pairing_key_create(&self, user: &str, scope: Option<PairingScope>) -> Result<PairingKey, AccountError> {
+        store::check_user(user)?;
+        let pairing = service::key_pairing(self.service)?;
+        if self.store.get(user, self.deadline())?.is_some() {
+            return Err(AccountError::AlreadyPaired);
+        }
+        let key = pairing.create_key(user, scope, self.deadline())?;
+        self.store.set_pending(
+            &PendingPairing {
+                user: user.to_string(),
+                account_id: key.account_id.clone(),
+                key: key.key.clone(),
+            },
+            self.deadline(),
+        )?;
+        Ok(key)
+    }
+
+    /// The status of a pairing key at the service, in `scope` (or the configured one).
+    pub fn pairing_key_status(&self, key: &str, scope: Option<PairingScope>) -> Result<KeyStatus, AccountError> {
+        Ok(service::key_pairing(self.service)?.key_status(key, scope, self.deadline())?)
+    }
+
+    /// Host-initiated pairing, step 2: once the user has claimed the key (the service counts them
+    /// as paired in this application), records the pairing.
+    pub fn pair_pending(&self, user: &str) -> Result<Pairing, AccountError> {
+        store::check_user(user)?;
+        let service_pairing = service::key_pairing(self.service)?;
+        if self.store.get(user, self.deadline())?.is_some() {
+            return Err(AccountError::AlreadyPaired);
+        }
+        let pending = self
+            .store
+            .pending(user, self.deadline())?
+            .ok_or(AccountError::NoPendingKey)?;
+        if !service_pairing.claim(&pending.account_id, self.deadline())?.active {
+            return Err(AccountError::NotClaimed { key: pending.key });
+        }
+        let pairing = Pairing {
+            user: user.to_string(),
+            account_id: pending.account_id,
+            enabled: true,
+            totp_enabled: false,
+            totp_id: None,
+        };
+        self.store.insert(&pairing, self.deadline())?;
+        Ok(pairing)
+    }
+
+    /// Paired, pending or neither, with the devices the service has for the user.
+    pub fn key_pairing_state(&self, user: &str) -> Result<PairingState, AccountError> {
+        let service_pairing = service::key_pairing(self.service)?;
+        if let Some(pairing) = self.store.get(user, self.deadline())? {
+            let claim = service_pairing.claim(&pairing.account_id, self.deadline())?;
+            return Ok(PairingState::Paired { pairing, claim });
+        }
+        match self.store.pending(user, self.deadline())? {
+            Some(pending) => {
+                let claim = service_pairing.claim(&pending.account_id, self.deadline())?;
+                Ok(PairingState::Pending { pending, claim })
+            }
+            None => Ok(PairingState::NotPaired),
         }
     }
 }

@@ -145,8 +145,17 @@ pub struct PingIdConfig {
     pub application_id: String,
     pub token: Secret,
     pub api_key: Secret,
+    /// `scheme://host[:port]` is used; the path is replaced by `/pingid/v1/...`.
     pub url: String,
     pub pairing_scope: PairingScope,
+    /// How long a login waits for the person to answer the push.
+    pub push_timeout: Duration,
+    /// The pause between two status polls of a push.
+    pub poll_interval: Duration,
+    /// Refuse answers without an `X-PINGID-Signature` (see the README for why the default is false).
+    pub require_response_signature: bool,
+    pub ca_file: Option<PathBuf>,
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -297,6 +306,11 @@ struct RawPingId {
     api_key_file: Option<PathBuf>,
     url: Option<String>,
     pairing_scope: Option<PairingScope>,
+    push_timeout_secs: Option<u64>,
+    poll_interval_ms: Option<u64>,
+    require_response_signature: Option<bool>,
+    ca_file: Option<PathBuf>,
+    proxy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +433,28 @@ impl Checker<'_> {
                 message: format!("is missing (give `{key}` or `{file_key}`)"),
             }),
         }
+    }
+
+    fn proxy(&self, section: &str, proxy: Option<&str>) -> Result<(), ConfigError> {
+        match proxy {
+            Some(p) if !(p.starts_with("http://") || p.starts_with("https://") || p.starts_with("socks5://")) => {
+                Err(self.error(Some(section), "proxy", "must be an http://, https:// or socks5:// URL"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whoever can write the trust anchors can answer for the service.
+    fn ca_file(&self, section: &str, ca: Option<&Path>) -> Result<(), ConfigError> {
+        let Some(ca) = ca else { return Ok(()) };
+        if !self.check_files {
+            return Ok(());
+        }
+        let err = |m: String| self.error(Some(section), "ca_file", m);
+        if !ca.is_file() {
+            return Err(err(format!("{} is not a readable file", ca.display())));
+        }
+        check_permissions(ca, false, self.trusted_owner).map_err(err)
     }
 
     fn url(&self, section: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
@@ -607,6 +643,7 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(p) = &raw.pingid {
         must_be_absolute(Some("pingid"), "token_file", p.token_file.as_ref())?;
         must_be_absolute(Some("pingid"), "api_key_file", p.api_key_file.as_ref())?;
+        must_be_absolute(Some("pingid"), "ca_file", p.ca_file.as_ref())?;
     }
 
     // The PostgreSQL keys, together (DESIGN §3): the password only from a root-only file, never the URL.
@@ -657,21 +694,8 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 return Err(c.error(Some("latch"), "secret", "must be 40 letters or digits"));
             }
             let url = c.url("latch", l.url, "https://latch.tu.com")?;
-            if let Some(proxy) = &l.proxy
-                && !(proxy.starts_with("http://") || proxy.starts_with("https://") || proxy.starts_with("socks5://"))
-            {
-                return Err(c.error(Some("latch"), "proxy", "must be an http://, https:// or socks5:// URL"));
-            }
-            if let Some(ca) = &l.ca_file
-                && c.check_files
-            {
-                // Whoever can write the trust anchors can answer for Latch.
-                let err = |m: String| c.error(Some("latch"), "ca_file", m);
-                if !ca.is_file() {
-                    return Err(err(format!("{} is not a readable file", ca.display())));
-                }
-                check_permissions(ca, false, c.trusted_owner).map_err(err)?;
-            }
+            c.proxy("latch", l.proxy.as_deref())?;
+            c.ca_file("latch", l.ca_file.as_deref())?;
             Some(LatchConfig {
                 app_id,
                 secret,
@@ -684,14 +708,7 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let pingid = match raw.pingid {
         None => None,
-        Some(p) => Some(PingIdConfig {
-            account_id: c.required("pingid", "account_id", p.account_id)?,
-            application_id: c.required("pingid", "application_id", p.application_id)?,
-            token: c.secret("pingid", "token", p.token, p.token_file)?,
-            api_key: c.secret("pingid", "api_key", p.api_key, p.api_key_file)?,
-            url: c.url("pingid", p.url, "https://sdk.pingid.com/pingid")?,
-            pairing_scope: p.pairing_scope.unwrap_or(PairingScope::Application),
-        }),
+        Some(p) => Some(parse_pingid(c, p)?),
     };
 
     match service {
@@ -704,7 +721,7 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         _ => {}
     }
 
-    let totp = parse_totp(c, raw.totp)?;
+    let totp = parse_totp(c, raw.totp, service)?;
 
     Ok(Config {
         path: c.path.map(Path::to_path_buf),
@@ -726,9 +743,65 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_totp(c: &Checker<'_>, raw: Option<RawTotp>) -> Result<TotpConfig, ConfigError> {
-    let d = TotpConfig::default();
+fn parse_pingid(c: &Checker<'_>, p: RawPingId) -> Result<PingIdConfig, ConfigError> {
+    let s = Some("pingid");
+    let id = |key: &str, value: Option<String>| {
+        let v = c.required("pingid", key, value)?;
+        if v.len() > 128 || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            return Err(c.error(s, key, "must be an id of letters, digits, '-' or '_'"));
+        }
+        Ok(v)
+    };
+    let account_id = id("account_id", p.account_id)?;
+    let application_id = id("application_id", p.application_id)?;
+    let token = c.secret("pingid", "token", p.token, p.token_file)?;
+    let api_key = c.secret("pingid", "api_key", p.api_key, p.api_key_file)?;
+    if crate::service::pingid::sign::decode_api_key(api_key.expose()).is_err() {
+        return Err(c.error(s, "api_key", "must be base64 (standard or URL-safe alphabet)"));
+    }
+    let url = c.url("pingid", p.url, crate::service::pingid::DEFAULT_URL)?;
+    let push_timeout_secs = p.push_timeout_secs.unwrap_or(40);
+    if !(5..=300).contains(&push_timeout_secs) {
+        return Err(c.error(s, "push_timeout_secs", "must be between 5 and 300"));
+    }
+    let poll_interval_ms = p.poll_interval_ms.unwrap_or(1000);
+    if !(100..=10_000).contains(&poll_interval_ms) {
+        return Err(c.error(s, "poll_interval_ms", "must be between 100 and 10000"));
+    }
+    c.proxy("pingid", p.proxy.as_deref())?;
+    c.ca_file("pingid", p.ca_file.as_deref())?;
+    Ok(PingIdConfig {
+        account_id,
+        application_id,
+        token,
+        api_key,
+        url,
+        pairing_scope: p.pairing_scope.unwrap_or(PairingScope::Application),
+        push_timeout: Duration::from_secs(push_timeout_secs),
+        poll_interval: Duration::from_millis(poll_interval_ms),
+        require_response_signature: p.require_response_signature.unwrap_or(false),
+        ca_file: p.ca_file,
+        proxy: p.proxy,
+    })
+}
+
+fn parse_totp(c: &Checker<'_>, raw: Option<RawTotp>, service: ServiceKind) -> Result<TotpConfig, ConfigError> {
+    // PingID has no TOTP API: its TOTP codes are checked in-process.
+    let d = match service {
+        ServiceKind::Latch => TotpConfig::default(),
+        ServiceKind::Pingid => TotpConfig {
+            source: TotpSource::Local,
+            ..TotpConfig::default()
+        },
+    };
     let Some(t) = raw else { return Ok(d) };
+    if service == ServiceKind::Pingid && t.source == Some(TotpSource::Latch) {
+        return Err(c.error(
+            Some("totp"),
+            "source",
+            "\"latch\" needs service = \"latch\" (PingID has no TOTP API): use \"local\"",
+        ));
+    }
     let cfg = TotpConfig {
         source: t.source.unwrap_or(d.source),
         max_attempts: t.max_attempts.unwrap_or(d.max_attempts),
@@ -919,5 +992,58 @@ mod tests {
     fn secret_never_printed() {
         let c = Config::parse_str(&base("")).expect("valid");
         assert!(!format!("{c:?}").contains(SECRET));
+    }
+
+    const PINGID: &str = "service = \"pingid\"\n\n[pingid]\naccount_id = \"acc-1\"\napplication_id = \"app-1\"\n\
+                          token = \"tok\"\napi_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+
+    #[test]
+    fn pingid_section_gets_defaults() {
+        let c = Config::parse_str(PINGID).expect("valid");
+        let p = c.pingid.as_ref().expect("section");
+        assert_eq!(p.url, crate::service::pingid::DEFAULT_URL);
+        assert_eq!(p.pairing_scope, PairingScope::Application);
+        assert_eq!(p.push_timeout, Duration::from_secs(40));
+        assert_eq!(p.poll_interval, Duration::from_millis(1000));
+        assert!(!p.require_response_signature);
+        // PingID has no TOTP API: codes are local unless said otherwise (and "latch" is refused).
+        assert_eq!(c.totp.source, TotpSource::Local);
+        assert!(!format!("{c:?}").contains("tok\""), "the token is never printed");
+    }
+
+    #[test]
+    fn pingid_keys_are_validated_with_their_line() {
+        let cases = [
+            ("push_timeout_secs = 4", "pingid.push_timeout_secs"),
+            ("push_timeout_secs = 301", "pingid.push_timeout_secs"),
+            ("poll_interval_ms = 10", "pingid.poll_interval_ms"),
+            ("pairing_scope = \"global\"", ""),
+            ("proxy = \"ftp://p\"", "pingid.proxy"),
+        ];
+        for (line, key) in cases {
+            let text = format!("{PINGID}{line}\n");
+            let e = Config::parse_str(&text).expect_err(line);
+            assert_eq!(e.line, Some(8), "{line}: {e}");
+            if !key.is_empty() {
+                assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
+            }
+        }
+        let bad_key = PINGID.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "not base64!");
+        let e = Config::parse_str(&bad_key).expect_err("api key");
+        assert_eq!((e.key.as_deref(), e.line), (Some("pingid.api_key"), Some(7)), "{e}");
+        let bad_id = PINGID.replace("acc-1", "acc/1");
+        let e = Config::parse_str(&bad_id).expect_err("account id");
+        assert_eq!((e.key.as_deref(), e.line), (Some("pingid.account_id"), Some(4)), "{e}");
+        let e = Config::parse_str(&format!("{PINGID}[totp]\nsource = \"latch\"\n")).expect_err("latch TOTP");
+        assert_eq!(e.key.as_deref(), Some("totp.source"), "{e}");
+        // An unpadded key is accepted; a relative file path is not.
+        let url_safe = PINGID.replace(
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        );
+        assert!(Config::parse_str(&url_safe).is_ok());
+        let text = format!("{PINGID}ca_file = \"ca.pem\"\n");
+        let e = Config::parse_str(&text).expect_err("relative ca_file");
+        assert_eq!(e.key.as_deref(), Some("pingid.ca_file"), "{e}");
     }
 }

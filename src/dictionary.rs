@@ -24,6 +24,9 @@ pub enum Section {
     Pairing,
     /// TOTP enrolment and codes.
     Totp,
+    /// The PingID login: push and one-time code texts, one per final status (`rejected`, `timeout`,
+    /// …) and `error<HTTP status>`. A key missing here is looked up in [`Section::Lock`].
+    Pingid,
 }
 
 impl Section {
@@ -32,7 +35,16 @@ impl Section {
             "lock" => Some(Section::Lock),
             "pairing" => Some(Section::Pairing),
             "totp" => Some(Section::Totp),
+            "pingid" => Some(Section::Pingid),
             _ => None,
+        }
+    }
+
+    /// The section of the texts a login with this service shows.
+    pub fn for_service(service: crate::config::ServiceKind) -> Section {
+        match service {
+            crate::config::ServiceKind::Latch => Section::Lock,
+            crate::config::ServiceKind::Pingid => Section::Pingid,
         }
     }
 }
@@ -46,6 +58,11 @@ const DEFAULTS: &[(Section, &str, &str)] = &[
     ),
     (Section::Lock, "otp_prompt", "Latch one-time password: "),
     (Section::Lock, "otp_invalid", "The one-time password is not right."),
+    (
+        Section::Lock,
+        "otp_needs_prompt",
+        "This login needs a one-time code, which a key-only login cannot ask: log in with keyboard-interactive authentication.",
+    ),
     (
         Section::Lock,
         "unavailable",
@@ -107,6 +124,100 @@ const DEFAULTS: &[(Section, &str, &str)] = &[
         Section::Pairing,
         "error",
         "Pairing failed: the lock server said {message} (code {code}).",
+    ),
+    (
+        Section::Pairing,
+        "not_paired_key",
+        "{user} is not paired. Run `lockserver pairing-key create --user {user}` and enter the key in the PingID app.",
+    ),
+    (
+        Section::Pairing,
+        "paired_key",
+        "{user} is now paired: logins ask for approval on the phone.",
+    ),
+    (
+        Section::Pairing,
+        "key_created",
+        "Enter this pairing key in the PingID app (or scan the QR code), then run `lockserver pair --user {user}`.",
+    ),
+    (
+        Section::Pairing,
+        "key_not_claimed",
+        "{user} is not paired yet: enter pairing key {code} in the app first.",
+    ),
+    (
+        Section::Pairing,
+        "no_pending_key",
+        "{user} has no pairing key: run `lockserver pairing-key create --user {user}` first.",
+    ),
+    (
+        Section::Pairing,
+        "wrong_flow_code",
+        "This service pairs with a key the host makes: run `lockserver pairing-key create --user {user}`.",
+    ),
+    (
+        Section::Pairing,
+        "wrong_flow_key",
+        "This service pairs with a code from the phone app: run `lockserver pair CODE`.",
+    ),
+    (Section::Pingid, "approve_on_phone", "Approve the login on your phone."),
+    (
+        Section::Pingid,
+        "rejected",
+        "Access denied: the login was rejected on your phone.",
+    ),
+    (
+        Section::Pingid,
+        "timeout",
+        "Access denied: the phone did not answer in time.",
+    ),
+    (Section::Pingid, "canceled", "Access denied: the login was cancelled."),
+    (
+        Section::Pingid,
+        "locked",
+        "Access denied: your PingID account is locked. Contact your administrator.",
+    ),
+    (
+        Section::Pingid,
+        "otp_blocked",
+        "Access denied: verification codes are blocked for your account for now. Try again later.",
+    ),
+    (
+        Section::Pingid,
+        "ignored_device",
+        "Access denied: your phone is set to ignore this request.",
+    ),
+    (
+        Section::Pingid,
+        "bypassed_device",
+        "Access denied: your device is in bypass mode, which this system does not accept.",
+    ),
+    (
+        Section::Pingid,
+        "device_rooted",
+        "Access denied: your phone is rooted or jailbroken.",
+    ),
+    (
+        Section::Pingid,
+        "select_device",
+        "Access denied: choose a primary device in the PingID app and try again.",
+    ),
+    (Section::Pingid, "otp_prompt", "Verification code: "),
+    (Section::Pingid, "invalid_otp", "The verification code is not right."),
+    (
+        Section::Pingid,
+        "otp_needs_prompt",
+        "This login needs a verification code, which a key-only login cannot ask: log in with keyboard-interactive authentication.",
+    ),
+    (
+        Section::Pingid,
+        "not_paired",
+        "Access denied: this account is not paired with PingID.",
+    ),
+    (
+        Section::Pingid,
+        "error",
+        "PingID refused the request ({code}: {message}).",
     ),
     (Section::Totp, "two_fa_field_tooltip", "Verification code: "),
     (Section::Totp, "two_fa_button_tooltip", "Verify"),
@@ -289,14 +400,21 @@ impl Dictionary {
 
     /// The text for `key` in `section`, with placeholders left as they are.
     pub fn get<'s>(&'s self, section: Section, key: &'s str) -> &'s str {
+        match self.lookup(section, key) {
+            Some(v) => v,
+            None if section == Section::Pingid => self.lookup(Section::Lock, key).unwrap_or(key),
+            None => key,
+        }
+    }
+
+    fn lookup(&self, section: Section, key: &str) -> Option<&str> {
         if let Some(v) = self.overrides.get(&(section, key.to_string())) {
-            return v;
+            return Some(v);
         }
         DEFAULTS
             .iter()
             .find(|(s, k, _)| *s == section && *k == key)
             .map(|(_, _, v)| *v)
-            .unwrap_or(key)
     }
 
     /// The text for `key` with `{name}` placeholders filled in.

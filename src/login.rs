@@ -10,7 +10,7 @@ use crate::config::{Config, FailMode, OperationRule, ServiceUnpaired, TotpSource
 use crate::dictionary::{Dictionary, Section};
 use crate::escape::{escape, quoted};
 use crate::local_totp;
-use crate::service::{Access, Challenge, CodeCheck, LockService, ServiceError};
+use crate::service::{Access, Approval, Challenge, CodeAnswer, CodeCheck, LockService, ServiceError, Text, totp_api};
 use crate::store::{Pairing, PairingStore, StoreError};
 use crate::totp;
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ pub trait Prompter {
     fn prompt_secret(&mut self, prompt: &str) -> Option<Zeroizing<String>>;
     /// Shows an error text.
     fn error(&mut self, text: &str);
+    /// Shows an information text (PAM_TEXT_INFO), e.g. "Approve the login on your phone".
+    fn info(&mut self, text: &str);
 }
 
 /// Where the decision gets its store and service. Both are made on first use, so a login that does not
@@ -214,7 +216,7 @@ impl Login<'_> {
             }
             UnpairedPolicy::Deny => {
                 log::warn!("user not paired ({why}): denied (unpaired = \"deny\")");
-                prompter.error(self.dictionary.get(Section::Lock, "not_paired"));
+                prompter.error(self.dictionary.get(self.texts(), "not_paired"));
                 Verdict::Deny
             }
         }
@@ -228,6 +230,19 @@ impl Login<'_> {
             );
             Verdict::ConfigError
         })
+    }
+
+    /// What the logs call the lock.
+    fn lock_name(&self) -> &'static str {
+        match self.config.service {
+            crate::config::ServiceKind::Latch => "latch",
+            crate::config::ServiceKind::Pingid => "PingID",
+        }
+    }
+
+    /// The section of the dictionary the service's texts are in.
+    fn texts(&self) -> Section {
+        Section::for_service(self.config.service)
     }
 
     fn lock_check(
@@ -246,54 +261,141 @@ impl Login<'_> {
         let answer = budget.spend(|deadline| service.status(&pairing.account_id, operation_id, want_code, deadline));
         let scope = operation_id.map_or_else(|| "application".to_string(), |id| format!("operation {id}"));
         match answer {
-            Ok(Access::Open) => {
-                log::info!("latch open ({scope})");
-                Verdict::Allow
-            }
-            Ok(Access::Locked) => {
-                log::warn!("access denied: latch locked ({scope})");
-                prompter.error(self.dictionary.get(Section::Lock, "locked"));
-                Verdict::Deny
-            }
-            Ok(Access::CodeRequired(challenge)) => {
-                log::info!("latch open ({scope}); the service asks for a one-time password");
-                self.one_time_password(service, prompter, challenge, budget)
-            }
-            Err(ServiceError::NotPaired { .. }) => match self.config.service_unpaired {
-                // The store has this user as paired: a pairing removed at the service (from the phone)
-                // must not shed the lock.
-                ServiceUnpaired::Deny => {
-                    log::warn!(
-                        "access denied: the store has the user as paired but the service says not paired \
-                         (pairing removed at the service?); pair again or remove the pairing \
-                         (service_unpaired = \"deny\")"
-                    );
-                    prompter.error(self.dictionary.get(Section::Lock, "unpaired_at_service"));
-                    Verdict::Deny
-                }
-                ServiceUnpaired::AsUnpaired => {
-                    log::warn!("the service says the account is not paired (unpaired on the phone?)");
-                    self.unpaired(
-                        prompter,
-                        "the service says not paired; service_unpaired = \"as_unpaired\"",
-                    )
-                }
-            },
+            Ok(access) => self.follow(prompter, access, &scope, budget),
+            Err(ServiceError::NotPaired { .. }) => self.unpaired_at_service(prompter),
             Err(ServiceError::Api { code, message }) => {
                 // An answer, not an outage: fail_mode does not apply.
                 log::error!(
                     "access denied: the service refused the status request ({code}: {})",
                     quoted(&message)
                 );
-                prompter.error(&self.dictionary.format(
-                    Section::Lock,
-                    "error",
-                    &[("code", &code.to_string()), ("message", &message)],
-                ));
-                Verdict::Deny
+                self.refused_request(prompter, ServiceError::Api { code, message })
             }
             Err(e) => self.service_failure(prompter, e),
         }
+    }
+
+    /// The store has this user as paired but the service says not paired (removed from the phone's
+    /// side): `service_unpaired` decides whether that sheds the lock.
+    fn unpaired_at_service(&self, prompter: &mut dyn Prompter) -> Verdict {
+        match self.config.service_unpaired {
+            ServiceUnpaired::Deny => {
+                log::warn!(
+                    "access denied: the store has the user as paired but the service says not paired \
+                     (pairing removed at the service?); pair again or remove the pairing \
+                     (service_unpaired = \"deny\")"
+                );
+                prompter.error(self.dictionary.get(self.texts(), "unpaired_at_service"));
+                Verdict::Deny
+            }
+            ServiceUnpaired::AsUnpaired => {
+                log::warn!("the service says the account is not paired (unpaired on the phone?)");
+                self.unpaired(
+                    prompter,
+                    "the service says not paired; service_unpaired = \"as_unpaired\"",
+                )
+            }
+        }
+    }
+
+    /// Acts on the service's answer: let in, refuse with its text, ask for a code, or wait for the
+    /// person. One path per kind of answer, whatever the service.
+    fn follow(&self, prompter: &mut dyn Prompter, access: Access<'_>, scope: &str, budget: &mut Budget) -> Verdict {
+        match access {
+            Access::Open => {
+                log::info!("{} open ({scope})", self.lock_name());
+                Verdict::Allow
+            }
+            Access::Locked => {
+                log::warn!("access denied: {} locked ({scope})", self.lock_name());
+                prompter.error(self.dictionary.get(self.texts(), "locked"));
+                Verdict::Deny
+            }
+            Access::Refused(Text(key)) => {
+                log::warn!("access denied: refused on the phone ({key}, {scope})");
+                prompter.error(self.dictionary.get(self.texts(), key));
+                Verdict::Deny
+            }
+            Access::CodeRequired(challenge) => {
+                log::info!("the service asks for a one-time password ({scope})");
+                self.one_time_password(prompter, challenge, budget)
+            }
+            Access::Pending(approval) => self.wait_for_person(prompter, approval.as_ref(), scope, budget),
+        }
+    }
+
+    /// A push: tell the person, then poll until they answer or the service's patience is over (then
+    /// withdraw the question). The wait is not charged to the budget; each poll is.
+    fn wait_for_person(
+        &self,
+        prompter: &mut dyn Prompter,
+        approval: &dyn Approval,
+        scope: &str,
+        budget: &mut Budget,
+    ) -> Verdict {
+        log::info!("waiting for the person to answer on the phone ({scope})");
+        prompter.info(self.dictionary.get(self.texts(), "approve_on_phone"));
+        let give_up = Instant::now() + approval.patience();
+        loop {
+            let now = Instant::now();
+            if now >= give_up {
+                budget.spend(|deadline| approval.cancel(deadline));
+                log::warn!(
+                    "access denied: no answer on the phone within {} s ({scope})",
+                    approval.patience().as_secs()
+                );
+                prompter.error(self.dictionary.get(self.texts(), "timeout"));
+                return Verdict::Deny;
+            }
+            std::thread::sleep(approval.interval().min(give_up - now));
+            match budget.spend(|deadline| approval.poll(deadline)) {
+                Ok(None) => {}
+                Ok(Some(access)) => return self.follow(prompter, access, scope, budget),
+                Err(e) => return self.failure_after_asking(prompter, e),
+            }
+        }
+    }
+
+    /// The service failed after it had asked the person (a push, a code): it was reachable, so this
+    /// is no outage to fail open on — else ignoring the push or typing wrong codes could spend the
+    /// budget until `fail_mode = "safe"` lets in.
+    fn failure_after_asking(&self, prompter: &mut dyn Prompter, error: ServiceError) -> Verdict {
+        match error {
+            ServiceError::Unavailable(why) => {
+                log::error!(
+                    "access denied: the service failed after asking the person: {}",
+                    escape(&why)
+                );
+                prompter.error(self.dictionary.get(self.texts(), "unavailable"));
+                Verdict::Unavailable
+            }
+            ServiceError::NotPaired { .. } => {
+                // Unpaired while it asked: whatever service_unpaired says, nobody approved this login.
+                log::error!("access denied: the service says the account is not paired any more");
+                prompter.error(self.dictionary.get(self.texts(), "unpaired_at_service"));
+                Verdict::Deny
+            }
+            e @ ServiceError::Api { .. } => {
+                log::error!(
+                    "access denied: the service refused the request ({})",
+                    escape(&e.to_string())
+                );
+                self.refused_request(prompter, e)
+            }
+            e @ ServiceError::Misconfigured { .. } => self.service_failure(prompter, e),
+        }
+    }
+
+    /// The service answered a request with an error of its own: denied, with its text.
+    fn refused_request(&self, prompter: &mut dyn Prompter, error: ServiceError) -> Verdict {
+        let (code, message) = match &error {
+            ServiceError::Api { code, message } | ServiceError::Misconfigured { code, message } => {
+                (*code, message.as_str())
+            }
+            _ => (error.service_code(), ""),
+        };
+        prompter.error(&self.dictionary.service_error(self.texts(), "error", code, message));
+        Verdict::Deny
     }
 
     /// What a failed service call means for the login.
@@ -302,16 +404,16 @@ impl Login<'_> {
             ServiceError::Misconfigured { code, message } => {
                 log::error!(
                     "access denied: the service rejects this host's configuration ({code}: {}); \
-                     check app_id/secret, the clock (108/109) and the operation ids",
+                     check the service's ids and keys, the clock and the operation ids",
                     quoted(&message)
                 );
-                prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
+                prompter.error(self.dictionary.get(self.texts(), "misconfigured"));
                 Verdict::ConfigError
             }
             other => match self.config.fail_mode {
                 FailMode::Secure => {
                     log::error!("access denied (fail_mode = secure): {}", escape(&other.to_string()));
-                    prompter.error(self.dictionary.get(Section::Lock, "unavailable"));
+                    prompter.error(self.dictionary.get(self.texts(), "unavailable"));
                     Verdict::Unavailable
                 }
                 FailMode::Safe => {
@@ -325,55 +427,53 @@ impl Login<'_> {
         }
     }
 
-    fn one_time_password(
-        &self,
-        service: &dyn LockService,
-        prompter: &mut dyn Prompter,
-        challenge: Challenge,
-        budget: &mut Budget,
-    ) -> Verdict {
+    fn one_time_password(&self, prompter: &mut dyn Prompter, challenge: Challenge<'_>, budget: &mut Budget) -> Verdict {
+        let texts = self.texts();
         if self.phase == Phase::Account {
-            // The account phase never prompts; a status asked with want_code = false carries no token.
+            // The account phase never prompts (a key-only login): the user must come back with a
+            // login that can be asked.
             log::warn!("access denied: the service asks for a one-time password, which the account phase cannot ask");
-            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
+            prompter.error(self.dictionary.get(texts, "otp_needs_prompt"));
             return Verdict::Deny;
         }
         for attempt in 1..=self.config.totp.max_attempts {
-            let Some(answer) = prompter.prompt_secret(self.dictionary.get(Section::Lock, "otp_prompt")) else {
+            let Some(answer) = prompter.prompt_secret(self.dictionary.get(texts, "otp_prompt")) else {
                 log::warn!("access denied: no one-time password given");
                 return Verdict::Deny;
             };
             let answer = answer.trim();
-            let ok = match &challenge {
+            let result = match &challenge {
                 Challenge::LocalToken(token) => {
                     let expected = token.expose().as_bytes();
-                    answer.len() == expected.len() && bool::from(answer.as_bytes().ct_eq(expected))
-                }
-                Challenge::Remote(session) => {
-                    match budget.spend(|deadline| service.verify_remote(session, answer, deadline)) {
-                        Ok(CodeCheck::Valid) => true,
-                        Ok(CodeCheck::Invalid(_)) => false,
-                        Ok(CodeCheck::Locked(refusal)) => {
-                            log::warn!(
-                                "access denied: the service takes no more one-time passwords ({})",
-                                refusal.code
-                            );
-                            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
-                            return Verdict::MaxTries;
-                        }
-                        Err(e) => return self.service_failure(prompter, e),
+                    if answer.len() == expected.len() && bool::from(answer.as_bytes().ct_eq(expected)) {
+                        CodeAnswer::Valid
+                    } else {
+                        CodeAnswer::TryAgain(Text("otp_invalid"))
                     }
                 }
+                Challenge::Remote(code) => match budget.spend(|deadline| code.verify(answer, deadline)) {
+                    Ok(result) => result,
+                    Err(e) => return self.failure_after_asking(prompter, e),
+                },
             };
-            if ok {
-                log::info!("one-time password accepted");
-                return Verdict::Allow;
+            match result {
+                CodeAnswer::Valid => {
+                    log::info!("one-time password accepted");
+                    return Verdict::Allow;
+                }
+                CodeAnswer::TryAgain(Text(key)) => {
+                    log::warn!(
+                        "wrong one-time password (attempt {attempt} of {})",
+                        self.config.totp.max_attempts
+                    );
+                    prompter.error(self.dictionary.get(texts, key));
+                }
+                CodeAnswer::Refused(Text(key)) => {
+                    log::warn!("access denied: the service takes no more one-time passwords ({key})");
+                    prompter.error(self.dictionary.get(texts, key));
+                    return Verdict::MaxTries;
+                }
             }
-            log::warn!(
-                "wrong one-time password (attempt {attempt} of {})",
-                self.config.totp.max_attempts
-            );
-            prompter.error(self.dictionary.get(Section::Lock, "otp_invalid"));
         }
         log::warn!("access denied: too many wrong one-time passwords");
         Verdict::MaxTries
@@ -485,6 +585,10 @@ impl Login<'_> {
         let service = match self.service(res) {
             Ok(s) => s,
             Err(v) => return v,
+        };
+        let service = match totp_api(service) {
+            Ok(t) => t,
+            Err(e) => return config_error(e),
         };
         let dict = self.dictionary;
         // Once the service has said "wrong code", it is reachable: a later failure is no outage to

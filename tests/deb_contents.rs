@@ -58,6 +58,9 @@ drwxr-xr-x root/root ./usr/share/man/man5/
 drwxr-xr-x root/root ./usr/share/man/man8/
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-check-config.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-pair.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key-create.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key-show.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-status.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-totp-create.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-totp-disable.8.gz
@@ -276,8 +279,8 @@ fn every_packaged_man_page_renders_without_a_warning() {
     pages.sort();
     assert_eq!(
         pages.len(),
-        14,
-        "lockserver(8) and its 9 verb pages, pam_lockserver(8), two in section 5"
+        17,
+        "lockserver(8) and its 12 verb pages, pam_lockserver(8), two in section 5"
     );
     for page in &pages {
         let out = Command::new("man")
@@ -331,7 +334,7 @@ fn the_packaged_bash_completion_loads_and_completes_a_verb() {
         text.contains("complete -o bashdefault -o default -o nosort -F _lockserver lockserver"),
         "{text}"
     );
-    assert!(text.contains("lockserver pa: pair\n"), "{text}");
+    assert!(text.contains("lockserver pa: pair pairing-key\n"), "{text}");
     assert!(text.contains("lockserver totp c: create\n"), "{text}");
     assert!(text.contains("lockserver status --us: --user\n"), "{text}");
     // Without the package's directory there is nothing to load: the checks above could fail.

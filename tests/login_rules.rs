@@ -4,11 +4,14 @@
 use lockserver::config::{Config, Secret};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::{Login, Phase, Prompter, Resources, Verdict};
-use lockserver::service::{Access, Challenge, CodeCheck, LockService, Refusal, Removal, ServiceError, TotpEnrolment};
-use lockserver::store::{LocalTotp, Pairing, PairingStore, StoreError};
+use lockserver::service::{
+    Access, Approval, Challenge, CodeAnswer, CodeCheck, CodePairing, LockService, PairingFlow, Refusal, RemoteCode,
+    Removal, ServiceError, ServiceTotp, Text, TotpEnrolment,
+};
+use lockserver::store::{LocalTotp, Pairing, PairingStore, PendingPairing, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 const APP: &str = "AbCdEfGhIjKlMnOpQrSt";
@@ -42,6 +45,12 @@ impl PairingStore for FakeStore {
             return Err(e.clone());
         }
         Ok(self.pairings.iter().find(|p| p.user == user).cloned())
+    }
+    fn set_pending(&self, _: &PendingPairing, _: Instant) -> Result<(), StoreError> {
+        unreachable!("a login never starts a pairing")
+    }
+    fn pending(&self, _: &str, _: Instant) -> Result<Option<PendingPairing>, StoreError> {
+        unreachable!("a login never reads pending pairings")
     }
     fn insert(&self, _: &Pairing, _: Instant) -> Result<(), StoreError> {
         unreachable!("a login never pairs")
@@ -92,14 +101,14 @@ fn wrong() -> Refusal {
 /// A service whose status answers are scripted; records the calls.
 #[derive(Default)]
 struct FakeService {
-    status_answers: RefCell<VecDeque<Result<Access, ServiceError>>>,
+    status_answers: RefCell<VecDeque<Result<Access<'static>, ServiceError>>>,
     status_calls: RefCell<Vec<(String, Option<String>, bool)>>,
     totp_answers: RefCell<VecDeque<Result<CodeCheck, ServiceError>>>,
     totp_calls: Cell<u32>,
 }
 
 impl FakeService {
-    fn answering(answer: Result<Access, ServiceError>) -> FakeService {
+    fn answering(answer: Result<Access<'static>, ServiceError>) -> FakeService {
         let s = FakeService::default();
         s.status_answers.borrow_mut().push_back(answer);
         s
@@ -107,7 +116,7 @@ impl FakeService {
 }
 
 impl LockService for FakeService {
-    fn status(&self, account: &str, op: Option<&str>, want_code: bool, _: Instant) -> Result<Access, ServiceError> {
+    fn status(&self, account: &str, op: Option<&str>, want_code: bool, _: Instant) -> Result<Access<'_>, ServiceError> {
         self.status_calls
             .borrow_mut()
             .push((account.into(), op.map(String::from), want_code));
@@ -116,12 +125,24 @@ impl LockService for FakeService {
             .pop_front()
             .unwrap_or_else(|| Err(ServiceError::Unavailable("no scripted answer".into())))
     }
-    fn pair(&self, _: &str, _: Option<&str>, _: Instant) -> Result<String, ServiceError> {
-        unreachable!()
-    }
     fn unpair(&self, _: &str, _: Instant) -> Result<(), ServiceError> {
         unreachable!()
     }
+    fn pairing(&self) -> PairingFlow<'_> {
+        PairingFlow::Code(self)
+    }
+    fn totp(&self) -> Option<&dyn ServiceTotp> {
+        Some(self)
+    }
+}
+
+impl CodePairing for FakeService {
+    fn pair(&self, _: &str, _: Option<&str>, _: Instant) -> Result<String, ServiceError> {
+        unreachable!()
+    }
+}
+
+impl ServiceTotp for FakeService {
     fn totp_create(&self, _: &str, _: &str, _: Instant) -> Result<TotpEnrolment, ServiceError> {
         unreachable!()
     }
@@ -162,6 +183,7 @@ struct FakePrompter {
     answers: VecDeque<String>,
     prompts: Vec<String>,
     errors: Vec<String>,
+    infos: Vec<String>,
 }
 
 impl Prompter for FakePrompter {
@@ -171,6 +193,9 @@ impl Prompter for FakePrompter {
     }
     fn error(&mut self, text: &str) {
         self.errors.push(text.into());
+    }
+    fn info(&mut self, text: &str) {
+        self.infos.push(text.into());
     }
 }
 
@@ -462,4 +487,169 @@ fn totp_codes_fail_closed_once_the_service_has_refused_one() {
         Verdict::MaxTries
     );
     assert_eq!(f.service.totp_calls.get(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A service that asks the person (PingID's shape): pushes and remote codes, with fakes.
+
+fn pingid_config(extra: &str) -> Config {
+    let text = format!(
+        "service = \"pingid\"\n{extra}\n[pingid]\naccount_id = \"acc\"\napplication_id = \"app\"\ntoken = \"t\"\n\
+         api_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nurl = \"http://127.0.0.1:9\"\n\
+         push_timeout_secs = 5\npoll_interval_ms = 100\n"
+    );
+    Config::parse_str(&text).expect("test config")
+}
+
+/// A push whose polls answer from a script (`None`: still waiting); counts polls and cancels.
+struct ScriptedPush {
+    polls: RefCell<VecDeque<Result<Option<Access<'static>>, ServiceError>>>,
+    cancels: std::rc::Rc<Cell<u32>>,
+}
+
+impl Approval for ScriptedPush {
+    fn poll(&self, _: Instant) -> Result<Option<Access<'_>>, ServiceError> {
+        self.polls.borrow_mut().pop_front().unwrap_or(Ok(None))
+    }
+    fn cancel(&self, _: Instant) {
+        self.cancels.set(self.cancels.get() + 1);
+    }
+    fn patience(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+    fn interval(&self) -> Duration {
+        Duration::from_millis(10)
+    }
+}
+
+fn push(polls: Vec<Result<Option<Access<'static>>, ServiceError>>) -> (Access<'static>, std::rc::Rc<Cell<u32>>) {
+    let cancels = std::rc::Rc::new(Cell::new(0));
+    let approval = ScriptedPush {
+        polls: RefCell::new(polls.into()),
+        cancels: cancels.clone(),
+    };
+    (Access::Pending(Box::new(approval)), cancels)
+}
+
+/// A remote code check answering from a script.
+struct ScriptedCode(RefCell<VecDeque<Result<CodeAnswer, ServiceError>>>);
+
+impl RemoteCode for ScriptedCode {
+    fn verify(&self, _: &str, _: Instant) -> Result<CodeAnswer, ServiceError> {
+        self.0
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(Ok(CodeAnswer::TryAgain(Text("invalid_otp"))))
+    }
+}
+
+fn remote(answers: Vec<Result<CodeAnswer, ServiceError>>) -> Access<'static> {
+    Access::CodeRequired(Challenge::Remote(Box::new(ScriptedCode(RefCell::new(answers.into())))))
+}
+
+#[test]
+fn a_push_tells_the_user_then_follows_the_answer() {
+    let c = pingid_config("");
+    let (access, cancels) = push(vec![Ok(None), Ok(None), Ok(Some(Access::Open))]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+    assert_eq!(p.infos, vec!["Approve the login on your phone.".to_string()]);
+    assert_eq!(cancels.get(), 0);
+
+    let (access, _) = push(vec![Ok(Some(Access::Refused(Text("rejected"))))]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Deny);
+    assert_eq!(
+        p.errors,
+        vec!["Access denied: the login was rejected on your phone.".to_string()]
+    );
+}
+
+#[test]
+fn an_unanswered_push_is_withdrawn_and_refused_after_its_patience() {
+    let c = pingid_config("");
+    let (access, cancels) = push(vec![]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter::default();
+    let start = Instant::now();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Deny);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(cancels.get(), 1, "withdrawn once");
+    assert!(p.errors[0].contains("did not answer in time"), "{:?}", p.errors);
+}
+
+#[test]
+fn once_the_person_was_asked_an_outage_denies_even_when_safe() {
+    let c = pingid_config("fail_mode = \"safe\"");
+    let (access, _) = push(vec![Ok(None), Err(ServiceError::Unavailable("gone".into()))]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter::default();
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::Unavailable
+    );
+    // The same for a code the service checks.
+    let access = remote(vec![
+        Ok(CodeAnswer::TryAgain(Text("invalid_otp"))),
+        Err(ServiceError::Unavailable("gone".into())),
+    ]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::Unavailable
+    );
+    // Before anyone was asked, an outage is fail_mode's.
+    let mut f = fakes(
+        vec![paired("alice")],
+        FakeService::answering(Err(ServiceError::Unavailable("down".into()))),
+    );
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+}
+
+#[test]
+fn remote_codes_try_again_up_to_max_attempts_and_stop_when_refused() {
+    let c = pingid_config("[totp]\nmax_attempts = 3");
+    let access = remote(vec![
+        Ok(CodeAnswer::TryAgain(Text("invalid_otp"))),
+        Ok(CodeAnswer::Valid),
+    ]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "246810".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p), Verdict::Allow);
+    assert_eq!(p.prompts, vec!["Verification code: ".to_string(); 2]);
+    assert_eq!(p.errors, vec!["The verification code is not right.".to_string()]);
+
+    let access = remote(vec![Ok(CodeAnswer::Refused(Text("locked")))]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter {
+        answers: VecDeque::from(vec!["111111".to_string(), "222222".to_string()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(&c, "sshd", false, Phase::Auth, &mut f, &mut p),
+        Verdict::MaxTries
+    );
+    assert_eq!(p.prompts.len(), 1, "refused at once");
+
+    // The account phase cannot prompt: the user is told to come back with keyboard-interactive.
+    let access = remote(vec![]);
+    let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+    let mut p = FakePrompter::default();
+    assert_eq!(decide(&c, "sshd", false, Phase::Account, &mut f, &mut p), Verdict::Deny);
+    assert!(p.prompts.is_empty());
+    assert!(p.errors[0].contains("keyboard-interactive"), "{:?}", p.errors);
 }

@@ -9,7 +9,7 @@ mod cases;
 
 use lockserver::config::Secret;
 use lockserver::store::sqlite::{SCHEMA_VERSION, SqliteStore};
-use lockserver::store::{LocalTotp, Location, OpenMode, Pairing, PairingStore, StoreError};
+use lockserver::store::{LocalTotp, Location, OpenMode, Pairing, PairingStore, PendingPairing, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -431,6 +431,54 @@ impl Backend {
     }
 }
 
+/// A pairing the host started (PingID pairing key): recorded, replaced by a new key, refused for a
+/// paired user, and cleared by the pairing that completes it or by `remove`.
+fn pending_pairings(b: &Backend) {
+    let store = b.open(OpenMode::Create);
+    let pending = |key: &str| PendingPairing {
+        user: "alice".into(),
+        account_id: "alice".into(),
+        key: key.into(),
+    };
+    assert_eq!(store.pending("alice", later()), Ok(None));
+    store.set_pending(&pending("111111111111"), later()).expect("pending");
+    store
+        .set_pending(&pending("222222222222"), later())
+        .expect("a new key replaces the old");
+    assert_eq!(store.pending("alice", later()), Ok(Some(pending("222222222222"))));
+    assert_eq!(store.get("alice", later()), Ok(None), "pending is not paired");
+    assert_eq!(store.list(later()), Ok(vec![]));
+
+    store
+        .insert(&pairing("alice"), later())
+        .expect("the claim completes it");
+    assert_eq!(
+        store.pending("alice", later()),
+        Ok(None),
+        "completed: no longer pending"
+    );
+    assert_eq!(
+        store.set_pending(&pending("333333333333"), later()),
+        Err(StoreError::AlreadyPaired)
+    );
+    assert_eq!(store.pending("alice", later()), Ok(None));
+
+    store.remove("alice", later()).expect("unpair");
+    store
+        .set_pending(&pending("444444444444"), later())
+        .expect("pending again");
+    assert_eq!(store.remove("alice", later()), Ok(None), "nothing paired to return");
+    assert_eq!(
+        store.pending("alice", later()),
+        Ok(None),
+        "remove clears a pending pairing too"
+    );
+    assert!(matches!(
+        store.set_pending(&pending(""), later()),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 /// Each function of the suite becomes a test per backend: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -452,6 +500,7 @@ suite!(
     already_paired,
     remove_returns_the_row_and_clears_totp_facts,
     unpaired_users,
+    pending_pairings,
     invalid_values_are_refused_without_panicking,
     concurrent_threads_with_their_own_connections,
 );

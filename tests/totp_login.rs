@@ -543,6 +543,12 @@ impl lockserver::store::PairingStore for SlowFailureCount {
     fn remove(&self, u: &str, d: Instant) -> Result<Option<Pairing>, StoreError> {
         self.0.remove(u, d)
     }
+    fn set_pending(&self, p: &lockserver::store::PendingPairing, d: Instant) -> Result<(), StoreError> {
+        self.0.set_pending(p, d)
+    }
+    fn pending(&self, u: &str, d: Instant) -> Result<Option<lockserver::store::PendingPairing>, StoreError> {
+        self.0.pending(u, d)
+    }
     fn list(&self, d: Instant) -> Result<Vec<Pairing>, StoreError> {
         self.0.list(d)
     }

@@ -1,7 +1,7 @@
 //! The command line's definition: verbs, options and their help. Kept apart from what the verbs do so
 //! that `lockserver-assets` renders the man page and the shell completions from this one source.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Default config path (the library's [`lockserver::config::DEFAULT_PATH`]).
@@ -42,10 +42,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pair a user with the code shown in the Latch app.
+    /// Pair a user: Latch with the code shown in the app; PingID (no code) once the user has entered
+    /// the key of `pairing-key create` in the app.
     Pair {
-        /// The 6-character pairing code from the app.
-        code: String,
+        /// The 6-character pairing code from the Latch app (none for PingID).
+        code: Option<String>,
         /// The local user to act for (root only; through sudo you act for yourself).
         #[arg(long)]
         user: Option<String>,
@@ -68,6 +69,11 @@ pub enum Command {
         #[arg(long)]
         operation: Option<String>,
     },
+    /// PingID pairing keys: make one for a user, or show one's status.
+    PairingKey {
+        #[command(subcommand)]
+        action: PairingKeyAction,
+    },
     /// TOTP codes at login: enrol, switch off, check a code.
     Totp {
         #[command(subcommand)]
@@ -86,6 +92,46 @@ pub enum Command {
         /// The user to log in as.
         #[arg(long)]
         user: String,
+    },
+}
+
+/// Where a PingID pairing key is made and looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    /// Usable by this application only.
+    Application,
+    /// Usable by every application of the account.
+    Organization,
+}
+
+impl From<Scope> for lockserver::config::PairingScope {
+    fn from(s: Scope) -> Self {
+        match s {
+            Scope::Application => lockserver::config::PairingScope::Application,
+            Scope::Organization => lockserver::config::PairingScope::Organization,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PairingKeyAction {
+    /// Make a pairing key for a user (creating the PingID user if needed), show it with a QR code,
+    /// and record the user as pending until `lockserver pair --user NAME`.
+    Create {
+        /// The local user to act for (root only; through sudo you act for yourself).
+        #[arg(long)]
+        user: Option<String>,
+        /// Default: the config's `pairing_scope`.
+        #[arg(long, value_enum)]
+        scope: Option<Scope>,
+    },
+    /// Show whether a pairing key is NOT_CLAIMED or USED (not found: exit 5).
+    Show {
+        /// The pairing key.
+        key: String,
+        /// Default: the config's `pairing_scope`.
+        #[arg(long, value_enum)]
+        scope: Option<Scope>,
     },
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Exit, fail};
 use lockserver::accounts::{self, AccountError, Accounts, NotProven, UserStatus};
-use lockserver::config::Config;
+use lockserver::config::{Config, ServiceKind};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::system_clock;
 use lockserver::service::{self, Access, ServiceError, SharedService};
@@ -111,11 +111,25 @@ impl Context<'_> {
                 Exit::PairingState,
                 &format!("{user} was unpaired from the phone: run `lockserver unpair` and pair again"),
             ),
+            AccountError::NoPendingKey => {
+                fail(Exit::PairingState, &self.text(Section::Pairing, "no_pending_key", user))
+            }
+            AccountError::NotClaimed { key } => fail(
+                Exit::PairingState,
+                &self.dictionary.format(
+                    Section::Pairing,
+                    "key_not_claimed",
+                    &[("user", user), ("code", &lockserver::escape::escape(&key))],
+                ),
+            ),
             AccountError::Service(e) => self.pairing_error(e),
         }
     }
 
     pub fn pair(&self, user: &str, code: &str) -> Exit {
+        if self.config.service == ServiceKind::Pingid {
+            return fail(Exit::Usage, &self.text(Section::Pairing, "wrong_flow_code", user));
+        }
         if let Err(e) = accounts::check_pairing_code(code) {
             return self.account_error(user, e);
         }
@@ -181,6 +195,10 @@ impl Context<'_> {
     }
 
     pub fn status(&self, user: &str, operation: Option<&str>) -> Exit {
+        if self.config.service == ServiceKind::Pingid {
+            // A PingID status would push to the phone: show the pairing instead.
+            return self.pairing_status(user);
+        }
         let scope = operation.map_or_else(|| "application".to_string(), |name| format!("operation {name}"));
         self.with_accounts(user, |a| {
             Ok(match a.status(user, operation, false)? {
@@ -188,7 +206,7 @@ impl Context<'_> {
                     println!("{user}: the lock check is off for {scope} (config)");
                     Exit::Ok
                 }
-                UserStatus::Checked(Access::Locked) => {
+                UserStatus::Checked(Access::Locked | Access::Refused(_)) => {
                     println!("{user}: locked ({scope})");
                     Exit::Locked
                 }

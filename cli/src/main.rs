@@ -9,13 +9,14 @@
 mod actor;
 mod args;
 mod commands;
+mod pairing;
 mod prompt;
 mod qr;
 mod totp;
 mod try_login;
 
 use actor::Actor;
-use args::{Cli, Command, TotpAction};
+use args::{Cli, Command, PairingKeyAction, TotpAction};
 use clap::Parser;
 use lockserver::config::{self, Config, LoadOptions};
 use lockserver::dictionary::Dictionary;
@@ -99,9 +100,21 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
     let target = |user: &Option<String>| actor.target(user.as_deref());
     match &cli.command {
         Command::Pair { code, user } => match target(user) {
-            Ok(u) => ctx.pair(&u, code),
+            Ok(u) => match code {
+                Some(code) => ctx.pair(&u, code),
+                None => ctx.pair_pending(&u),
+            },
             Err(r) => fail(Exit::NotAllowed, &r.0),
         },
+        Command::PairingKey {
+            action: PairingKeyAction::Create { user, scope },
+        } => match target(user) {
+            Ok(u) => ctx.pairing_key_create(&u, scope.map(Into::into)),
+            Err(r) => fail(Exit::NotAllowed, &r.0),
+        },
+        Command::PairingKey {
+            action: PairingKeyAction::Show { key, scope },
+        } => ctx.pairing_key_show(key, scope.map(Into::into)),
         Command::Unpair { user, force } => match target(user) {
             Ok(u) => ctx.unpair(&u, *force, !actor.is_root()),
             Err(r) => fail(Exit::NotAllowed, &r.0),

@@ -138,6 +138,10 @@ impl Prompter for CallbackPrompter {
         self.say(lockserver_message_style::LOCKSERVER_MESSAGE_ERROR, &text);
         self.last_error = Some(text.to_string_lossy().into_owned());
     }
+
+    fn info(&mut self, text: &str) {
+        self.say(lockserver_message_style::LOCKSERVER_MESSAGE_INFO, &c_text(text));
+    }
 }
 
 #[cfg(test)]

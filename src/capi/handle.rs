@@ -10,7 +10,7 @@ use crate::accounts::{self, AccountError, Accounts, UserStatus};
 use crate::config::{Config, LoadOptions, TotpAlgorithm};
 use crate::dictionary::Dictionary;
 use crate::login::system_clock;
-use crate::service::{self, Access, Challenge, CodeCheck, SharedService};
+use crate::service::{self, Access, Challenge, CodeCheck, ServiceError, SharedService};
 use crate::store::{self, OpenMode, PairingStore, StoreError};
 use crate::totp;
 use std::collections::HashMap;
@@ -198,8 +198,33 @@ impl From<AccountError> for Failure {
                 Failure::new(LOCKSERVER_ERROR_TOTP_DISABLED, message)
             }
             AccountError::RateLimited => Failure::new(LOCKSERVER_ERROR_SERVICE, message),
+            AccountError::NoPendingKey | AccountError::NotClaimed { .. } => {
+                Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message)
+            }
         }
     }
+}
+
+/// What a status answer is for a C caller: the access kind and the one-time password to compare,
+/// if one was issued. A question put to the person (a PingID push) cannot be waited for here: it is
+/// withdrawn and the call fails.
+fn access_parts(access: Access<'_>) -> Result<(lockserver_access, Option<String>), ServiceError> {
+    Ok(match access {
+        Access::Open => (lockserver_access::LOCKSERVER_ACCESS_OPEN, None),
+        Access::Locked | Access::Refused(_) => (lockserver_access::LOCKSERVER_ACCESS_LOCKED, None),
+        Access::CodeRequired(Challenge::LocalToken(t)) => (
+            lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED,
+            Some(t.expose().to_string()),
+        ),
+        Access::CodeRequired(Challenge::Remote(_)) => (lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED, None),
+        Access::Pending(approval) => {
+            approval.cancel(std::time::Instant::now() + std::time::Duration::from_secs(1));
+            return Err(ServiceError::Misconfigured {
+                code: crate::service::http::LOCAL_ERROR_CODE,
+                message: "this service asks the person on the phone, which a status call cannot wait for".into(),
+            });
+        }
+    })
 }
 
 /// Writes an access answer and, if asked, its one-time password (NULL when none was issued).
@@ -207,19 +232,10 @@ impl From<AccountError> for Failure {
 /// # Safety
 /// `out_access` is valid; `out_token` is NULL or valid.
 unsafe fn write_access(
-    access: Access,
+    (kind, token): (lockserver_access, Option<String>),
     out_access: *mut lockserver_access,
     out_token: *mut *mut c_char,
 ) -> Result<(), Failure> {
-    let (kind, token) = match access {
-        Access::Open => (lockserver_access::LOCKSERVER_ACCESS_OPEN, None),
-        Access::Locked => (lockserver_access::LOCKSERVER_ACCESS_LOCKED, None),
-        Access::CodeRequired(Challenge::LocalToken(t)) => (
-            lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED,
-            Some(t.expose().to_string()),
-        ),
-        Access::CodeRequired(Challenge::Remote(_)) => (lockserver_access::LOCKSERVER_ACCESS_CODE_REQUIRED, None),
-    };
     let token_ptr = match (&token, out_token.is_null()) {
         (Some(t), false) => output(t)?,
         _ => std::ptr::null_mut(),
@@ -314,7 +330,7 @@ pub unsafe extern "C" fn lockserver_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (account, operation) = unsafe { (input(account_id)?, optional_input(operation_id)?) };
-        let access = h.service.status(account, operation, want_code, h.deadline())?;
+        let access = access_parts(h.service.status(account, operation, want_code, h.deadline())?)?;
         // SAFETY: out_access checked above; out_token NULL or writable per the contract.
         unsafe { write_access(access, out_access, out_token) }
     })
@@ -338,7 +354,7 @@ pub unsafe extern "C" fn lockserver_pair(
         // SAFETY: the caller's guarantee on the string arguments.
         let (code, name) = unsafe { (input(code)?, optional_input(common_name)?) };
         let code = accounts::check_pairing_code(code)?;
-        let account = h.service.pair(code, name, h.deadline())?;
+        let account = service::code_pairing(h.service.as_ref())?.pair(code, name, h.deadline())?;
         // SAFETY: checked non-null above.
         unsafe { give(out_account_id, &account) }
     })
@@ -377,7 +393,7 @@ pub unsafe extern "C" fn lockserver_totp_create(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user_id, name) = unsafe { (input(user_id)?, input(common_name)?) };
-        let enrolment = h.service.totp_create(user_id, name, h.deadline())?;
+        let enrolment = service::totp_api(h.service.as_ref())?.totp_create(user_id, name, h.deadline())?;
         let id = output(&enrolment.totp_id)?;
         let qr = match output(&enrolment.qr) {
             Ok(qr) => qr,
@@ -412,7 +428,7 @@ pub unsafe extern "C" fn lockserver_totp_validate(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (id, code) = unsafe { (input(totp_id)?, input(code)?) };
-        let valid = match h.service.totp_validate(id, code, h.deadline())? {
+        let valid = match service::totp_api(h.service.as_ref())?.totp_validate(id, code, h.deadline())? {
             CodeCheck::Valid => true,
             CodeCheck::Invalid(_) => false,
             CodeCheck::Locked(refusal) => return Err(Failure::refused(LOCKSERVER_ERROR_SERVICE, refusal)),
@@ -436,7 +452,7 @@ pub unsafe extern "C" fn lockserver_totp_delete(
     guard(|| {
         // SAFETY: the caller's guarantee on totp_id.
         let (h, id) = unsafe { handle_and_input(handle, totp_id) }?;
-        h.service.totp_delete(id, h.deadline())?;
+        service::totp_api(h.service.as_ref())?.totp_delete(id, h.deadline())?;
         Ok(())
     })
 }
@@ -564,8 +580,14 @@ pub unsafe extern "C" fn lockserver_user_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user, operation) = unsafe { (input(user)?, optional_input(operation_name)?) };
-        match h.with_accounts(|a| a.status(user, operation, want_code))? {
-            UserStatus::CheckOff => {
+        let status = h.with_accounts(|a| {
+            Ok(match a.status(user, operation, want_code)? {
+                UserStatus::CheckOff => None,
+                UserStatus::Checked(access) => Some(access_parts(access)?),
+            })
+        })?;
+        match status {
+            None => {
                 // SAFETY: checked non-null above; out_token NULL or writable.
                 unsafe {
                     *out_access = lockserver_access::LOCKSERVER_ACCESS_CHECK_OFF;
@@ -576,7 +598,7 @@ pub unsafe extern "C" fn lockserver_user_status(
                 Ok(())
             }
             // SAFETY: as above.
-            UserStatus::Checked(access) => unsafe { write_access(access, out_access, out_token) },
+            Some(access) => unsafe { write_access(access, out_access, out_token) },
         }
     })
 }

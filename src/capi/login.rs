@@ -201,6 +201,10 @@ mod tests {
         fn error(&mut self, _text: &str) {
             panic!("a bug in the conversation path")
         }
+
+        fn info(&mut self, _text: &str) {
+            panic!("a bug in the conversation path")
+        }
     }
 
     /// Records the error texts.
@@ -215,6 +219,8 @@ mod tests {
         fn error(&mut self, text: &str) {
             self.0.push(text.to_string());
         }
+
+        fn info(&mut self, _text: &str) {}
     }
 
     #[test]

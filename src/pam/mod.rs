@@ -17,7 +17,7 @@ use crate::dictionary::Dictionary;
 use crate::login::{Login, Phase, Prompter, Resources, Verdict};
 use crate::service::{self, LockService, ServiceError, SharedService};
 use crate::store::{self, OpenMode, PairingStore, StoreError};
-use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PamFlag, PamResultCode};
+use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::{RHost, Service, User};
 use pam::module::{PamHandle, PamHooks};
@@ -314,6 +314,10 @@ impl Prompter for ConvPrompter<'_> {
         // The text may carry a server's message or a dictionary value: nothing in it may reorder or
         // rewrite the user's terminal.
         self.say(PAM_ERROR_MSG, &crate::escape::for_terminal(text, MAX_MESSAGE_CHARS));
+    }
+
+    fn info(&mut self, text: &str) {
+        self.say(PAM_TEXT_INFO, &crate::escape::for_terminal(text, MAX_MESSAGE_CHARS));
     }
 }
 

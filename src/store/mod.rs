@@ -27,6 +27,17 @@ pub struct Pairing {
     pub totp_id: Option<String>,
 }
 
+/// A pairing the host started and the user has not finished (PingID: a pairing key made, not yet
+/// claimed in the app). A pending user is not paired: logins treat them as unpaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPairing {
+    pub user: String,
+    /// The service's account id the pairing will have (PingID: the user name there).
+    pub account_id: String,
+    /// What the user was given to enter in the app.
+    pub key: String,
+}
+
 /// Local RFC 6238 state of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalTotp {
@@ -88,10 +99,17 @@ pub const MAX_USER_LEN: usize = 256;
 pub trait PairingStore {
     /// The pairing of `user`, if any.
     fn get(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError>;
-    /// Records a new pairing; [`StoreError::AlreadyPaired`] if `user` has one.
+    /// Records a new pairing; [`StoreError::AlreadyPaired`] if `user` has one. A pending pairing of
+    /// `user` is removed in the same statement or transaction (it is complete now).
     fn insert(&self, pairing: &Pairing, deadline: Instant) -> Result<(), StoreError>;
-    /// Removes the pairing (and every TOTP fact) of `user`; returns what was removed.
+    /// Removes the pairing (and every TOTP fact) of `user`, and a pending one; returns the pairing
+    /// that was removed.
     fn remove(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError>;
+    /// Records (or replaces) the pending pairing of a user; [`StoreError::AlreadyPaired`] if the
+    /// user is paired.
+    fn set_pending(&self, pending: &PendingPairing, deadline: Instant) -> Result<(), StoreError>;
+    /// The pending pairing of `user`, if any.
+    fn pending(&self, user: &str, deadline: Instant) -> Result<Option<PendingPairing>, StoreError>;
     /// Every pairing, ordered by user name.
     fn list(&self, deadline: Instant) -> Result<Vec<Pairing>, StoreError>;
     /// Sets LOCK_TOTP_ENABLED and LOCK_TOTP_ID; [`StoreError::NotPaired`] if `user` has no pairing.

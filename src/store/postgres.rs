@@ -25,7 +25,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, StoreError, check_user};
+use super::{LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, StoreError, check_user};
 use crate::config::Secret;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -55,6 +55,13 @@ pub const MIGRATIONS: &[&str] = &[
         totp_window_start BIGINT  NOT NULL DEFAULT 0 CHECK (totp_window_start >= 0),
         created           BIGINT  NOT NULL,
         updated           BIGINT  NOT NULL
+    );",
+    // 2: pairings the host started and the user has not finished (PingID pairing keys).
+    "CREATE TABLE pending_pairings (
+        user_name   TEXT    NOT NULL PRIMARY KEY,
+        account_id  TEXT    NOT NULL,
+        pairing_key TEXT    NOT NULL,
+        created     BIGINT  NOT NULL
     );",
 ];
 
@@ -276,8 +283,14 @@ impl PairingStore for PostgresStore {
         let now = unix_now();
         let rows = self.query(
             deadline,
-            "INSERT INTO pairings (user_name, account_id, enabled, totp_enabled, totp_id, created, updated)
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (user_name) DO NOTHING RETURNING 1",
+            // One statement: the pairing and the end of its pending row commit together.
+            "WITH added AS (
+                 INSERT INTO pairings (user_name, account_id, enabled, totp_enabled, totp_id, created, updated)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (user_name) DO NOTHING RETURNING user_name
+             ), done AS (
+                 DELETE FROM pending_pairings WHERE user_name IN (SELECT user_name FROM added)
+             )
+             SELECT 1 FROM added",
             &[
                 (&pairing.user, Type::TEXT),
                 (&pairing.account_id, Type::TEXT),
@@ -298,10 +311,56 @@ impl PairingStore for PostgresStore {
         check_user(user)?;
         let rows = self.query(
             deadline,
-            &format!("DELETE FROM pairings WHERE user_name = $1 RETURNING {PAIRING_COLUMNS}"),
+            &format!(
+                "WITH pending AS (DELETE FROM pending_pairings WHERE user_name = $1)
+                 DELETE FROM pairings WHERE user_name = $1 RETURNING {PAIRING_COLUMNS}"
+            ),
             &[(&user, Type::TEXT)],
         )?;
         rows.first().map(pairing_of).transpose()
+    }
+
+    fn set_pending(&self, pending: &PendingPairing, deadline: Instant) -> Result<(), StoreError> {
+        check_user(&pending.user)?;
+        check_value("account id", &pending.account_id)?;
+        check_value("pairing key", &pending.key)?;
+        let rows = self.query(
+            deadline,
+            "INSERT INTO pending_pairings (user_name, account_id, pairing_key, created)
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM pairings WHERE user_name = $1)
+             ON CONFLICT (user_name) DO UPDATE
+                 SET account_id = EXCLUDED.account_id, pairing_key = EXCLUDED.pairing_key, created = EXCLUDED.created
+             RETURNING 1",
+            &[
+                (&pending.user, Type::TEXT),
+                (&pending.account_id, Type::TEXT),
+                (&pending.key, Type::TEXT),
+                (&unix_now(), Type::INT8),
+            ],
+        )?;
+        if rows.is_empty() {
+            Err(StoreError::AlreadyPaired)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn pending(&self, user: &str, deadline: Instant) -> Result<Option<PendingPairing>, StoreError> {
+        check_user(user)?;
+        let rows = self.query(
+            deadline,
+            "SELECT account_id, pairing_key FROM pending_pairings WHERE user_name = $1",
+            &[(&user, Type::TEXT)],
+        )?;
+        rows.first()
+            .map(|row| {
+                Ok(PendingPairing {
+                    user: user.to_string(),
+                    account_id: col(row, 0)?,
+                    key: col(row, 1)?,
+                })
+            })
+            .transpose()
     }
 
     fn list(&self, deadline: Instant) -> Result<Vec<Pairing>, StoreError> {

@@ -5,6 +5,8 @@
 //! `user_name` (key), `account_id` (LOCK_ACCOUNT_ID), `enabled` (LOCK_ENABLED), `totp_enabled`
 //! (LOCK_TOTP_ENABLED), `totp_id` (LOCK_TOTP_ID), the local TOTP state `totp_secret` (base32 text),
 //! `totp_last_step`, `totp_failures`, `totp_window_start`, and `created` / `updated` (unix seconds).
+//! A second table, `pending_pairings`, holds pairings the host started and the user has not finished
+//! (`user_name`, `account_id`, `pairing_key`, `created`); `insert` and `remove` clear a user's row.
 //! The schema version is `PRAGMA user_version`: the number of migrations applied.
 //!
 //! # Opening
@@ -40,7 +42,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{LocalTotp, Migrated, OpenMode, Pairing, PairingStore, StoreError, check_user, remaining};
+use super::{LocalTotp, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, StoreError, check_user, remaining};
 use crate::config::Secret;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, ffi, params};
@@ -67,6 +69,13 @@ pub const MIGRATIONS: &[&str] = &[
         totp_window_start INTEGER NOT NULL DEFAULT 0 CHECK (totp_window_start >= 0),
         created           INTEGER NOT NULL,
         updated           INTEGER NOT NULL
+    ) STRICT;",
+    // 2: pairings the host started and the user has not finished (PingID pairing keys).
+    "CREATE TABLE pending_pairings (
+        user_name   TEXT    NOT NULL PRIMARY KEY,
+        account_id  TEXT    NOT NULL,
+        pairing_key TEXT    NOT NULL,
+        created     INTEGER NOT NULL
     ) STRICT;",
 ];
 
@@ -242,16 +251,64 @@ impl PairingStore for SqliteStore {
                 ],
             );
             match inserted {
-                Ok(_) => Ok(()),
-                Err(e) if is_key_violation(&e) => Err(StoreError::AlreadyPaired),
-                Err(e) => Err(db_err(e)),
+                Ok(_) => {}
+                Err(e) if is_key_violation(&e) => return Err(StoreError::AlreadyPaired),
+                Err(e) => return Err(db_err(e)),
             }
+            tx.execute("DELETE FROM pending_pairings WHERE user_name = ?1", [&pairing.user])
+                .map_err(db_err)?;
+            Ok(())
         })
+    }
+
+    fn set_pending(&self, pending: &PendingPairing, deadline: Instant) -> Result<(), StoreError> {
+        check_user(&pending.user)?;
+        check_value("account id", &pending.account_id)?;
+        check_value("pairing key", &pending.key)?;
+        let now = unix_now();
+        self.write(deadline, |tx| {
+            let paired: Option<i64> = tx
+                .query_row("SELECT 1 FROM pairings WHERE user_name = ?1", [&pending.user], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            if paired.is_some() {
+                return Err(StoreError::AlreadyPaired);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_pairings (user_name, account_id, pairing_key, created)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![pending.user, pending.account_id, pending.key, now],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn pending(&self, user: &str, deadline: Instant) -> Result<Option<PendingPairing>, StoreError> {
+        check_user(user)?;
+        let conn = self.conn(deadline)?;
+        conn.query_row(
+            "SELECT account_id, pairing_key FROM pending_pairings WHERE user_name = ?1",
+            [user],
+            |r| {
+                Ok(PendingPairing {
+                    user: user.to_string(),
+                    account_id: r.get(0)?,
+                    key: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err)
     }
 
     fn remove(&self, user: &str, deadline: Instant) -> Result<Option<Pairing>, StoreError> {
         check_user(user)?;
         let raw = self.write(deadline, |tx| {
+            tx.execute("DELETE FROM pending_pairings WHERE user_name = ?1", [user])
+                .map_err(db_err)?;
             tx.query_row(
                 &format!("DELETE FROM pairings WHERE user_name = ?1 RETURNING {PAIRING_COLUMNS}"),
                 [user],

@@ -279,13 +279,43 @@ pub struct Conf {
     pub extra: String,
     /// More `[latch]` lines, as written (e.g. `proxy = "http://127.0.0.1:3128"`).
     pub latch_extra: String,
+    /// `latch` or `pingid`.
+    pub service: String,
+    /// `[pingid]` values (the emulator's account); only rendered for `service = "pingid"`.
+    pub push_timeout_secs: u64,
+    pub poll_interval_ms: u64,
+    /// More lines for the `[pingid]` section.
+    pub pingid_extra: String,
 }
 
 impl Conf {
     pub fn render(&self) -> String {
         let ops: Vec<String> = self.operations.iter().map(|o| format!("{o:?}")).collect();
-        format!(
-            "service    = \"latch\"\n\
+        let pingid = if self.service == "pingid" {
+            let p = lockserver_emulator::PingidOptions::default();
+            format!(
+                "\n[pingid]\n\
+                 account_id = \"{}\"\n\
+                 application_id = \"{}\"\n\
+                 token = \"{}\"\n\
+                 api_key = \"{}\"\n\
+                 url = \"{}/pingid\"\n\
+                 push_timeout_secs = {}\n\
+                 poll_interval_ms = {}\n{}",
+                p.account_id,
+                p.applications[0],
+                p.token,
+                p.api_key_b64,
+                self.url,
+                self.push_timeout_secs,
+                self.poll_interval_ms,
+                self.pingid_extra,
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "service    = \"{service}\"\n\
              operations = [{ops}]\n\
              fail_mode  = \"{fail}\"\n\
              unpaired   = \"{unpaired}\"\n\
@@ -314,7 +344,9 @@ impl Conf {
             max = self.max_attempts,
             extra = self.extra,
             latch_extra = self.latch_extra,
-        )
+            service = self.service,
+        );
+        text + &pingid
     }
 }
 
@@ -372,6 +404,10 @@ impl Env {
             max_attempts: 3,
             extra: String::new(),
             latch_extra: String::new(),
+            service: "latch".into(),
+            push_timeout_secs: 5,
+            poll_interval_ms: 100,
+            pingid_extra: String::new(),
         };
         let env = Env {
             emu: Arc::new(emu),
@@ -381,6 +417,33 @@ impl Env {
         };
         env.write_config();
         env
+    }
+
+    /// Like [`Env::new`] with `service = "pingid"` against the emulator's PingID account
+    /// (`push_timeout_secs = 5`, `poll_interval_ms = 100`).
+    pub fn pingid() -> Env {
+        let mut env = Env::new();
+        env.set_conf(|c| c.service = "pingid".into());
+        env
+    }
+
+    /// Pairs `user` with PingID without the CLI: the user and a device at the emulator (as a claimed
+    /// key leaves them), the pairing in the store (account id = the PingID user name).
+    pub fn pair_pingid(&self, user: &str) {
+        self.emu.pingid_add_user(user).expect("emulator: add the PingID user");
+        self.emu.pingid_add_device(user, None).expect("emulator: add a device");
+        self.store()
+            .insert(
+                &Pairing {
+                    user: user.to_string(),
+                    account_id: user.to_string(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                Instant::now() + Duration::from_secs(10),
+            )
+            .expect("store the pairing");
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -495,8 +558,8 @@ impl Env {
         let code = self.emu.add_code(None).expect("emulator: add a pairing code");
         let config = self.load_config();
         let service = lockserver::service::from_config(&config).unwrap_or_else(|e| panic!("build the client: {e}"));
-        let account = service
-            .pair(&code, None, Instant::now() + Duration::from_secs(10))
+        let account = lockserver::service::code_pairing(service.as_ref())
+            .and_then(|p| p.pair(&code, None, Instant::now() + Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("pair {user} with code {code}: {e}"));
         self.store()
             .insert(

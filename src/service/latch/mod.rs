@@ -13,7 +13,10 @@ use crate::config::{LatchConfig, Secret};
 use crate::service::http::{
     FORM_CONTENT_TYPE, LOCAL_ERROR_CODE, Method, Reply, RequestBody, Transport, TransportOptions,
 };
-use crate::service::{Access, CodeCheck, LockService, Refusal, Removal, ServiceError, TotpEnrolment};
+use crate::service::{
+    Access, CodeCheck, CodePairing, LockService, PairingFlow, Refusal, Removal, ServiceError, ServiceTotp,
+    TotpEnrolment,
+};
 use serde_json::Value;
 use std::time::{Instant, SystemTime};
 use zeroize::Zeroizing;
@@ -124,13 +127,28 @@ impl LockService for LatchClient {
         operation: Option<&str>,
         want_code: bool,
         deadline: Instant,
-    ) -> Result<Access, ServiceError> {
+    ) -> Result<Access<'_>, ServiceError> {
         let path = status_path(account, operation, want_code)?;
         // The answer is keyed by the id asked about: the application's, or the operation's.
         let queried = operation.unwrap_or(&self.app_id);
         response::status(self.data(Method::Get, &path, &[], deadline)?, queried)
     }
 
+    fn unpair(&self, account: &str, deadline: Instant) -> Result<(), ServiceError> {
+        let path = format!("{API_PREFIX}/unpair/{}", segment("account id", account)?);
+        self.data(Method::Get, &path, &[], deadline).map(drop)
+    }
+
+    fn pairing(&self) -> PairingFlow<'_> {
+        PairingFlow::Code(self)
+    }
+
+    fn totp(&self) -> Option<&dyn ServiceTotp> {
+        Some(self)
+    }
+}
+
+impl CodePairing for LatchClient {
     fn pair(&self, code: &str, common_name: Option<&str>, deadline: Instant) -> Result<String, ServiceError> {
         let path = pair_path(code)?;
         // The pairing code is short-lived but still a credential: logs show its place only.
@@ -141,12 +159,9 @@ impl LockService for LatchClient {
         };
         response::account_id(response::envelope(&reply)?)
     }
+}
 
-    fn unpair(&self, account: &str, deadline: Instant) -> Result<(), ServiceError> {
-        let path = format!("{API_PREFIX}/unpair/{}", segment("account id", account)?);
-        self.data(Method::Get, &path, &[], deadline).map(drop)
-    }
-
+impl ServiceTotp for LatchClient {
     fn totp_create(&self, user_id: &str, common_name: &str, deadline: Instant) -> Result<TotpEnrolment, ServiceError> {
         let path = format!("{API_PREFIX}/totps");
         // Form parameters are encoded, so any user id or name is safe here.
@@ -429,7 +444,8 @@ mod tests {
     fn status_request_is_signed() {
         let body = format!(r#"{{"data":{{"operations":{{"{APP}":{{"status":"on"}}}}}}}}"#);
         let (url, requests) = server(leak(ok(&body)));
-        let access = client(&url).status("acc1", None, false, soon()).unwrap();
+        let client = client(&url);
+        let access = client.status("acc1", None, false, soon()).unwrap();
         assert!(matches!(access, Access::Open));
         let req = requests.recv().unwrap();
         assert!(req.starts_with("GET /api/3.0/status/acc1/nootp HTTP/1.1\r\n"), "{req}");

@@ -120,7 +120,7 @@ fn http_status_reason(status: u16, body: &[u8]) -> String {
 
 /// `data.operations[queried].status` → [`Access`]: `on` opens (with a challenge when a
 /// `two_factor.token` comes with it), `off` locks, anything else is incoherent.
-pub fn status(data: Option<Value>, queried: &str) -> Result<Access, ServiceError> {
+pub fn status<'s>(data: Option<Value>, queried: &str) -> Result<Access<'s>, ServiceError> {
     let mut data = data.ok_or_else(|| incoherent("status without data"))?;
     let entry = data
         .get_mut("operations")
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(why, "HTTP 401 (error 102: text 102)");
     }
 
-    fn status_of(body: &str, queried: &str) -> Result<Access, ServiceError> {
+    fn status_of(body: &str, queried: &str) -> Result<Access<'static>, ServiceError> {
         status(parse(200, body)?, queried)
     }
 

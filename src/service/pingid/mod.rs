@@ -16,8 +16,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod lock;
 pub mod response;
 pub mod sign;
+
+pub use lock::PingidLock;
 
 use crate::config::Secret;
 use crate::service::ServiceError;
