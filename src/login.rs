@@ -58,6 +58,21 @@ pub trait Resources {
     /// What an unreachable store means for the login (`store_fail_mode`, default `fail_mode`).
     fn store_fail_mode(&self) -> FailMode;
     fn service(&mut self) -> Result<&dyn LockService, ServiceError>;
+    /// The names of the groups `user` is in (through NSS), read only when the config has
+    /// `exempt_groups` or `require_groups`. Without a way to read them, the user is checked.
+    fn groups(&mut self, _user: &str) -> Result<Vec<String>, String> {
+        Err("no group lookup here".into())
+    }
+}
+
+/// A [`Verdict`] and where it came from, for callers that remember refusals (the PAM module does, per
+/// sshd connection, so the OpenSSH client's retries do not ask again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The lock itself refused (locked, unpaired with "deny", a service refusal, or the service
+    /// unreachable with `fail_mode = "secure"`): asking again within seconds would answer the same.
+    pub lock_refusal: bool,
 }
 
 /// The time the login's store and service calls may still take, together: opening the store, each query
@@ -117,6 +132,18 @@ pub fn system_clock() -> u64 {
 impl Login<'_> {
     /// Decides the login. Logs every outcome (via `log`) with the reason; never a secret or a code.
     pub fn decide(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Verdict {
+        self.decide_outcome(res, prompter).verdict
+    }
+
+    /// [`Self::decide`], saying whether a refusal came from the lock check.
+    pub fn decide_outcome(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Outcome {
+        let mut lock_refusal = false;
+        let verdict = self.decide_inner(res, prompter, &mut lock_refusal);
+        let lock_refusal = lock_refusal && matches!(verdict, Verdict::Deny | Verdict::Unavailable);
+        Outcome { verdict, lock_refusal }
+    }
+
+    fn decide_inner(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter, lock_refusal: &mut bool) -> Verdict {
         let config = self.config;
         if !config.enabled {
             log::info!("lockserver is disabled in the config (enabled = false): stepping aside");
@@ -130,11 +157,17 @@ impl Login<'_> {
             prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
             return Verdict::ConfigError;
         }
+        if let Some(verdict) = self.group_scope(res) {
+            return verdict;
+        }
 
         let mut budget = Budget::new(config.timeout);
         let pairing = match self.pairing(res, &mut budget) {
             Ok(Some(p)) => p,
-            Ok(None) => return self.unpaired(prompter, "no pairing in the store"),
+            Ok(None) => {
+                *lock_refusal = true;
+                return self.unpaired(prompter, "no pairing in the store");
+            }
             Err(verdict) => {
                 match verdict {
                     Verdict::ConfigError => prompter.error(self.dictionary.get(Section::Lock, "misconfigured")),
@@ -157,7 +190,7 @@ impl Login<'_> {
             OperationRule::ApplicationWide => Some(None),
         };
         if let Some(op_id) = operation_id {
-            let verdict = self.lock_check(res, prompter, &pairing, op_id.as_deref(), &mut budget);
+            let verdict = self.lock_check(res, prompter, &pairing, op_id.as_deref(), &mut budget, lock_refusal);
             if verdict != Verdict::Allow {
                 return verdict;
             }
@@ -170,6 +203,31 @@ impl Login<'_> {
         }
         log::info!("access granted");
         Verdict::Allow
+    }
+
+    /// `exempt_groups` / `require_groups`: `Some(Ignore)` when this user is not ours to check. A
+    /// failed group lookup checks the user (the safe side: a break-glass account then needs the lock).
+    fn group_scope(&self, res: &mut dyn Resources) -> Option<Verdict> {
+        let config = self.config;
+        if config.exempt_groups.is_empty() && config.require_groups.is_empty() {
+            return None;
+        }
+        let groups = match res.groups(self.user) {
+            Ok(g) => g,
+            Err(why) => {
+                log::warn!("cannot read the user's groups ({why}): checking the user");
+                return None;
+            }
+        };
+        if let Some(group) = config.exempt_groups.iter().find(|g| groups.contains(g)) {
+            log::warn!("user is in the exempt group {group}: not checked (exempt_groups)");
+            return Some(Verdict::Ignore);
+        }
+        if !config.require_groups.is_empty() && !config.require_groups.iter().any(|g| groups.contains(g)) {
+            log::info!("user is in none of require_groups: not checked");
+            return Some(Verdict::Ignore);
+        }
+        None
     }
 
     fn pairing(&self, res: &mut dyn Resources, budget: &mut Budget) -> Result<Option<Pairing>, Verdict> {
@@ -236,7 +294,10 @@ impl Login<'_> {
         pairing: &Pairing,
         operation_id: Option<&str>,
         budget: &mut Budget,
+        lock_refusal: &mut bool,
     ) -> Verdict {
+        // Every refusal of the status is the lock's; a wrong one-time password is the user's.
+        *lock_refusal = true;
         let service = match self.service(res) {
             Ok(s) => s,
             Err(v) => return v,
@@ -256,6 +317,7 @@ impl Login<'_> {
             }
             Ok(Access::CodeRequired(challenge)) => {
                 log::info!("latch open ({scope}); the service asks for a one-time password");
+                *lock_refusal = false;
                 self.one_time_password(service, prompter, challenge, budget)
             }
             Err(ServiceError::NotPaired { .. }) => match self.config.service_unpaired {

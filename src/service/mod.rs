@@ -153,6 +153,12 @@ pub trait LockService {
 
     /// Deletes a TOTP at the service; a TOTP the service no longer has is [`Removal::AlreadyGone`].
     fn totp_delete(&self, totp_id: &str, deadline: Instant) -> Result<Removal, ServiceError>;
+
+    /// Every operation id the service knows for this application (sub-operations included), for
+    /// `check-config`; `None` for a service without operations.
+    fn operation_ids(&self, _deadline: Instant) -> Result<Option<Vec<String>>, ServiceError> {
+        Ok(None)
+    }
 }
 
 /// A lock service that may be shared between threads (the C API's handles do).

@@ -189,6 +189,11 @@ impl LockService for LatchClient {
             Err(e) => Err(e),
         }
     }
+
+    fn operation_ids(&self, deadline: Instant) -> Result<Option<Vec<String>>, ServiceError> {
+        let path = format!("{API_PREFIX}/operation");
+        response::operation_ids(self.data(Method::Get, &path, &[], deadline)?).map(Some)
+    }
 }
 
 /// `/api/3.0/status/{acc}[/op/{op}][/nootp]`. `/nootp` when no code may be asked: the service then
