@@ -998,3 +998,76 @@ fn unpaired_ignore_with_and_without_a_success_before_the_module() {
     assert_refused(&o, &sshd, "unpaired, ignore, lockserver alone");
     expect_log(&env, &["user=liam", "ignored (unpaired = \"ignore\")"]);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The OpenSSH client's keyboard-interactive retries
+
+/// Logs in with the OpenSSH client itself (key, then keyboard-interactive, retried
+/// `NumberOfPasswordPrompts` = 3 times as by default), no terminal. Returns (exit code, stderr, seconds).
+fn openssh(sshd: &Sshd, user: &str) -> (i32, String, f64) {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i")
+        .arg(sshd.dir.path().join("client_key"))
+        .args(["-p", &sshd.port.to_string()])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PreferredAuthentications=publickey,keyboard-interactive",
+            "-o",
+            "NumberOfPasswordPrompts=3",
+            "-o",
+            "LogLevel=INFO",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true");
+    let start = Instant::now();
+    let out = output_within(&mut cmd, "", Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn openssh_retries_cost_one_refusal_per_connection() {
+    if !can_run("openssh_retries_cost_one_refusal_per_connection") {
+        return;
+    }
+    let mut env = Env::new();
+    env.set_conf(|c| c.timeout_ms = 3000);
+    let account = env.pair("nina");
+    env.latch(&account, None, false);
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["nina"]));
+
+    let asked = env.emu.request_count();
+    let (code, stderr, _) = openssh(&sshd, "nina");
+    assert_ne!(code, 0, "refused: {stderr}\nsshd log:\n{}", sshd.log());
+    assert_eq!(stderr.matches(LOCKED_TEXT).count(), 1, "the refusal is shown once: {stderr}");
+    assert_eq!(env.emu.request_count() - asked, 1, "the service is asked once");
+    expect_log(&env, &["user=nina", "access denied again without asking"]);
+    let tries = sshd.log().matches("Failed keyboard-interactive/pam for nina").count();
+    assert!(tries >= 2, "the client did retry: {}", sshd.log());
+
+    // A new connection is asked again: the lock is open now, and the user gets in.
+    env.latch(&account, None, true);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_in(&sshd.ssh(&Login::key_kbd("nina")), &sshd, "a new connection after unlocking");
+
+    // The service hangs: one wait of the budget, not three.
+    env.emu.set_fault(Fault::Hang {
+        max: Duration::from_secs(30),
+    });
+    let (code, stderr, elapsed) = openssh(&sshd, "nina");
+    env.emu.set_fault(Fault::None);
+    assert_ne!(code, 0, "refused: {stderr}");
+    assert_eq!(stderr.matches(UNAVAILABLE_TEXT).count(), 1, "{stderr}");
+    assert!(elapsed < 3.0 * 2.0, "one budget (3 s) plus the connection, not three: {elapsed} s");
+}
