@@ -1050,7 +1050,11 @@ fn openssh_retries_cost_one_refusal_per_connection() {
     let asked = env.emu.request_count();
     let (code, stderr, _) = openssh(&sshd, "nina");
     assert_ne!(code, 0, "refused: {stderr}\nsshd log:\n{}", sshd.log());
-    assert_eq!(stderr.matches(LOCKED_TEXT).count(), 1, "the refusal is shown once: {stderr}");
+    assert_eq!(
+        stderr.matches(LOCKED_TEXT).count(),
+        1,
+        "the refusal is shown once: {stderr}"
+    );
     assert_eq!(env.emu.request_count() - asked, 1, "the service is asked once");
     expect_log(&env, &["user=nina", "access denied again without asking"]);
     let tries = sshd.log().matches("Failed keyboard-interactive/pam for nina").count();
@@ -1059,7 +1063,11 @@ fn openssh_retries_cost_one_refusal_per_connection() {
     // A new connection is asked again: the lock is open now, and the user gets in.
     env.latch(&account, None, true);
     std::thread::sleep(Duration::from_millis(100));
-    assert_in(&sshd.ssh(&Login::key_kbd("nina")), &sshd, "a new connection after unlocking");
+    assert_in(
+        &sshd.ssh(&Login::key_kbd("nina")),
+        &sshd,
+        "a new connection after unlocking",
+    );
 
     // The service hangs: one wait of the budget, not three.
     env.emu.set_fault(Fault::Hang {
@@ -1069,5 +1077,8 @@ fn openssh_retries_cost_one_refusal_per_connection() {
     env.emu.set_fault(Fault::None);
     assert_ne!(code, 0, "refused: {stderr}");
     assert_eq!(stderr.matches(UNAVAILABLE_TEXT).count(), 1, "{stderr}");
-    assert!(elapsed < 3.0 * 2.0, "one budget (3 s) plus the connection, not three: {elapsed} s");
+    assert!(
+        elapsed < 3.0 * 2.0,
+        "one budget (3 s) plus the connection, not three: {elapsed} s"
+    );
 }
