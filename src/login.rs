@@ -215,12 +215,15 @@ impl Login<'_> {
         let groups = match res.groups(self.user) {
             Ok(g) => g,
             Err(why) => {
-                log::warn!("cannot read the user's groups ({why}): checking the user");
+                log::warn!("cannot read the user's groups ({}): checking the user", escape(&why));
                 return None;
             }
         };
         if let Some(group) = config.exempt_groups.iter().find(|g| groups.contains(g)) {
-            log::warn!("user is in the exempt group {group}: not checked (exempt_groups)");
+            log::warn!(
+                "user is in the exempt group {}: not checked (exempt_groups)",
+                crate::escape::field(group)
+            );
             return Some(Verdict::Ignore);
         }
         if !config.require_groups.is_empty() && !config.require_groups.iter().any(|g| groups.contains(g)) {

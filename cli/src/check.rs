@@ -18,6 +18,7 @@
 use super::Exit;
 use lockserver::config::{Config, ConfigError, LoadOptions, TOTP_OPERATION};
 use lockserver::dictionary::Dictionary;
+use lockserver::escape;
 use lockserver::service::{self, ServiceError};
 use lockserver::store::{self, OpenMode, StoreError};
 use serde_json::json;
@@ -74,14 +75,17 @@ impl Report {
     }
 
     fn print_text(&self) {
+        // The texts hold config values and server answers: nothing in them may act on the terminal.
+        let shown = |s: &str| escape::for_terminal(s, 1000);
         for c in &self.checks {
+            let what = shown(&c.what);
             match c.result {
-                Outcome::Ok => println!("{}: ok ({})", c.check, c.what),
-                Outcome::Warning => println!("{}: warning: {}", c.check, c.what),
-                Outcome::Problem(_) => println!("{}: PROBLEM: {}", c.check, c.what),
+                Outcome::Ok => println!("{}: ok ({what})", c.check),
+                Outcome::Warning => println!("{}: warning: {what}", c.check),
+                Outcome::Problem(_) => println!("{}: PROBLEM: {what}", c.check),
             }
             if let (Some(fix), false) = (&c.fix, c.result == Outcome::Ok) {
-                println!("  fix: {fix}");
+                println!("  fix: {}", shown(fix));
             }
         }
         let problems = self.problems().count();

@@ -14,6 +14,8 @@
 //! Only refusals are remembered, never a success: a lock closed a second ago must close the next login.
 //! Entries live in `/run/lockserver/refusals` (root only, gone at reboot), one small file each.
 
+#![forbid(unsafe_code)]
+
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
