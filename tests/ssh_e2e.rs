@@ -314,6 +314,7 @@ impl Sshd {
         // make sshd's dlopen fail ("PAM: Module is unknown").
         let module_copy = p("pam_lockserver.so");
         fs::copy(common::module_path(), &module_copy).expect("copy the module");
+        fs::copy(common::cli_path(), p("lockserver")).expect("copy the CLI");
         let module = |extra: &[&str]| {
             let mut line = module_copy.display().to_string();
             for a in env.module_args(&env.config_path(), extra) {
@@ -379,6 +380,17 @@ impl Sshd {
         if sudoers {
             script.push_str("mount --bind \"$D/etc/sudoers\" /etc/sudoers\n");
         }
+        // The system config path the CLI uses through sudo: /etc seen through an overlay whose upper layer is
+        // in the temp dir, with the test's config bound there (the host's /etc gets nothing).
+        for sub in ["etc-upper", "etc-work"] {
+            fs::create_dir(p(sub)).expect("mkdir");
+        }
+        script = format!(
+            "set -e\nmount -t overlay overlay -o lowerdir=/etc,upperdir=\"$D/etc-upper\",workdir=\"$D/etc-work\" /etc\n\
+             mkdir -p /etc/lockserver\ntouch /etc/lockserver/lockserver.conf\n\
+             mount --bind \"$CONF\" /etc/lockserver/lockserver.conf\n{}",
+            script.trim_start_matches("set -e\n")
+        );
         script.push_str(
             "mount -t tmpfs -o mode=0755 tmpfs /run\n\
              mkdir -m 0755 /run/sshd\n\
@@ -388,6 +400,7 @@ impl Sshd {
         let child = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .env("D", d)
+            .env("CONF", env.config_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -1081,4 +1094,94 @@ fn openssh_retries_cost_one_refusal_per_connection() {
         elapsed < 3.0 * 2.0,
         "one budget (3 s) plus the connection, not three: {elapsed} s"
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The sudo self-service rule
+
+/// The ```sudoers block of the README, as a sysadmin copies it.
+fn readme_sudoers_block() -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let start = readme.find("```sudoers\n").expect("a ```sudoers block in the README") + "```sudoers\n".len();
+    let len = readme[start..].find("```").expect("end of the block");
+    readme[start..start + len].to_string()
+}
+
+#[test]
+fn sudo_self_service_rule_from_the_readme() {
+    if !can_run("sudo_self_service_rule_from_the_readme") {
+        return;
+    }
+    assert!(
+        Path::new("/usr/bin/sudo").exists(),
+        "sudo is missing: run scripts/test.sh"
+    );
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.operations = vec![format!("sudo:{OP_B}:true")];
+        c.unpaired = "deny".into();
+    });
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["olga"]));
+    let cli = sshd.dir.path().join("lockserver");
+    let cli = cli.to_str().expect("path");
+    let block = readme_sudoers_block().replace("/usr/sbin/lockserver", cli);
+    let sudoers = sshd.dir.path().join("etc/sudoers");
+    let base = fs::read_to_string(&sudoers).expect("sudoers copy");
+    // Rewritten in place: the namespace's /etc/sudoers is bound to this inode.
+    let set_rule = |rule: &str| {
+        fs::write(&sudoers, format!("{base}\n{rule}\n")).expect("write sudoers");
+        run_ok(Command::new("visudo").args(["-c", "-q", "-f"]).arg(&sudoers));
+    };
+    let sudo = |args: &[&str]| {
+        let mut argv = vec!["sudo", "-n", cli];
+        argv.extend_from_slice(args);
+        sshd.run_as("olga", &argv, "")
+    };
+
+    // NOPASSWD alone: sudo still runs the account stack, which denies the unpaired user (unpaired = "deny").
+    let without: Vec<&str> = block.lines().filter(|l| !l.starts_with("Defaults!")).collect();
+    set_rule(&without.join("\n"));
+    let code = env.emu.add_code(None).expect("code");
+    let (rc, out, err) = sudo(&["pair", &code]);
+    assert_ne!(rc, 0, "refused by the account stack: {out} {err}");
+    assert!(
+        env.store().get("olga").expect("store").is_none(),
+        "not paired: {out} {err}"
+    );
+    expect_log(
+        &env,
+        &[
+            "pam_lockserver(sudo:account): user=olga",
+            "denied (unpaired = \"deny\")",
+        ],
+    );
+
+    // The README's block: the user pairs, then checks their lock while the sudo operation is locked.
+    set_rule(&block);
+    let code = env.emu.add_code(None).expect("code");
+    let (rc, out, err) = sudo(&["pair", &code]);
+    assert_eq!(rc, 0, "paired through sudo: {out} {err}");
+    let account = env.store().get("olga").expect("store").expect("paired").account_id;
+    env.latch(&account, Some(OP_B), false);
+    let (rc, out, err) = sudo(&["status"]);
+    assert_eq!((rc, out.trim()), (0, "olga: open (application)"), "{err}");
+    let (rc, out, err) = sudo(&["status", "--operation", "sudo"]);
+    assert_eq!((rc, out.trim()), (1, "olga: locked (operation sudo)"), "{err}");
+    let (rc, out, err) = sudo(&["status", "--user", "olga"]);
+    assert_eq!(rc, 0, "status --user of oneself: {out} {err}");
+    let (rc, out, err) = sudo(&["totp", "verify", "123456"]);
+    assert!(
+        err.contains("lockserver:") && !err.contains("sudo:"),
+        "the CLI ran (and says TOTP is off) rather than sudo refusing ({rc}): {out} {err}"
+    );
+    // The CLI still acts only on the caller, and every other command still meets the whole stack.
+    let (rc, _, err) = sudo(&["status", "--user", "root"]);
+    assert_eq!(rc, 7, "{err}");
+    let (rc, out, err) = sshd.run_as(
+        "olga",
+        &["sudo", "-S", "-u", "root", "id", "-un"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_ne!(rc, 0, "other sudo commands still check the lock: {out} {err}");
+    assert!(err.contains(LOCKED_TEXT), "{err}");
 }
