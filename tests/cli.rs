@@ -379,3 +379,19 @@ fn try_login_runs_the_real_stack_without_a_session() {
         text(&out)
     );
 }
+
+/// The dictionary's sentence and the reason are two things: "… Try again later. (service unavailable: …)",
+/// never "Try again later.: …".
+#[test]
+fn unreachable_service_message_reads_as_sentences() {
+    let mut env = Env::new();
+    env.pair("root");
+    env.set_conf(|c| c.url = format!("http://127.0.0.1:{}", common::dead_port()));
+    let Some(out) = run(&env, None, &["status", "--user", "root"]) else {
+        return;
+    };
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("Try again later. (service unavailable"), "{t}");
+    assert!(!t.contains(".:"), "{t}");
+}

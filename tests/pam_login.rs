@@ -1536,3 +1536,16 @@ fn exempt_and_required_groups_decide_who_is_checked() {
         "unknown to NSS: in no group",
     );
 }
+
+/// Plain HTTP is check-config's warning (tests/cli.rs), not a line in every login's log.
+#[test]
+fn plain_http_is_not_logged_at_every_login() {
+    let env = Env::new();
+    let svc = env.service("sshd", &[]);
+    env.pair("alice");
+    auth(&env, &svc, "alice", &[], PAM_SUCCESS, "open, over http://");
+    account(&env, &svc, "alice", PAM_SUCCESS, "open, over http://");
+    env.logs.expect_line(&["user=alice", "access granted"]);
+    let lines = env.logs.lines();
+    assert!(lines.iter().all(|l| !l.contains("plain HTTP")), "{lines:?}");
+}

@@ -51,7 +51,12 @@ impl Context<'_> {
             ServiceError::NotPaired { .. } => fail(Exit::PairingState, "the service says the account is not paired"),
             ServiceError::Unavailable(why) => fail(
                 Exit::Unavailable,
-                &format!("{}: {why}", self.dictionary.get(Section::Lock, "unavailable")),
+                // The dictionary's text is a sentence of its own: the reason follows in brackets.
+                &format!(
+                    "{} ({})",
+                    self.dictionary.get(Section::Lock, "unavailable").trim_end(),
+                    lockserver::escape::escape(&why)
+                ),
             ),
         }
     }
