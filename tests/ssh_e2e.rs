@@ -1018,7 +1018,19 @@ fn unpaired_ignore_with_and_without_a_success_before_the_module() {
 /// Logs in with the OpenSSH client itself (key, then keyboard-interactive, retried
 /// `NumberOfPasswordPrompts` = 3 times as by default), no terminal. Returns (exit code, stderr, seconds).
 fn openssh(sshd: &Sshd, user: &str) -> (i32, String, f64) {
+    openssh_with(sshd, user, "publickey,keyboard-interactive", None)
+}
+
+/// [`openssh`] with the client's `PreferredAuthentications` and, for prompts, an askpass program answering
+/// `answer` (`SSH_ASKPASS_REQUIRE=force`: no terminal needed).
+fn openssh_with(sshd: &Sshd, user: &str, methods: &str, answer: Option<&str>) -> (i32, String, f64) {
     let mut cmd = Command::new("ssh");
+    if let Some(answer) = answer {
+        let askpass = sshd.dir.path().join("askpass");
+        fs::write(&askpass, format!("#!/bin/sh\necho {answer}\n")).expect("askpass");
+        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o755)).expect("chmod askpass");
+        cmd.env("SSH_ASKPASS", &askpass).env("SSH_ASKPASS_REQUIRE", "force");
+    }
     cmd.arg("-i")
         .arg(sshd.dir.path().join("client_key"))
         .args(["-p", &sshd.port.to_string()])
@@ -1032,7 +1044,7 @@ fn openssh(sshd: &Sshd, user: &str) -> (i32, String, f64) {
             "-o",
             "IdentitiesOnly=yes",
             "-o",
-            "PreferredAuthentications=publickey,keyboard-interactive",
+            &format!("PreferredAuthentications={methods}"),
             "-o",
             "NumberOfPasswordPrompts=3",
             "-o",
@@ -1184,4 +1196,57 @@ fn sudo_self_service_rule_from_the_readme() {
     );
     assert_ne!(rc, 0, "other sudo commands still check the lock: {out} {err}");
     assert!(err.contains(LOCKED_TEXT), "{err}");
+
+    // sudo's default passwd_tries = 3: after a lock refusal sudo says "Sorry, try again." and asks for the
+    // password again, as after a wrong password (the guide says so).
+    set_rule(&format!("{block}\nDefaults passwd_tries=3"));
+    let (rc, out, err) = sshd.run_as(
+        "olga",
+        &["sudo", "-S", "-u", "root", "id", "-un"],
+        &format!("{PASSWORD}\n{PASSWORD}\n{PASSWORD}\n"),
+    );
+    println!("sudo, passwd_tries=3, locked: {rc}\n{err}");
+    assert_ne!(rc, 0, "{out}");
+    assert_eq!(err.matches(LOCKED_TEXT).count(), 3, "asked three times: {err}");
+    assert_eq!(err.matches("Sorry, try again.").count(), 2, "{err}");
+}
+
+/// What the sysadmin guide says an OpenSSH user reads, observed with the OpenSSH client itself.
+#[test]
+fn what_openssh_users_read() {
+    if !can_run("what_openssh_users_read") {
+        return;
+    }
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:true".into()]);
+    let ivan = env.pair("ivan");
+    env.pair("carol");
+    enrol_totp(&env, "carol");
+    env.latch(&ivan, None, false);
+
+    // Key alone, latch locked: the account hook's text, then the connection closes.
+    let sshd = Sshd::start(
+        &env,
+        &SshdSpec {
+            methods: "publickey",
+            auth: AUTH_KEY_THEN_LOCKSERVER,
+            users: &["ivan"],
+        },
+    );
+    let (code, stderr, _) = openssh_with(&sshd, "ivan", "publickey", None);
+    println!("key-only refusal:\n{stderr}");
+    assert_ne!(code, 0);
+    let locked = stderr.find(LOCKED_TEXT).unwrap_or_else(|| panic!("the reason is shown: {stderr}"));
+    let closed = stderr.find("Connection closed").unwrap_or_else(|| panic!("then the close: {stderr}"));
+    assert!(locked < closed, "{stderr}");
+    drop(sshd);
+
+    // Wrong TOTP codes until max_attempts (PAM_MAXTRIES): sshd offers no method any more.
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["carol"]));
+    let (code, stderr, _) = openssh_with(&sshd, "carol", "publickey,keyboard-interactive", Some("000000"));
+    println!("too many codes:\n{stderr}");
+    assert_ne!(code, 0);
+    assert!(stderr.contains(WRONG_CODE_TEXT), "{stderr}");
+    assert!(stderr.contains("Permission denied ()."), "{stderr}\nsshd log:\n{}", sshd.log());
+    println!("sshd log:\n{}", sshd.log());
 }
