@@ -965,7 +965,7 @@ mod tests {
     fn a_bad_secret_file_is_named_with_its_line() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
-        let uid = fs::metadata(dir.path()).expect("meta").uid();
+        let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(dir.path()).expect("meta"));
         let secret = dir.path().join("latch.secret");
         fs::write(&secret, "too-short\n").expect("write");
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");

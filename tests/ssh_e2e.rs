@@ -1157,7 +1157,10 @@ fn sudo_self_service_rule_from_the_readme() {
     let (rc, out, err) = sudo(&["pair", &code]);
     assert_ne!(rc, 0, "refused by the account stack: {out} {err}");
     assert!(
-        env.store().get("olga").expect("store").is_none(),
+        env.store()
+            .get("olga", lockserver::store::default_deadline())
+            .expect("store")
+            .is_none(),
         "not paired: {out} {err}"
     );
     expect_log(
@@ -1173,7 +1176,12 @@ fn sudo_self_service_rule_from_the_readme() {
     let code = env.emu.add_code(None).expect("code");
     let (rc, out, err) = sudo(&["pair", &code]);
     assert_eq!(rc, 0, "paired through sudo: {out} {err}");
-    let account = env.store().get("olga").expect("store").expect("paired").account_id;
+    let account = env
+        .store()
+        .get("olga", lockserver::store::default_deadline())
+        .expect("store")
+        .expect("paired")
+        .account_id;
     env.latch(&account, Some(OP_B), false);
     let (rc, out, err) = sudo(&["status"]);
     assert_eq!((rc, out.trim()), (0, "olga: open (application)"), "{err}");
@@ -1236,8 +1244,12 @@ fn what_openssh_users_read() {
     let (code, stderr, _) = openssh_with(&sshd, "ivan", "publickey", None);
     println!("key-only refusal:\n{stderr}");
     assert_ne!(code, 0);
-    let locked = stderr.find(LOCKED_TEXT).unwrap_or_else(|| panic!("the reason is shown: {stderr}"));
-    let closed = stderr.find("Connection closed").unwrap_or_else(|| panic!("then the close: {stderr}"));
+    let locked = stderr
+        .find(LOCKED_TEXT)
+        .unwrap_or_else(|| panic!("the reason is shown: {stderr}"));
+    let closed = stderr
+        .find("Connection closed")
+        .unwrap_or_else(|| panic!("then the close: {stderr}"));
     assert!(locked < closed, "{stderr}");
     drop(sshd);
 
@@ -1247,6 +1259,10 @@ fn what_openssh_users_read() {
     println!("too many codes:\n{stderr}");
     assert_ne!(code, 0);
     assert!(stderr.contains(WRONG_CODE_TEXT), "{stderr}");
-    assert!(stderr.contains("Permission denied ()."), "{stderr}\nsshd log:\n{}", sshd.log());
+    assert!(
+        stderr.contains("Permission denied ()."),
+        "{stderr}\nsshd log:\n{}",
+        sshd.log()
+    );
     println!("sshd log:\n{}", sshd.log());
 }

@@ -259,7 +259,11 @@ fn check_groups(r: &mut Report, config: &Config) {
 }
 
 fn check_store(r: &mut Report, config: &Config) {
-    match store::open_at(&store::Location::of(config), OpenMode::Existing, store::default_deadline()) {
+    match store::open_at(
+        &store::Location::of(config),
+        OpenMode::Existing,
+        store::default_deadline(),
+    ) {
         Ok(s) => match s.list(store::default_deadline()) {
             Ok(list) => r.ok("store", format!("{}: {} pairings", config.store, list.len())),
             Err(e) => r.problem(
@@ -366,7 +370,10 @@ fn check_operations(r: &mut Report, config: &Config, service: &dyn service::Lock
     }
     let known = match service.operation_ids(Instant::now() + budget) {
         Ok(Some(ids)) => Some(ids),
-        Ok(None) => None,
+        Ok(None) => {
+            r.ok("operations", "this service has no operation ids to check");
+            return;
+        }
         Err(e) => {
             r.warning(
                 "operations",
