@@ -27,7 +27,7 @@ pub fn of_user(user: &str) -> Result<Vec<String>, String> {
         if gids.len() >= MAX_GROUPS {
             return Err(format!("{user} is in more than {MAX_GROUPS} groups"));
         }
-        gids.resize(count.clamp(gids.len() * 2, MAX_GROUPS), 0);
+        gids.resize(count.max(gids.len() * 2).min(MAX_GROUPS), 0);
     }
     let mut names = Vec::with_capacity(gids.len());
     for gid in gids {
