@@ -144,8 +144,8 @@ fn check_all(r: &mut Report, path: &Path, trusted_owner: Option<u32>) {
     let config = match Config::load(path, LoadOptions { trusted_owner }) {
         Ok(c) => c,
         Err(e) => {
-            let (check, fix) = config_fix(&e);
-            r.problem(check, Exit::Config, e.to_string(), fix);
+            let (check, what, fix) = config_problem(&e);
+            r.problem(check, Exit::Config, what, fix);
             return;
         }
     };
@@ -180,49 +180,56 @@ fn check_all(r: &mut Report, path: &Path, trusted_owner: Option<u32>) {
     check_service(r, &config);
 }
 
-/// Which check a load error belongs to, and how to fix it.
-fn config_fix(e: &ConfigError) -> (&'static str, String) {
-    let m = &e.message;
+/// Which check a load error belongs to, what it says and how to fix it. Path and permission errors carry
+/// their own fix (`…; fix: chmod go-w DIR`); the others point at the key and line.
+fn config_problem(e: &ConfigError) -> (&'static str, String, String) {
+    let text = e.to_string();
     let file = e
         .path
         .as_ref()
         .map_or_else(|| "the config".to_string(), |p| p.display().to_string());
-    if m.contains("owned by uid") {
-        let target = if e.key.is_some() {
-            "the file named there"
-        } else {
-            file.as_str()
-        };
-        (
-            "permission",
-            format!("chown root:root {target} (only root may own what decides logins)"),
-        )
-    } else if m.contains("writable by group") || m.contains("readable by group") {
-        let target = if e.key.is_some() {
-            "the file named there"
-        } else {
-            file.as_str()
-        };
-        ("permission", format!("chmod 600 {target}"))
-    } else if m.contains("symbolic link") || m.contains("cannot read") || m.contains("not a regular file") {
-        (
-            "path",
-            format!(
-                "give the path of the file itself (-c / config=); check that {file} exists and is readable by root"
-            ),
-        )
+    let (what, fix) = match text.split_once("; fix: ") {
+        Some((what, fix)) => (what.to_string(), Some(fix.to_string())),
+        None => (text.clone(), None),
+    };
+    let check = if ["owned by uid", "writable by group", "readable by group"]
+        .iter()
+        .any(|m| what.contains(m))
+    {
+        "permission"
+    } else if [
+        "symbolic link",
+        "cannot read",
+        "not a regular file",
+        "cannot be examined",
+        "absolute",
+    ]
+    .iter()
+    .any(|m| what.contains(m))
+    {
+        "path"
     } else {
-        let place = match (e.line, &e.key) {
-            (Some(line), Some(key)) => format!("`{key}` at {file}:{line}"),
-            (Some(line), None) => format!("{file}:{line}"),
-            (None, Some(key)) => format!("`{key}` in {file}"),
-            (None, None) => file.clone(),
-        };
-        (
-            "config",
-            format!("edit {place} (the keys and their values: lockserver.conf(5))"),
-        )
-    }
+        "config"
+    };
+    let fix = fix.unwrap_or_else(|| match check {
+        "permission" if what.contains("owned by uid") => {
+            format!("chown root:root {file} (only root may own what decides logins)")
+        }
+        "permission" => format!("chmod 600 {file}"),
+        "path" => {
+            format!("give the path of the file itself (-c / config=); check that {file} exists and is readable by root")
+        }
+        _ => {
+            let place = match (e.line, &e.key) {
+                (Some(line), Some(key)) => format!("`{key}` at {file}:{line}"),
+                (Some(line), None) => format!("{file}:{line}"),
+                (None, Some(key)) => format!("`{key}` in {file}"),
+                (None, None) => file.clone(),
+            };
+            format!("edit {place} (the keys and their values: lockserver.conf(5))")
+        }
+    });
+    (check, what, fix)
 }
 
 fn check_groups(r: &mut Report, config: &Config) {
