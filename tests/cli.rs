@@ -318,7 +318,7 @@ fn check_config_groups_schema_and_broken_config() {
         "{t}"
     );
 
-    // An older schema is reported, not migrated.
+    // A store that is no pairing store (schema version 0) is reported, and left as it is.
     env.pair("root");
     let user_version = |set: Option<i64>| {
         let db = rusqlite::Connection::open(env.store_path()).expect("open the store");
@@ -332,8 +332,8 @@ fn check_config_groups_schema_and_broken_config() {
     write_file_mode(&env.config_path(), &env.conf.render(), 0o600);
     let out = run(&env, None, &["check-config"]).expect("root");
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    assert!(text(&out).contains("schema: PROBLEM"), "{}", text(&out));
-    assert_eq!(user_version(None), 0, "not migrated");
+    assert!(text(&out).contains("store: PROBLEM"), "{}", text(&out));
+    assert_eq!(user_version(None), 0, "nothing changed");
 
     // Not TOML at all: still one JSON object.
     write_file_mode(&env.config_path(), "service = [\n", 0o600);
