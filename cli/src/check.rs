@@ -393,7 +393,7 @@ fn check_operations(r: &mut Report, config: &Config, service: &dyn service::Lock
     let probe = "0".repeat(64);
     for op in ops {
         let found = match &known {
-            Some(ids) => Ok(ids.iter().any(|id| *id == op.id)),
+            Some(ids) => Ok(ids.contains(&op.id)),
             // The operation's status of an account nobody has: an unknown id is 301, a known one 201.
             None => match service.status(&probe, Some(&op.id), false, Instant::now() + budget) {
                 Err(ServiceError::Misconfigured { .. }) => Ok(false),

@@ -88,11 +88,10 @@ fn group_name(gid: libc::gid_t) -> Result<Option<String>, String> {
         let rc = unsafe { libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found) };
         match rc {
             0 if found.is_null() || group.gr_name.is_null() => return Ok(None),
-            // SAFETY: getgrgid_r succeeded: gr_name points to a NUL-terminated string inside `buf`.
             0 => {
-                return Ok(Some(
-                    unsafe { CStr::from_ptr(group.gr_name) }.to_string_lossy().into_owned(),
-                ));
+                // SAFETY: getgrgid_r succeeded: gr_name points to a NUL-terminated string inside `buf`.
+                let name = unsafe { CStr::from_ptr(group.gr_name) };
+                return Ok(Some(name.to_string_lossy().into_owned()));
             }
             libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
             e => return Err(format!("group lookup failed: {}", std::io::Error::from_raw_os_error(e))),
