@@ -219,6 +219,10 @@ pub struct Config {
     pub latch: Option<LatchConfig>,
     pub pingid: Option<PingIdConfig>,
     pub totp: TotpConfig,
+    /// Members of these groups (through NSS) are never checked: the break-glass accounts.
+    pub exempt_groups: Vec<String>,
+    /// When not empty, only members of these groups are checked.
+    pub require_groups: Vec<String>,
 }
 
 /// A configuration problem: where it is and what is wrong.
@@ -282,6 +286,8 @@ struct RawConfig {
     latch: Option<RawLatch>,
     pingid: Option<RawPingId>,
     totp: Option<RawTotp>,
+    exempt_groups: Option<Vec<String>>,
+    require_groups: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -689,9 +695,18 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             if app_id.len() != 20 || !app_id.chars().all(|ch| ch.is_ascii_alphanumeric()) {
                 return Err(c.error(Some("latch"), "app_id", "must be 20 letters or digits"));
             }
+            let secret_file = l.secret_file.clone();
             let secret = c.secret("latch", "secret", l.secret, l.secret_file)?;
             if secret.expose().len() != 40 || !secret.expose().chars().all(|ch| ch.is_ascii_alphanumeric()) {
-                return Err(c.error(Some("latch"), "secret", "must be 40 letters or digits"));
+                // Point at what to edit: the secret file (and the line naming it), or the key.
+                return Err(match secret_file {
+                    Some(file) => c.error(
+                        Some("latch"),
+                        "secret_file",
+                        format!("the secret in {} must be 40 letters or digits", file.display()),
+                    ),
+                    None => c.error(Some("latch"), "secret", "must be 40 letters or digits"),
+                });
             }
             let url = c.url("latch", l.url, "https://latch.tu.com")?;
             c.proxy("latch", l.proxy.as_deref())?;
@@ -722,6 +737,8 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let totp = parse_totp(c, raw.totp, service)?;
+    let exempt_groups = group_list(c, "exempt_groups", raw.exempt_groups)?;
+    let require_groups = group_list(c, "require_groups", raw.require_groups)?;
 
     Ok(Config {
         path: c.path.map(Path::to_path_buf),
@@ -740,6 +757,8 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         latch,
         pingid,
         totp,
+        exempt_groups,
+        require_groups,
     })
 }
 
@@ -783,6 +802,22 @@ fn parse_pingid(c: &Checker<'_>, p: RawPingId) -> Result<PingIdConfig, ConfigErr
         ca_file: p.ca_file,
         proxy: p.proxy,
     })
+}
+
+/// Group names as NSS knows them: not empty, no whitespace, `:` or `,` (they could not be one name).
+fn group_list(c: &Checker<'_>, key: &str, raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let names = raw.unwrap_or_default();
+    for name in &names {
+        if name.is_empty()
+            || name.len() > 256
+            || name
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || ch == ':' || ch == ',')
+        {
+            return Err(c.error(None, key, format!("{name:?} is not a group name")));
+        }
+    }
+    Ok(names)
 }
 
 fn parse_totp(c: &Checker<'_>, raw: Option<RawTotp>, service: ServiceKind) -> Result<TotpConfig, ConfigError> {
@@ -986,6 +1021,49 @@ mod tests {
         assert!(holds(&inline));
         let file = format!("service = \"latch\"\n[latch]\napp_id = \"{APP}\"\nsecret_file = \"/x\"\n");
         assert!(!holds(&file));
+    }
+
+    #[test]
+    fn groups_are_lists_of_names() {
+        let c = Config::parse_str(&base(
+            "exempt_groups = [\"breakglass\"]\nrequire_groups = [\"staff\", \"admins\"]",
+        ))
+        .expect("valid");
+        assert_eq!(c.exempt_groups, ["breakglass"]);
+        assert_eq!(c.require_groups, ["staff", "admins"]);
+        assert!(Config::parse_str(&base("")).expect("valid").exempt_groups.is_empty());
+        let e = Config::parse_str(&base("exempt_groups = [\"a b\"]")).expect_err("space");
+        assert_eq!((e.key.as_deref(), e.line), (Some("exempt_groups"), Some(2)), "{e}");
+        assert!(
+            Config::parse_str(&base("require_groups = \"staff\"")).is_err(),
+            "a list, not a string"
+        );
+    }
+
+    #[test]
+    fn a_bad_secret_file_is_named_with_its_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(dir.path()).expect("meta"));
+        let secret = dir.path().join("latch.secret");
+        fs::write(&secret, "too-short\n").expect("write");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let conf = dir.path().join("lockserver.conf");
+        let text = format!(
+            "service = \"latch\"\n[latch]\napp_id = \"{APP}\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        );
+        fs::write(&conf, text).expect("write");
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = Config::load(
+            &conf,
+            LoadOptions {
+                trusted_owner: Some(uid),
+            },
+        )
+        .expect_err("short secret");
+        assert_eq!((e.key.as_deref(), e.line), (Some("latch.secret_file"), Some(4)), "{e}");
+        assert!(e.to_string().contains(&secret.display().to_string()), "{e}");
     }
 
     #[test]

@@ -61,6 +61,21 @@ pub trait Resources {
     /// What an unreachable store means for the login (`store_fail_mode`, default `fail_mode`).
     fn store_fail_mode(&self) -> FailMode;
     fn service(&mut self) -> Result<&dyn LockService, ServiceError>;
+    /// The names of the groups `user` is in (through NSS), read only when the config has
+    /// `exempt_groups` or `require_groups`. Without a way to read them, the user is checked.
+    fn groups(&mut self, _user: &str) -> Result<Vec<String>, String> {
+        Err("no group lookup here".into())
+    }
+}
+
+/// A [`Verdict`] and where it came from, for callers that remember refusals (the PAM module does, per
+/// sshd connection, so the OpenSSH client's retries do not ask again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The lock itself refused (locked, unpaired with "deny", a service refusal, or the service
+    /// unreachable with `fail_mode = "secure"`): asking again within seconds would answer the same.
+    pub lock_refusal: bool,
 }
 
 /// The time the login's store and service calls may still take, together: opening the store, each query
@@ -120,6 +135,18 @@ pub fn system_clock() -> u64 {
 impl Login<'_> {
     /// Decides the login. Logs every outcome (via `log`) with the reason; never a secret or a code.
     pub fn decide(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Verdict {
+        self.decide_outcome(res, prompter).verdict
+    }
+
+    /// [`Self::decide`], saying whether a refusal came from the lock check.
+    pub fn decide_outcome(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter) -> Outcome {
+        let mut lock_refusal = false;
+        let verdict = self.decide_inner(res, prompter, &mut lock_refusal);
+        let lock_refusal = lock_refusal && matches!(verdict, Verdict::Deny | Verdict::Unavailable);
+        Outcome { verdict, lock_refusal }
+    }
+
+    fn decide_inner(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter, lock_refusal: &mut bool) -> Verdict {
         let config = self.config;
         if !config.enabled {
             log::info!("lockserver is disabled in the config (enabled = false): stepping aside");
@@ -133,11 +160,17 @@ impl Login<'_> {
             prompter.error(self.dictionary.get(Section::Lock, "misconfigured"));
             return Verdict::ConfigError;
         }
+        if let Some(verdict) = self.group_scope(res) {
+            return verdict;
+        }
 
         let mut budget = Budget::new(config.timeout);
         let pairing = match self.pairing(res, &mut budget) {
             Ok(Some(p)) => p,
-            Ok(None) => return self.unpaired(prompter, "no pairing in the store"),
+            Ok(None) => {
+                *lock_refusal = true;
+                return self.unpaired(prompter, "no pairing in the store");
+            }
             Err(verdict) => {
                 match verdict {
                     Verdict::ConfigError => prompter.error(self.dictionary.get(Section::Lock, "misconfigured")),
@@ -160,7 +193,7 @@ impl Login<'_> {
             OperationRule::ApplicationWide => Some(None),
         };
         if let Some(op_id) = operation_id {
-            let verdict = self.lock_check(res, prompter, &pairing, op_id.as_deref(), &mut budget);
+            let verdict = self.lock_check(res, prompter, &pairing, op_id.as_deref(), &mut budget, lock_refusal);
             if verdict != Verdict::Allow {
                 return verdict;
             }
@@ -173,6 +206,34 @@ impl Login<'_> {
         }
         log::info!("access granted");
         Verdict::Allow
+    }
+
+    /// `exempt_groups` / `require_groups`: `Some(Ignore)` when this user is not ours to check. A
+    /// failed group lookup checks the user (the safe side: a break-glass account then needs the lock).
+    fn group_scope(&self, res: &mut dyn Resources) -> Option<Verdict> {
+        let config = self.config;
+        if config.exempt_groups.is_empty() && config.require_groups.is_empty() {
+            return None;
+        }
+        let groups = match res.groups(self.user) {
+            Ok(g) => g,
+            Err(why) => {
+                log::warn!("cannot read the user's groups ({}): checking the user", escape(&why));
+                return None;
+            }
+        };
+        if let Some(group) = config.exempt_groups.iter().find(|g| groups.contains(g)) {
+            log::warn!(
+                "user is in the exempt group {}: not checked (exempt_groups)",
+                crate::escape::field(group)
+            );
+            return Some(Verdict::Ignore);
+        }
+        if !config.require_groups.is_empty() && !config.require_groups.iter().any(|g| groups.contains(g)) {
+            log::info!("user is in none of require_groups: not checked");
+            return Some(Verdict::Ignore);
+        }
+        None
     }
 
     fn pairing(&self, res: &mut dyn Resources, budget: &mut Budget) -> Result<Option<Pairing>, Verdict> {
@@ -252,7 +313,10 @@ impl Login<'_> {
         pairing: &Pairing,
         operation_id: Option<&str>,
         budget: &mut Budget,
+        lock_refusal: &mut bool,
     ) -> Verdict {
+        // Every refusal of the status is the lock's; a wrong one-time password is the user's.
+        *lock_refusal = true;
         let service = match self.service(res) {
             Ok(s) => s,
             Err(v) => return v,
@@ -261,7 +325,14 @@ impl Login<'_> {
         let answer = budget.spend(|deadline| service.status(&pairing.account_id, operation_id, want_code, deadline));
         let scope = operation_id.map_or_else(|| "application".to_string(), |id| format!("operation {id}"));
         match answer {
-            Ok(access) => self.follow(prompter, access, &scope, budget),
+            Ok(access) => {
+                // A wrong one-time code is the user's, and a question on the phone may be answered
+                // otherwise next time: neither is a refusal of the lock to remember.
+                if matches!(access, Access::CodeRequired(_) | Access::Pending(_)) {
+                    *lock_refusal = false;
+                }
+                self.follow(prompter, access, &scope, budget)
+            }
             Err(ServiceError::NotPaired { .. }) => self.unpaired_at_service(prompter),
             Err(ServiceError::Api { code, message }) => {
                 // An answer, not an outage: fail_mode does not apply.

@@ -164,21 +164,27 @@ fn check_config_reports_each_part() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
     assert!(
-        t.contains("config: ok") && t.contains("store:") && t.contains("service: ok"),
+        t.contains("config: ok") && t.contains("store: ok") && t.contains("service: ok"),
         "{t}"
     );
+    assert!(t.contains("service: warning") && t.contains("plain HTTP"), "{t}");
 
-    // A wrong secret: the service rejects the signature (102).
+    // A wrong secret: the service rejects the signature (102), and the fix says what to check.
     let bad = env.conf.render().replace(&env.conf.secret, &"x".repeat(40));
     write_file_mode(&env.config_path(), &bad, 0o600);
     let out = run(&env, None, &["check-config"]).expect("root");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("102"), "{}", text(&out));
+    assert!(
+        text(&out).contains("102") && text(&out).contains("fix: check app_id and secret"),
+        "{}",
+        text(&out)
+    );
 
     // A config readable by others while holding the secret.
     write_file_mode(&env.config_path(), &env.conf.render(), 0o644);
     let out = run(&env, None, &["check-config"]).expect("root");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("permission: PROBLEM"), "{}", text(&out));
     assert!(text(&out).contains("chmod 600"), "{}", text(&out));
 
     // A store whose directory others can write (#9): what, where and the fix, in one line.
@@ -196,6 +202,145 @@ fn check_config_reports_each_part() {
         .unwrap_or_else(|| panic!("no line with {fix:?}: {}", text(&out)));
     assert!(line.contains("writable by group or others"), "{line}");
     std::fs::set_permissions(&store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    // A bad value: the key, the line and where to read about it.
+    write_file_mode(&env.config_path(), &env.conf.render().replace("secure", "open"), 0o600);
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains(":3") && text(&out).contains("lockserver.conf(5)"),
+        "{}",
+        text(&out)
+    );
+
+    // The service is down: exit 4, and the fix names what to look at.
+    let mut env = env;
+    env.set_conf(|c| c.url = format!("http://127.0.0.1:{}", common::dead_port()));
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("fix: check url, proxy and ca_file"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Every operation id must be one of the application's at the service: an unknown one fails every login it
+/// applies to with 301, while the service itself answers fine.
+#[test]
+fn check_config_names_unknown_operation_ids() {
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.operations = vec![
+            format!("sshd:{}:true", common::OP_A),
+            "sudo:NoSuchOperationId12:true".into(),
+            "su:AlsoUnknownId:false".into(),
+            "TOTP:TOTP:true".into(),
+        ]
+    });
+    let Some(out) = run(&env, None, &["check-config"]) else {
+        return;
+    };
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("service: ok"), "the service itself answers: {t}");
+    assert!(
+        t.contains("operations: PROBLEM: sudo:NoSuchOperationId12:true"),
+        "names the bad one: {t}"
+    );
+    assert!(t.contains(&format!("sshd:{}:true: known", common::OP_A)), "{t}");
+    assert!(
+        t.contains("operations: warning: su:AlsoUnknownId:false"),
+        "an entry that is off: {t}"
+    );
+    assert!(!t.contains("TOTP:TOTP"), "the TOTP switch is no operation id: {t}");
+
+    // The same as JSON: one object, stable keys.
+    let out = run(&env, None, &["check-config", "--json"]).expect("root");
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["config"], env.config_path().display().to_string());
+    let problems = v["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["check"], "operations");
+    assert!(
+        problems[0]["what"]
+            .as_str()
+            .is_some_and(|w| w.contains("NoSuchOperationId12"))
+    );
+    assert!(problems[0]["fix"].as_str().is_some_and(|f| !f.is_empty()));
+    let checks = v["checks"].as_array().expect("checks");
+    for c in checks {
+        assert!(
+            ["ok", "warning", "problem"].contains(&c["result"].as_str().unwrap_or("")),
+            "{c}"
+        );
+    }
+    assert!(
+        checks.iter().any(|c| c["check"] == "service" && c["result"] == "ok"),
+        "{v}"
+    );
+
+    // Fixed: ok, exit 0.
+    env.set_conf(|c| {
+        c.operations = vec![
+            format!("sshd:{}:true", common::OP_A),
+            format!("sudo:{}:true", common::OP_B),
+        ]
+    });
+    let out = run(&env, None, &["check-config", "--json"]).expect("root");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (out.status.code(), &v["ok"]),
+        (Some(0), &serde_json::Value::Bool(true)),
+        "{v}"
+    );
+}
+
+/// Groups that NSS does not know, an outdated store schema and a config that does not load are problems
+/// with a fix, in JSON too; nothing is changed.
+#[test]
+fn check_config_groups_schema_and_broken_config() {
+    let env = Env::new();
+    let conf = format!(
+        "exempt_groups = [\"root\", \"no-such-group-lockserver\"]\n{}",
+        env.conf.render()
+    );
+    write_file_mode(&env.config_path(), &conf, 0o600);
+    let Some(out) = run(&env, None, &["check-config"]) else {
+        return;
+    };
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("groups: ok (exempt_groups: root is known to NSS)"), "{t}");
+    assert!(
+        t.contains("groups: PROBLEM: exempt_groups: no group no-such-group-lockserver"),
+        "{t}"
+    );
+
+    // A store that is no pairing store (schema version 0) is reported, and left as it is.
+    env.pair("root");
+    let user_version = |set: Option<i64>| {
+        let db = rusqlite::Connection::open(env.store_path()).expect("open the store");
+        if let Some(v) = set {
+            db.pragma_update(None, "user_version", v).expect("set user_version");
+        }
+        db.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .expect("user_version")
+    };
+    user_version(Some(0));
+    write_file_mode(&env.config_path(), &env.conf.render(), 0o600);
+    let out = run(&env, None, &["check-config"]).expect("root");
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(text(&out).contains("store: PROBLEM"), "{}", text(&out));
+    assert_eq!(user_version(None), 0, "nothing changed");
+
+    // Not TOML at all: still one JSON object.
+    write_file_mode(&env.config_path(), "service = [\n", 0o600);
+    let out = run(&env, None, &["check-config", "--json"]).expect("root");
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["problems"][0]["check"], "config", "{v}");
 }
 
 /// `try-login` runs the real stack of a service: here in a private mount namespace whose /etc/pam.d
@@ -389,4 +534,20 @@ fn self_service_totp_disable_and_unpair_need_a_current_code() {
         "refused (exit 7); nothing changed; a right code typed at the prompt is needed",
         "the config's timeout_ms per call",
     );
+}
+
+/// The dictionary's sentence and the reason are two things: "… Try again later. (service unavailable: …)",
+/// never "Try again later.: …".
+#[test]
+fn unreachable_service_message_reads_as_sentences() {
+    let mut env = Env::new();
+    env.pair("root");
+    env.set_conf(|c| c.url = format!("http://127.0.0.1:{}", common::dead_port()));
+    let Some(out) = run(&env, None, &["status", "--user", "root"]) else {
+        return;
+    };
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("Try again later. (connection refused)"), "{t}");
+    assert!(!t.contains(".:"), "{t}");
 }

@@ -1546,3 +1546,80 @@ fn fifty_parallel_logins_lose_no_log_line_with_a_slow_syslog_daemon() {
         "per line: 100 ms wait for the socket",
     );
 }
+
+/// `exempt_groups` / `require_groups` through NSS, with the system's own groups: `root` is in the group
+/// `root`, `daemon` in `daemon` (Debian's base passwd), both paired and locked.
+#[test]
+fn exempt_and_required_groups_decide_who_is_checked() {
+    let mut env = Env::new();
+    let svc = env.service("sshd", &[]);
+    for user in ["root", "daemon"] {
+        let account = env.pair(user);
+        env.latch(&account, None, false);
+    }
+    let with_groups = |env: &Env, line: &str| {
+        common::write_file_mode(&env.config_path(), &format!("{line}\n{}", env.conf.render()), 0o600);
+    };
+
+    with_groups(&env, r#"exempt_groups = ["root"]"#);
+    auth(&env, &svc, "root", &[], PAM_IGNORE, "exempt: never checked");
+    account(&env, &svc, "root", PAM_IGNORE, "exempt: never checked");
+    env.logs.expect_line(&["user=root", "exempt group root", "not checked"]);
+    auth(&env, &svc, "daemon", &[], PAM_AUTH_ERR, "not exempt: checked, locked");
+
+    // Break-glass: the service is gone, the exempt account still gets past lockserver, at once.
+    let port = common::dead_port();
+    env.conf.url = format!("http://127.0.0.1:{port}");
+    with_groups(&env, r#"exempt_groups = ["root"]"#);
+    let (t, took) = timed(|| auth(&env, &svc, "root", &[], PAM_IGNORE, "exempt, service down"));
+    assert!(took < Duration::from_millis(500), "no service call: {took:?} {t:?}");
+    auth(
+        &env,
+        &svc,
+        "daemon",
+        &[],
+        PAM_AUTHINFO_UNAVAIL,
+        "not exempt, service down",
+    );
+    env.conf.url = env.emu.url().to_string();
+
+    with_groups(&env, r#"require_groups = ["daemon"]"#);
+    auth(
+        &env,
+        &svc,
+        "root",
+        &[],
+        PAM_IGNORE,
+        "not in require_groups: not checked",
+    );
+    env.logs.expect_line(&["user=root", "none of require_groups"]);
+    auth(
+        &env,
+        &svc,
+        "daemon",
+        &[],
+        PAM_AUTH_ERR,
+        "in require_groups: checked, locked",
+    );
+    auth(
+        &env,
+        &svc,
+        "no-such-user-x",
+        &[],
+        PAM_IGNORE,
+        "unknown to NSS: in no group",
+    );
+}
+
+/// Plain HTTP is check-config's warning (tests/cli.rs), not a line in every login's log.
+#[test]
+fn plain_http_is_not_logged_at_every_login() {
+    let env = Env::new();
+    let svc = env.service("sshd", &[]);
+    env.pair("alice");
+    auth(&env, &svc, "alice", &[], PAM_SUCCESS, "open, over http://");
+    account(&env, &svc, "alice", PAM_SUCCESS, "open, over http://");
+    env.logs.expect_line(&["user=alice", "access granted"]);
+    let lines = env.logs.lines();
+    assert!(lines.iter().all(|l| !l.contains("plain HTTP")), "{lines:?}");
+}

@@ -314,6 +314,7 @@ impl Sshd {
         // make sshd's dlopen fail ("PAM: Module is unknown").
         let module_copy = p("pam_lockserver.so");
         fs::copy(common::module_path(), &module_copy).expect("copy the module");
+        fs::copy(common::cli_path(), p("lockserver")).expect("copy the CLI");
         let module = |extra: &[&str]| {
             let mut line = module_copy.display().to_string();
             for a in env.module_args(&env.config_path(), extra) {
@@ -379,6 +380,17 @@ impl Sshd {
         if sudoers {
             script.push_str("mount --bind \"$D/etc/sudoers\" /etc/sudoers\n");
         }
+        // The system config path the CLI uses through sudo: /etc seen through an overlay whose upper layer is
+        // in the temp dir, with the test's config bound there (the host's /etc gets nothing).
+        for sub in ["etc-upper", "etc-work"] {
+            fs::create_dir(p(sub)).expect("mkdir");
+        }
+        script = format!(
+            "set -e\nmount -t overlay overlay -o lowerdir=/etc,upperdir=\"$D/etc-upper\",workdir=\"$D/etc-work\" /etc\n\
+             mkdir -p /etc/lockserver\ntouch /etc/lockserver/lockserver.conf\n\
+             mount --bind \"$CONF\" /etc/lockserver/lockserver.conf\n{}",
+            script.trim_start_matches("set -e\n")
+        );
         script.push_str(
             "mount -t tmpfs -o mode=0755 tmpfs /run\n\
              mkdir -m 0755 /run/sshd\n\
@@ -388,6 +400,7 @@ impl Sshd {
         let child = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .env("D", d)
+            .env("CONF", env.config_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -997,4 +1010,259 @@ fn unpaired_ignore_with_and_without_a_success_before_the_module() {
     let o = sshd.ssh(&Login::key_kbd("liam"));
     assert_refused(&o, &sshd, "unpaired, ignore, lockserver alone");
     expect_log(&env, &["user=liam", "ignored (unpaired = \"ignore\")"]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The OpenSSH client's keyboard-interactive retries
+
+/// Logs in with the OpenSSH client itself (key, then keyboard-interactive, retried
+/// `NumberOfPasswordPrompts` = 3 times as by default), no terminal. Returns (exit code, stderr, seconds).
+fn openssh(sshd: &Sshd, user: &str) -> (i32, String, f64) {
+    openssh_with(sshd, user, "publickey,keyboard-interactive", None)
+}
+
+/// [`openssh`] with the client's `PreferredAuthentications` and, for prompts, an askpass program answering
+/// `answer` (`SSH_ASKPASS_REQUIRE=force`: no terminal needed).
+fn openssh_with(sshd: &Sshd, user: &str, methods: &str, answer: Option<&str>) -> (i32, String, f64) {
+    let mut cmd = Command::new("ssh");
+    if let Some(answer) = answer {
+        let askpass = sshd.dir.path().join("askpass");
+        fs::write(&askpass, format!("#!/bin/sh\necho {answer}\n")).expect("askpass");
+        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o755)).expect("chmod askpass");
+        cmd.env("SSH_ASKPASS", &askpass).env("SSH_ASKPASS_REQUIRE", "force");
+    }
+    cmd.arg("-i")
+        .arg(sshd.dir.path().join("client_key"))
+        .args(["-p", &sshd.port.to_string()])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            &format!("PreferredAuthentications={methods}"),
+            "-o",
+            "NumberOfPasswordPrompts=3",
+            "-o",
+            "LogLevel=INFO",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true");
+    let start = Instant::now();
+    let out = output_within(&mut cmd, "", Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn openssh_retries_cost_one_refusal_per_connection() {
+    if !can_run("openssh_retries_cost_one_refusal_per_connection") {
+        return;
+    }
+    let mut env = Env::new();
+    env.set_conf(|c| c.timeout_ms = 3000);
+    let account = env.pair("nina");
+    env.latch(&account, None, false);
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["nina"]));
+
+    let asked = env.emu.request_count();
+    let (code, stderr, _) = openssh(&sshd, "nina");
+    assert_ne!(code, 0, "refused: {stderr}\nsshd log:\n{}", sshd.log());
+    assert_eq!(
+        stderr.matches(LOCKED_TEXT).count(),
+        1,
+        "the refusal is shown once: {stderr}"
+    );
+    assert_eq!(env.emu.request_count() - asked, 1, "the service is asked once");
+    expect_log(&env, &["user=nina", "access denied again without asking"]);
+    let tries = sshd.log().matches("Failed keyboard-interactive/pam for nina").count();
+    assert!(tries >= 2, "the client did retry: {}", sshd.log());
+
+    // A new connection is asked again: the lock is open now, and the user gets in.
+    env.latch(&account, None, true);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_in(
+        &sshd.ssh(&Login::key_kbd("nina")),
+        &sshd,
+        "a new connection after unlocking",
+    );
+
+    // The service hangs: one wait of the budget, not three.
+    env.emu.set_fault(Fault::Hang {
+        max: Duration::from_secs(30),
+    });
+    let (code, stderr, elapsed) = openssh(&sshd, "nina");
+    env.emu.set_fault(Fault::None);
+    assert_ne!(code, 0, "refused: {stderr}");
+    assert_eq!(stderr.matches(UNAVAILABLE_TEXT).count(), 1, "{stderr}");
+    assert!(
+        elapsed < 3.0 * 2.0,
+        "one budget (3 s) plus the connection, not three: {elapsed} s"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The sudo self-service rule
+
+/// The ```sudoers block of the README, as a sysadmin copies it.
+fn readme_sudoers_block() -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let start = readme.find("```sudoers\n").expect("a ```sudoers block in the README") + "```sudoers\n".len();
+    let len = readme[start..].find("```").expect("end of the block");
+    readme[start..start + len].to_string()
+}
+
+#[test]
+fn sudo_self_service_rule_from_the_readme() {
+    if !can_run("sudo_self_service_rule_from_the_readme") {
+        return;
+    }
+    assert!(
+        Path::new("/usr/bin/sudo").exists(),
+        "sudo is missing: run scripts/test.sh"
+    );
+    let mut env = Env::new();
+    env.set_conf(|c| {
+        c.operations = vec![format!("sudo:{OP_B}:true")];
+        c.unpaired = "deny".into();
+    });
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["olga"]));
+    let cli = sshd.dir.path().join("lockserver");
+    let cli = cli.to_str().expect("path");
+    let block = readme_sudoers_block().replace("/usr/sbin/lockserver", cli);
+    let sudoers = sshd.dir.path().join("etc/sudoers");
+    let base = fs::read_to_string(&sudoers).expect("sudoers copy");
+    // Rewritten in place: the namespace's /etc/sudoers is bound to this inode.
+    let set_rule = |rule: &str| {
+        fs::write(&sudoers, format!("{base}\n{rule}\n")).expect("write sudoers");
+        run_ok(Command::new("visudo").args(["-c", "-q", "-f"]).arg(&sudoers));
+    };
+    let sudo = |args: &[&str]| {
+        let mut argv = vec!["sudo", "-n", cli];
+        argv.extend_from_slice(args);
+        sshd.run_as("olga", &argv, "")
+    };
+
+    // NOPASSWD alone: sudo still runs the account stack, which denies the unpaired user (unpaired = "deny").
+    let without: Vec<&str> = block.lines().filter(|l| !l.starts_with("Defaults!")).collect();
+    set_rule(&without.join("\n"));
+    let code = env.emu.add_code(None).expect("code");
+    let (rc, out, err) = sudo(&["pair", &code]);
+    assert_ne!(rc, 0, "refused by the account stack: {out} {err}");
+    assert!(
+        env.store()
+            .get("olga", lockserver::store::default_deadline())
+            .expect("store")
+            .is_none(),
+        "not paired: {out} {err}"
+    );
+    expect_log(
+        &env,
+        &[
+            "pam_lockserver(sudo:account): user=olga",
+            "denied (unpaired = \"deny\")",
+        ],
+    );
+
+    // The README's block: the user pairs, then checks their lock while the sudo operation is locked.
+    set_rule(&block);
+    let code = env.emu.add_code(None).expect("code");
+    let (rc, out, err) = sudo(&["pair", &code]);
+    assert_eq!(rc, 0, "paired through sudo: {out} {err}");
+    let account = env
+        .store()
+        .get("olga", lockserver::store::default_deadline())
+        .expect("store")
+        .expect("paired")
+        .account_id;
+    env.latch(&account, Some(OP_B), false);
+    let (rc, out, err) = sudo(&["status"]);
+    assert_eq!((rc, out.trim()), (0, "olga: open (application)"), "{err}");
+    let (rc, out, err) = sudo(&["status", "--operation", "sudo"]);
+    assert_eq!((rc, out.trim()), (1, "olga: locked (operation sudo)"), "{err}");
+    let (rc, out, err) = sudo(&["status", "--user", "olga"]);
+    assert_eq!(rc, 0, "status --user of oneself: {out} {err}");
+    let (rc, out, err) = sudo(&["totp", "verify", "123456"]);
+    assert!(
+        err.contains("lockserver:") && !err.contains("sudo:"),
+        "the CLI ran (and says TOTP is off) rather than sudo refusing ({rc}): {out} {err}"
+    );
+    // The CLI still acts only on the caller, and every other command still meets the whole stack.
+    let (rc, _, err) = sudo(&["status", "--user", "root"]);
+    assert_eq!(rc, 7, "{err}");
+    let (rc, out, err) = sshd.run_as(
+        "olga",
+        &["sudo", "-S", "-u", "root", "id", "-un"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_ne!(rc, 0, "other sudo commands still check the lock: {out} {err}");
+    assert!(err.contains(LOCKED_TEXT), "{err}");
+
+    // sudo's default passwd_tries = 3: after a lock refusal sudo says "Sorry, try again." and asks for the
+    // password again, as after a wrong password (the guide says so).
+    set_rule(&format!("{block}\nDefaults passwd_tries=3"));
+    let (rc, out, err) = sshd.run_as(
+        "olga",
+        &["sudo", "-S", "-u", "root", "id", "-un"],
+        &format!("{PASSWORD}\n{PASSWORD}\n{PASSWORD}\n"),
+    );
+    println!("sudo, passwd_tries=3, locked: {rc}\n{err}");
+    assert_ne!(rc, 0, "{out}");
+    assert_eq!(err.matches(LOCKED_TEXT).count(), 3, "asked three times: {err}");
+    assert_eq!(err.matches("Sorry, try again.").count(), 2, "{err}");
+}
+
+/// What the sysadmin guide says an OpenSSH user reads, observed with the OpenSSH client itself.
+#[test]
+fn what_openssh_users_read() {
+    if !can_run("what_openssh_users_read") {
+        return;
+    }
+    let mut env = Env::new();
+    env.set_conf(|c| c.operations = vec!["TOTP:TOTP:true".into()]);
+    let ivan = env.pair("ivan");
+    env.pair("carol");
+    enrol_totp(&env, "carol");
+    env.latch(&ivan, None, false);
+
+    // Key alone, latch locked: the account hook's text, then the connection closes.
+    let sshd = Sshd::start(
+        &env,
+        &SshdSpec {
+            methods: "publickey",
+            auth: AUTH_KEY_THEN_LOCKSERVER,
+            users: &["ivan"],
+        },
+    );
+    let (code, stderr, _) = openssh_with(&sshd, "ivan", "publickey", None);
+    println!("key-only refusal:\n{stderr}");
+    assert_ne!(code, 0);
+    let locked = stderr
+        .find(LOCKED_TEXT)
+        .unwrap_or_else(|| panic!("the reason is shown: {stderr}"));
+    let closed = stderr
+        .find("Connection closed")
+        .unwrap_or_else(|| panic!("then the close: {stderr}"));
+    assert!(locked < closed, "{stderr}");
+    drop(sshd);
+
+    // Wrong TOTP codes until max_attempts (PAM_MAXTRIES): sshd offers no method any more.
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["carol"]));
+    let (code, stderr, _) = openssh_with(&sshd, "carol", "publickey,keyboard-interactive", Some("000000"));
+    println!("too many codes:\n{stderr}");
+    assert_ne!(code, 0);
+    assert!(stderr.contains(WRONG_CODE_TEXT), "{stderr}");
+    assert!(
+        stderr.contains("Permission denied ()."),
+        "{stderr}\nsshd log:\n{}",
+        sshd.log()
+    );
+    println!("sshd log:\n{}", sshd.log());
 }

@@ -81,8 +81,15 @@ pub enum Command {
     },
     /// List every pairing in the store (root only).
     Users,
-    /// Parse the config, check permissions, open the store and reach the service (like `sshd -t`).
-    CheckConfig,
+    /// Check the config, the files it names, the store, the groups and the service (a signed request,
+    /// and each operation id), like `sshd -t`; every problem with its fix. Changes nothing. Exit status:
+    /// 0 when no problem was found, else that of the first problem.
+    CheckConfig {
+        /// Print one JSON object: {"ok", "config", "checks": [{"check", "result", "what", "fix"}],
+        /// "problems": [{"check", "what", "fix"}]}; result is ok, warning or problem.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the real PAM stack of a service for a user (auth + account, no session), without changing
     /// anything: try a new stack before closing your root shell.
     TryLogin {

@@ -6,8 +6,7 @@ use lockserver::config::{Config, ServiceKind};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::system_clock;
 use lockserver::service::{self, Access, ServiceError, SharedService};
-use lockserver::store::{self, OpenMode, PairingStore, StoreError};
-use std::time::Instant;
+use lockserver::store::{self, OpenMode, PairingStore};
 
 pub(super) type Store = Box<dyn PairingStore + Send + Sync>;
 
@@ -17,10 +16,6 @@ pub(super) struct Context<'a> {
 }
 
 impl Context<'_> {
-    pub(super) fn deadline(&self) -> Instant {
-        Instant::now() + self.config.timeout
-    }
-
     pub(super) fn store(&self) -> Result<Store, Exit> {
         store::open_at(
             &store::Location::of(self.config),
@@ -57,7 +52,12 @@ impl Context<'_> {
             ServiceError::NotPaired { .. } => fail(Exit::PairingState, "the service says the account is not paired"),
             ServiceError::Unavailable(why) => fail(
                 Exit::Unavailable,
-                &format!("{}: {why}", self.dictionary.get(Section::Lock, "unavailable")),
+                // The dictionary's text is a sentence of its own: the reason follows in brackets.
+                &format!(
+                    "{} ({})",
+                    self.dictionary.get(Section::Lock, "unavailable").trim_end(),
+                    lockserver::escape::escape(&why)
+                ),
             ),
         }
     }
@@ -238,53 +238,6 @@ impl Context<'_> {
                 Exit::Ok
             }
             Err(e) => fail(Exit::Store, &e.to_string()),
-        }
-    }
-
-    pub fn check_config(&self) -> Exit {
-        let c = self.config;
-        println!(
-            "config: ok ({} operations, fail_mode {:?}, unpaired {:?})",
-            c.operations.len(),
-            c.fail_mode,
-            c.unpaired
-        );
-        if let Some(l) = &c.latch
-            && l.url.starts_with("http://")
-        {
-            println!("warning: {} is plain HTTP: use https:// outside tests", l.url);
-        }
-        match store::open_at(&store::Location::of(c), OpenMode::Existing, store::default_deadline()) {
-            Ok(s) => match s.list(store::default_deadline()) {
-                Ok(list) => println!("store: ok ({} pairings)", list.len()),
-                Err(e) => return fail(Exit::Store, &e.to_string()),
-            },
-            Err(StoreError::Missing) => println!("store: not created yet (the first `lockserver pair` creates it)"),
-            Err(StoreError::Outdated { .. }) => {
-                // The CLI applies migrations: opening for writing brings the schema up to date.
-                if let Err(e) = store::open_at(&store::Location::of(c), OpenMode::Create, store::default_deadline()) {
-                    return fail(Exit::Store, &e.to_string());
-                }
-                println!("store: migrated to the current schema");
-            }
-            Err(e) => return fail(Exit::Store, &e.to_string()),
-        }
-        let service = match self.service() {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        // A status for an account nobody has: a signed request whose expected answer is "not paired".
-        let probe = "0".repeat(64);
-        match service.status(&probe, None, false, self.deadline()) {
-            Err(ServiceError::NotPaired { .. }) | Ok(_) => {
-                println!("service: ok (reachable, credentials and clock accepted)");
-                Exit::Ok
-            }
-            Err(ServiceError::Api { code, message }) => {
-                println!("service: reachable, answered {code}: {message}");
-                Exit::Ok
-            }
-            Err(e) => self.pairing_error(e),
         }
     }
 }

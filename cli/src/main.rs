@@ -8,6 +8,7 @@
 
 mod actor;
 mod args;
+mod check;
 mod commands;
 mod pairing;
 mod prompt;
@@ -80,6 +81,10 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
         }
         return commands::try_login(service, user);
     }
+    // Before the config is loaded: a config that does not load is what check-config reports.
+    if let Command::CheckConfig { json } = &cli.command {
+        return check::run(&cli.config, cli.trust_owner, *json);
+    }
     let config = match Config::load(
         &cli.config,
         LoadOptions {
@@ -140,8 +145,7 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
         }
         Command::Users if actor.is_root() => ctx.users(),
         Command::Users => fail(Exit::NotAllowed, "listing every pairing is for root only"),
-        Command::CheckConfig => ctx.check_config(),
-        Command::TryLogin { .. } => Exit::Usage,
+        Command::CheckConfig { .. } | Command::TryLogin { .. } => Exit::Usage,
     }
 }
 

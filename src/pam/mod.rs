@@ -10,11 +10,13 @@
 //! pam-bindings catches panics at the boundary (→ PAM_ABORT) and checks argc/argv; nothing here writes
 //! to stdout or stderr, and the environment is never read (sshd's keyboard-interactive child has none).
 
+pub mod groups;
+mod memory;
 pub mod syslog;
 
 use crate::config::{Config, LoadOptions};
 use crate::dictionary::Dictionary;
-use crate::login::{Login, Phase, Prompter, Resources, Verdict};
+use crate::login::{Login, Outcome, Phase, Prompter, Resources, Verdict};
 use crate::service::{self, LockService, ServiceError, SharedService};
 use crate::store::{self, OpenMode, PairingStore, StoreError};
 use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
@@ -130,7 +132,7 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
         args.debug,
     );
     let code = match bad_argument {
-        None => run(pamh, &args, phase, &service_name, &user_bytes),
+        None => run(pamh, &args, phase, &service_name, &user_bytes, &rhost),
         Some(why) => {
             log::error!("configuration error: {}; denying", crate::escape::escape(&why));
             PamResultCode::PAM_SERVICE_ERR
@@ -141,7 +143,14 @@ fn hook(pamh: &mut PamHandle, raw_args: &[&CStr], phase: Phase) -> PamResultCode
     code
 }
 
-fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user_bytes: &[u8]) -> PamResultCode {
+fn run(
+    pamh: &mut PamHandle,
+    args: &Args,
+    phase: Phase,
+    service_name: &str,
+    user_bytes: &[u8],
+    rhost: &str,
+) -> PamResultCode {
     let path = args
         .config
         .clone()
@@ -200,11 +209,35 @@ fn run(pamh: &mut PamHandle, args: &Args, phase: Phase, service_name: &str, user
         phase,
         clock: crate::login::system_clock,
     };
-    let mut resources = LazyResources::new(&config);
-    let verdict = {
-        let mut prompter = ConvPrompter::new(pamh);
-        login.decide(&mut resources, &mut prompter)
+    // The OpenSSH client's keyboard-interactive retries: a refusal of this connection a moment ago
+    // stands, without a second wait or a second message.
+    let connection = match phase {
+        Phase::Auth => memory::connection_key(service_name, user_bytes, rhost),
+        Phase::Account => None,
     };
+    if let Some(refusal) = connection.as_deref().and_then(memory::recall) {
+        log::warn!(
+            "access denied again without asking: this sshd connection was refused less than {} s ago",
+            memory::REMEMBER_SECS
+        );
+        let verdict = match refusal {
+            memory::Refusal::Denied => Verdict::Deny,
+            memory::Refusal::Unavailable => Verdict::Unavailable,
+        };
+        return to_pam_code(&verdict, phase);
+    }
+    let mut resources = LazyResources::new(&config);
+    let Outcome { verdict, lock_refusal } = {
+        let mut prompter = ConvPrompter::new(pamh);
+        login.decide_outcome(&mut resources, &mut prompter)
+    };
+    if let Some(key) = connection.as_deref().filter(|_| lock_refusal) {
+        match verdict {
+            Verdict::Deny => memory::remember(key, memory::Refusal::Denied),
+            Verdict::Unavailable => memory::remember(key, memory::Refusal::Unavailable),
+            _ => {}
+        }
+    }
     if phase == Phase::Auth && verdict == Verdict::Allow {
         // Failing to record only costs the account phase a second service call.
         let _ = pamh.set_data(CHECKED_KEY, Box::new(checked));
@@ -268,6 +301,10 @@ impl Resources for LazyResources<'_> {
 
     fn store_fail_mode(&self) -> crate::config::FailMode {
         self.config.store_fail_mode
+    }
+
+    fn groups(&mut self, user: &str) -> Result<Vec<String>, String> {
+        groups::of_user(user)
     }
 
     fn service(&mut self) -> Result<&dyn LockService, ServiceError> {

@@ -163,9 +163,10 @@ impl Transport {
             .build();
         let config = agent_config(tls, proxy);
         if plain {
-            // The host only: a URL may carry credentials.
+            // The host only: a URL may carry credentials. At debug level: every login (and each of its
+            // phases) builds a client, and the warning belongs to `check-config`, which says it once.
             let host = uri.host().unwrap_or("?");
-            log::warn!(
+            log::debug!(
                 "http://{}: plain HTTP, the connection to the service is not encrypted",
                 crate::escape::escape(host)
             );

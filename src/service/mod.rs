@@ -196,6 +196,12 @@ pub trait LockService {
 
     /// The service's TOTP API, when it has one (Latch).
     fn totp(&self) -> Option<&dyn ServiceTotp>;
+
+    /// Every operation id the service knows for this application (sub-operations included), for
+    /// `check-config`; `None` for a service without operations.
+    fn operation_ids(&self, _deadline: Instant) -> Result<Option<Vec<String>>, ServiceError> {
+        Ok(None)
+    }
 }
 
 /// The two ways a pairing starts.

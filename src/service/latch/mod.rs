@@ -146,6 +146,11 @@ impl LockService for LatchClient {
     fn totp(&self) -> Option<&dyn ServiceTotp> {
         Some(self)
     }
+
+    fn operation_ids(&self, deadline: Instant) -> Result<Option<Vec<String>>, ServiceError> {
+        let path = format!("{API_PREFIX}/operation");
+        response::operation_ids(self.data(Method::Get, &path, &[], deadline)?).map(Some)
+    }
 }
 
 impl CodePairing for LatchClient {

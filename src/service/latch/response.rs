@@ -178,6 +178,33 @@ pub fn totp_enrolment(data: Option<Value>) -> Result<TotpEnrolment, ServiceError
     Ok(TotpEnrolment { totp_id, qr })
 }
 
+/// The ids of `data.operations` and of their nested `operations`, depth first.
+pub fn operation_ids(data: Option<Value>) -> Result<Vec<String>, ServiceError> {
+    fn collect(operations: &Map<String, Value>, depth: usize, out: &mut Vec<String>) -> Result<(), ServiceError> {
+        // Latch nests operations a few levels; a deeper answer is not one.
+        if depth > 8 {
+            return Err(incoherent("operations nested too deep"));
+        }
+        for (id, entry) in operations {
+            out.push(id.clone());
+            match entry.get("operations") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(inner)) => collect(inner, depth + 1, out)?,
+                Some(_) => return Err(incoherent("operations is not an object")),
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    match data.as_ref().and_then(|d| d.get("operations")) {
+        // An application without operations answers `{}` or an empty map.
+        None | Some(Value::Null) => {}
+        Some(Value::Object(ops)) => collect(ops, 0, &mut out)?,
+        Some(_) => return Err(incoherent("operations is not an object")),
+    }
+    Ok(out)
+}
+
 /// A string field that will later go into a path segment: checked now, so garbage is never stored.
 fn id_field(data: &Value, key: &str) -> Result<String, ServiceError> {
     match data.get(key).and_then(Value::as_str) {
@@ -332,6 +359,20 @@ mod tests {
 
     fn status_of(body: &str, queried: &str) -> Result<Access<'static>, ServiceError> {
         status(parse(200, body)?, queried)
+    }
+
+    #[test]
+    fn operation_ids_nested_and_empty() {
+        let data: Value = serde_json::from_str(
+            r#"{"operations":{"OPA":{"name":"ssh","operations":{"OPC":{"name":"sub"}}},"OPB":{"name":"sudo"}}}"#,
+        )
+        .expect("json");
+        let mut ids = operation_ids(Some(data)).expect("ids");
+        ids.sort();
+        assert_eq!(ids, ["OPA", "OPB", "OPC"]);
+        assert_eq!(operation_ids(None).expect("none"), Vec::<String>::new());
+        let bad: Value = serde_json::from_str(r#"{"operations":[1]}"#).expect("json");
+        assert!(matches!(operation_ids(Some(bad)), Err(ServiceError::Unavailable(_))));
     }
 
     #[test]
