@@ -1,5 +1,6 @@
 //! The benchmark (DESIGN §10, issue #12): prints figures, asserts nothing. `cargo bench --bench login`
-//! (`-- --quick`: a few iterations, to check that it runs; CI does that).
+//! (`-- --quick`: a few iterations, to check that it runs; CI does that). `LOCKSERVER_BENCH_MODULE=PATH`
+//! measures that build of the module instead of this tree's (a before/after comparison).
 //!
 //! A *cold* login is what sshd pays for each connection: a fresh process (`benches/pam_login.c`, built
 //! here with `cc`) that loads libpam, reads a PAM service file with `pam_start_confdir`, loads the
@@ -13,7 +14,8 @@
 //! - cold login over HTTPS (system CA bundle + `ca_file`) vs a cold `pam_permit` stack + one bare
 //!   HTTPS request by a minimal rustls client that loads the same trust store (both files, every
 //!   certificate, into a `RootCertStore`) for each request;
-//! - warm login (one process, many logins) vs the bare request;
+//! - warm login (one process, many logins) vs the bare request, and vs a warm `pam_permit` login (what
+//!   libpam itself costs per transaction: reading the service file, audit messages) + the bare request;
 //! - `enabled = false`, and an unpaired user with `unpaired = "ignore"`, vs a cold `pam_permit` stack;
 //! - the module stripped, and what it needs at run time;
 //! - peak RSS of 200 logins in one process, minus that of 200 `pam_permit` logins;
@@ -85,7 +87,7 @@ fn line(name: &str, figure: f64, floor: f64, unit: &str, target: f64) {
     let ratio = figure / floor;
     let verdict = if ratio <= target { "met" } else { "NOT met" };
     println!(
-        "{name:<40} {figure:>9.0} {unit}  floor {floor:>9.0} {unit}  ratio {ratio:>5.2}  target ≤ {target:<4} {verdict}"
+        "{name:<46} {figure:>9.0} {unit}  floor {floor:>9.0} {unit}  ratio {ratio:>5.2}  target ≤ {target:<4} {verdict}"
     );
 }
 
@@ -181,6 +183,7 @@ struct Run {
     wall_us: f64,
     logins_us: Vec<f64>,
     peak_rss_kib: u64,
+    minor_faults: f64,
 }
 
 struct Driver {
@@ -226,12 +229,14 @@ impl Driver {
             wall_us,
             logins_us: Vec::new(),
             peak_rss_kib: 0,
+            minor_faults: f64::NAN,
         };
         for l in text.lines() {
             let mut words = l.split_whitespace();
             match (words.next(), words.next()) {
                 (Some("login"), Some(us)) => run.logins_us.push(us.parse().unwrap_or(f64::NAN)),
                 (Some("peak_rss_kib"), Some(kib)) => run.peak_rss_kib = kib.parse().unwrap_or(0),
+                (Some("minor_faults"), Some(n)) => run.minor_faults = n.parse().unwrap_or(f64::NAN),
                 _ => {}
             }
         }
@@ -284,18 +289,31 @@ fn module_facts(module: &Path, dir: &Path) -> (u64, Vec<String>) {
 fn phases(driver: &Driver, service: &str, dir: &Path) {
     const PHASES: &[(&str, &[&str])] = &[
         ("whole process", &["PROGRAM TOTALS"]),
-        ("  libc/ld.so start, libpam loaded", &["_dl_start_final"]),
+        ("  main (all below; the rest: exec, ld.so, libc)", &["???:main "]),
+        ("  pam_start (libpam reads the service file)", &["pam_start_confdir"]),
         ("  modules loaded (dlopen: map + relocate)", &["dl_open_worker_begin"]),
         ("    of which relocation", &["_dl_relocate_object"]),
         ("    of which constructors (Rust runtime)", &["call_init"]),
         ("  one auth hook (all below)", &["pam_sm_authenticate"]),
         ("    config read and parse", &["lockserver::config::Config::load"]),
         ("    store open", &["lockserver::store::open_with_timeout"]),
-        ("    store query", &["SqliteStore as lockserver::store::PairingStore>::get"]),
-        ("    service client (TLS setup, trust store)", &["lockserver::service::from_config"]),
+        (
+            "    store query",
+            &["SqliteStore as lockserver::store::PairingStore>::get"],
+        ),
+        (
+            "    service client (TLS setup, trust store)",
+            &["lockserver::service::from_config"],
+        ),
         ("      of which trust store", &["lockserver::service::http::root_certs"]),
-        ("    connect + request + TLS + parse", &["LatchClient as lockserver::service::LockService>::status"]),
-        ("      of which TLS handshake", &["rustls::conn::ConnectionCommon<Data>::complete_io"]),
+        (
+            "    connect + request + TLS + parse",
+            &["LatchClient as lockserver::service::LockService>::status"],
+        ),
+        (
+            "      of which TLS handshake",
+            &["rustls::conn::ConnectionCommon<Data>::complete_io"],
+        ),
         ("    log lines", &["SyslogLogger as log::Log>::log"]),
         ("  account hook (already checked)", &["pam_sm_acct_mgmt"]),
         ("  modules unloaded (pam_end)", &["_dl_close_worker", "_dl_fini"]),
@@ -326,7 +344,11 @@ fn phases(driver: &Driver, service: &str, dir: &Path) {
         let first = l.split_whitespace().next()?;
         first.replace(',', "").parse().ok()
     };
-    let total = text.lines().find(|l| l.contains("PROGRAM TOTALS")).and_then(count).unwrap_or(0);
+    let total = text
+        .lines()
+        .find(|l| l.contains("PROGRAM TOTALS"))
+        .and_then(count)
+        .unwrap_or(0);
     println!("instructions of one cold login ({service}), callgrind, inclusive:");
     for (name, patterns) in PHASES {
         let best = text
@@ -360,7 +382,12 @@ fn main() {
     let dir = tmp.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let uid = common::current_uid();
-    let module = common::module_path();
+    // LOCKSERVER_BENCH_MODULE: measure another build of the module (e.g. a copy of an older one).
+    let other_module = std::env::var_os("LOCKSERVER_BENCH_MODULE").map(PathBuf::from);
+    let module: &Path = match &other_module {
+        Some(p) => p,
+        None => common::module_path(),
+    };
     let driver = Driver::build(dir);
 
     // A syslog socket that swallows the lines, as a syslog daemon would.
@@ -418,8 +445,11 @@ fn main() {
             path.display(),
             log_socket.display()
         );
-        std::fs::write(driver.confdir.join(format!("lock-{name}")), lock_stack(module, &module_args))
-            .expect("PAM service");
+        std::fs::write(
+            driver.confdir.join(format!("lock-{name}")),
+            lock_stack(module, &module_args),
+        )
+        .expect("PAM service");
         configs.push((name, config, account));
     }
     std::fs::write(
@@ -429,7 +459,11 @@ fn main() {
     .expect("PAM service");
     // `--hold SECS`: keep the setup (emulators, PAM directory, driver) up for a look by hand.
     if let Some(secs) = args.iter().position(|a| a == "--hold").and_then(|i| args.get(i + 1)) {
-        println!("holding {secs} s: {} {} lock-https {USER} 1", driver.exe.display(), driver.confdir.display());
+        println!(
+            "holding {secs} s: {} {} lock-https {USER} 1",
+            driver.exe.display(),
+            driver.confdir.display()
+        );
         std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(60)));
         return;
     }
@@ -442,7 +476,11 @@ fn main() {
         http.url(),
         https.url(),
         plan.cold_runs,
-        if plan.cold_runs < FULL.cold_runs { " (quick mode: figures not meaningful)" } else { "" }
+        if plan.cold_runs < FULL.cold_runs {
+            " (quick mode: figures not meaningful)"
+        } else {
+            ""
+        }
     );
 
     // Cold logins, every case in turn so that the machine's drift hits them alike.
@@ -454,6 +492,7 @@ fn main() {
         ("lock-http", STRANGER),
     ];
     let mut cold: [Vec<f64>; 5] = Default::default();
+    let mut faults: [Vec<f64>; 5] = Default::default();
     let mut bare_h = Vec::new();
     let mut bare_s = Vec::new();
     for _ in 0..2 {
@@ -463,7 +502,9 @@ fn main() {
     }
     for _ in 0..plan.cold_runs {
         for (i, (service, user)) in cases.iter().enumerate() {
-            cold[i].push(driver.run(service, user, 1).wall_us);
+            let run = driver.run(service, user, 1);
+            cold[i].push(run.wall_us);
+            faults[i].push(run.minor_faults);
         }
         bare_h.push(bare_http(&http, http_account));
         bare_s.push(bare_https(&https, https_account, &ca_file));
@@ -472,30 +513,55 @@ fn main() {
         bare_h.push(bare_http(&http, http_account));
     }
     let [permit, lock_http, lock_https, lock_off, lock_unpaired] = cold.map(|mut v| median(&mut v));
+    let faults = faults.map(|mut v| median(&mut v));
     let bare_h = median(&mut bare_h);
     let bare_s = median(&mut bare_s);
 
     // Warm: one process, many logins; the first few are not counted.
-    let warm = driver.run("lock-http", USER, plan.warm_logins + 10);
-    let mut warm_us: Vec<f64> = warm.logins_us[10..].to_vec();
-    let warm_us = median(&mut warm_us);
+    let warm_median = |service: &str| {
+        let run = driver.run(service, USER, plan.warm_logins + 10);
+        median(&mut run.logins_us[10..].to_vec())
+    };
+    let warm_us = warm_median("lock-http");
+    let warm_permit = warm_median("permit");
 
     let rss_lock = driver.run("lock-http", USER, plan.rss_logins).peak_rss_kib;
     let rss_permit = driver.run("permit", USER, plan.rss_logins).peak_rss_kib;
     let (size, needed) = module_facts(module, dir);
 
     println!("medians (µs of wall time){:>60}", "");
-    println!("{:<40} {permit:>9.0} µs", "cold pam_permit stack");
-    println!("{:<40} {bare_h:>9.0} µs", "bare signed HTTP request, new conn.");
-    println!("{:<40} {bare_s:>9.0} µs", "bare HTTPS request (trust store loaded)");
+    println!("{:<46} {permit:>9.0} µs", "cold pam_permit stack");
+    println!("{:<46} {bare_h:>9.0} µs", "bare signed HTTP request, new conn.");
+    println!("{:<46} {bare_s:>9.0} µs", "bare HTTPS request (trust store loaded)");
     line("cold login, HTTP", lock_http, permit + bare_h, "µs", 1.3);
-    line("cold login, HTTPS (system store)", lock_https, permit + bare_s, "µs", 1.3);
+    line(
+        "cold login, HTTPS (system store)",
+        lock_https,
+        permit + bare_s,
+        "µs",
+        1.3,
+    );
+    println!(
+        "{:<46} {warm_permit:>9.0} µs",
+        "warm pam_permit login (libpam's own work)"
+    );
     line("warm login, HTTP", warm_us, bare_h, "µs", 1.3);
+    line(
+        "warm login, HTTP, vs warm pam_permit + bare",
+        warm_us,
+        warm_permit + bare_h,
+        "µs",
+        1.3,
+    );
     line("cold, enabled = false", lock_off, permit, "µs", 1.5);
     line("cold, unpaired user (ignore)", lock_unpaired, permit, "µs", 1.5);
+    println!(
+        "{:<46} permit {:.0}, HTTP {:.0}, HTTPS {:.0}, enabled = false {:.0}, unpaired {:.0}",
+        "page faults of a cold process (median)", faults[0], faults[1], faults[2], faults[3], faults[4]
+    );
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "{:<40} {:>9.2} MB  target ≤ 3 MB {}; needs {}",
+        "{:<46} {:>9.2} MB  target ≤ 3 MB {}; needs {}",
         "module stripped",
         mib(size),
         if size <= 3 << 20 { "met" } else { "NOT met" },
@@ -503,14 +569,15 @@ fn main() {
     );
     let added = rss_lock.saturating_sub(rss_permit);
     println!(
-        "{:<40} {:>9} KiB (peak {rss_lock} KiB vs pam_permit's {rss_permit} KiB)  target ≤ 3072 KiB {}\n",
+        "{:<46} {:>9} KiB (peak {rss_lock} KiB vs pam_permit's {rss_permit} KiB)  target ≤ 3072 KiB {}\n",
         format!("peak RSS added over {} logins", plan.rss_logins),
         added,
         if added <= 3072 { "met" } else { "NOT met" }
     );
 
-    phases(&driver, "lock-https", dir);
-    phases(&driver, "permit", dir);
+    for service in ["lock-https", "lock-http", "permit"] {
+        phases(&driver, service, dir);
+    }
 
     capi_and_totp(&configs[0].1, http_account, &plan);
 }

@@ -4,13 +4,14 @@
  *
  * Runs COUNT logins in this one process, each pam_start_confdir + PAM_RHOST + pam_authenticate +
  * pam_acct_mgmt + pam_end, then prints one line per login ("login <microseconds> <auth rc> <account rc>")
- * and the process's peak resident set ("peak_rss_kib <VmHWM>"). COUNT = 1 is a cold login: a fresh
+ * the process's peak resident set ("peak_rss_kib <VmHWM>") and its page faults ("minor_faults <n>"). COUNT = 1 is a cold login: a fresh
  * process that loads libpam and the stack's modules. Every prompt is answered with an empty string.
  * Exits 0 when every login returned PAM_SUCCESS twice, 1 otherwise, 2 on bad usage. */
 #include <security/pam_appl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static int conversation(int n, const struct pam_message **msg, struct pam_response **resp, void *data) {
@@ -80,6 +81,8 @@ int main(int argc, char **argv) {
     }
     for (long i = 0; i < count; i++) printf("login %ld %d %d\n", us[i], rcs[2 * i], rcs[2 * i + 1]);
     printf("peak_rss_kib %ld\n", peak_rss_kib());
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) == 0) printf("minor_faults %ld\n", usage.ru_minflt);
     free(us);
     free(rcs);
     return ok ? 0 : 1;

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 # Everything the tests need from apt, in one place.
 APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrind openssh-server openssh-client python3-paramiko sudo go-md2man man-db
+  # the benchmark's HTTPS case reads the system CA bundle
+  ca-certificates
   # the PostgreSQL store's tests: a private cluster, and PgBouncer
   postgresql pgbouncer
   # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion
@@ -136,6 +138,9 @@ run_tests() {
 step "postgres" start_postgres
 step "tests" run_tests
 step "header" header_unchanged
+# The benchmark in its short mode: a few iterations, figures not meaningful; it only has to run, so
+# it cannot rot (it prints figures and asserts nothing but that its logins succeed).
+step "benchmark runs (quick)" cargo bench --bench login -- --quick
 
 # The PAM conversation trampoline's tests play libpam's side (they build message arrays and free the
 # answers with free()); valgrind checks that no answer leaks or is freed twice, on every path.
