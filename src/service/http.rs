@@ -1004,8 +1004,15 @@ BQCnU7lIVg/zhm2IvnI=
 
     fn pem_section(label: &str, der: &[u8], eol: &str) -> String {
         let b64 = data_encoding::BASE64.encode(der);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN {label}-----{eol}{}{eol}-----END {label}-----{eol}", lines.join(eol))
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----{eol}{}{eol}-----END {label}-----{eol}",
+            lines.join(eol)
+        )
     }
 
     #[test]
@@ -1044,7 +1051,11 @@ BQCnU7lIVg/zhm2IvnI=
             return; // no system bundle on this machine: the synthetic test above still runs
         };
         let ours = ders(parse_pem_certificates(&bundle));
-        assert!(ours.as_ref().is_some_and(|c| c.len() > 10), "{:?}", ours.map(|c| c.len()));
+        assert!(
+            ours.as_ref().is_some_and(|c| c.len() > 10),
+            "{:?}",
+            ours.map(|c| c.len())
+        );
         assert_eq!(ours, library_pem(&bundle));
     }
 }
