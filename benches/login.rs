@@ -24,7 +24,7 @@
 //! - the C API's status checks per second on a warm handle, and local TOTP verifications per second.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod common;
 
 use lockserver::capi::{
