@@ -15,6 +15,8 @@ APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrin
   # the C tests' sanitizer build (tests/capi.rs): ASan and UBSan runtimes (gcc brings them; named
   # because the tests use them directly)
   libasan8 libubsan1
+  # the benchmark's HTTPS case reads the system CA bundle
+  ca-certificates
   # the PostgreSQL store's tests: a private cluster, and PgBouncer
   postgresql pgbouncer
   # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion
@@ -145,6 +147,9 @@ run_tests() {
 step "postgres" start_postgres
 step "tests" run_tests
 step "header" header_unchanged
+# The benchmark in its short mode: a few iterations, figures not meaningful; it only has to run, so
+# it cannot rot (it prints figures and asserts nothing but that its logins succeed).
+step "benchmark runs (quick)" cargo bench --bench login -- --quick
 
 # The table of hostile cases, from what the tests recorded: the committed one must match.
 security_cases() {

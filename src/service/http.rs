@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ureq::Agent;
 use ureq::config::Config;
 use ureq::http::Uri;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -34,6 +34,9 @@ pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// Idle keep-alive connections kept per client. The default (3 per host) would make a C API handle
 /// used from many threads close and reopen connections on every call.
 const MAX_IDLE_CONNECTIONS: usize = 32;
+
+/// Size of each of a connection's read and write buffers, and the largest response head accepted.
+const IO_BUFFER_BYTES: usize = 16 * 1024;
 
 /// How long a resolved host name is reused (see [`CachingResolver`]).
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -307,6 +310,12 @@ fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
         .max_redirects_will_error(true)
         .max_idle_connections(MAX_IDLE_CONNECTIONS)
         .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+        // ureq's defaults (128 KiB each way, zeroed for every new connection) were ~30 % of a
+        // warm login's instructions; answers are a few hundred bytes, bodies are read in pieces
+        // whatever the buffer, and a response head larger than the buffer is refused.
+        .input_buffer_size(IO_BUFFER_BYTES)
+        .output_buffer_size(IO_BUFFER_BYTES)
+        .max_response_header_size(IO_BUFFER_BYTES)
         .user_agent(concat!("lockserver/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
         .build()
@@ -349,18 +358,54 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
     Ok(RootCerts::Specific(Arc::new(certs)))
 }
 
+/// The certificates of a PEM file; other sections (keys, CRLs, `TRUSTED CERTIFICATE`) and text
+/// outside sections are skipped, as rustls-pki-types' reader does.
+///
+/// Read here rather than with `ureq::tls::parse_pem`: a cold HTTPS login reads the whole system bundle
+/// (~140 certificates, ~220 KB), and that reader's line handling and base64 decoder cost ~7.9 M
+/// instructions, most of a cold login; data-encoding's decoder does it in a small fraction of that
+/// (callgrind figures in the README's performance section). Certificates are public: no constant-time
+/// decoding is needed.
 fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, ServiceError> {
     let pem = std::fs::read(path).map_err(|e| local_error(format!("cannot read {}: {e}", path.display())))?;
+    parse_pem_certificates(&pem).ok_or_else(|| local_error(format!("{}: malformed PEM", path.display())))
+}
+
+/// [`pem_certificates`] on bytes: `None` when a section is cut short, its end line does not match its
+/// begin line, or a certificate's base64 is not valid.
+fn parse_pem_certificates(pem: &[u8]) -> Option<Vec<Certificate<'static>>> {
     let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(PemItem::Certificate(cert)) => certs.push(cert),
-            // Keys and CRLs in a bundle are not roots: skip them.
-            Ok(_) => {}
-            Err(_) => return Err(local_error(format!("{}: malformed PEM", path.display()))),
+    let mut base64 = Vec::with_capacity(4096);
+    let mut section: Option<&[u8]> = None;
+    for line in pem.split(|&b| b == b'\n') {
+        // Markers start at the line's start (as the library reads them); line ends may be CRLF.
+        let line = line.trim_ascii_end();
+        match section {
+            None => {
+                if let Some(rest) = line.strip_prefix(b"-----BEGIN ") {
+                    section = Some(rest.strip_suffix(b"-----")?);
+                    base64.clear();
+                }
+            }
+            Some(label) => match line.strip_prefix(b"-----END ") {
+                Some(rest) => {
+                    if rest.strip_suffix(b"-----")? != label {
+                        return None;
+                    }
+                    if label == b"CERTIFICATE" {
+                        let der = data_encoding::BASE64.decode(&base64).ok()?;
+                        certs.push(Certificate::from_der(&der).to_owned());
+                    }
+                    section = None;
+                }
+                None => base64.extend_from_slice(line.trim_ascii_start()),
+            },
         }
     }
-    Ok(certs)
+    match section {
+        Some(_) => None,
+        None => Some(certs),
+    }
 }
 
 /// Time left before `deadline`, or the error of a call that must not start.
@@ -939,5 +984,79 @@ BQCnU7lIVg/zhm2IvnI=
         };
         let shown = format!("{reply:?}");
         assert!(!shown.contains("token"), "{shown}");
+    }
+
+    /// The library's reader, for comparison: the DER of every certificate it finds.
+    fn library_pem(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => out.push(c.der().to_vec()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
+    fn ders(certs: Option<Vec<Certificate<'static>>>) -> Option<Vec<Vec<u8>>> {
+        certs.map(|c| c.iter().map(|c| c.der().to_vec()).collect())
+    }
+
+    fn pem_section(label: &str, der: &[u8], eol: &str) -> String {
+        let b64 = data_encoding::BASE64.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----{eol}{}{eol}-----END {label}-----{eol}",
+            lines.join(eol)
+        )
+    }
+
+    #[test]
+    fn pem_reader_finds_what_the_library_finds() {
+        let one: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let two: Vec<u8> = (0..77u32).map(|i| (i * 13 % 256) as u8).collect();
+        let text = format!(
+            "Subject: some explanatory text\n{}{}\n{}{}",
+            pem_section("CERTIFICATE", &one, "\n"),
+            pem_section("PRIVATE KEY", &two, "\n"),
+            pem_section("CERTIFICATE", &two, "\r\n"),
+            pem_section("TRUSTED CERTIFICATE", &one, "\n"),
+        );
+        let ours = ders(parse_pem_certificates(text.as_bytes()));
+        assert_eq!(ours, Some(vec![one.clone(), two.clone()]));
+        assert_eq!(ours, library_pem(text.as_bytes()));
+        assert_eq!(ders(parse_pem_certificates(b"no PEM here")), Some(vec![]));
+        // An indented marker is text, for both readers.
+        let indented = format!("  {}", pem_section("CERTIFICATE", &one, "\n"));
+        assert_eq!(ders(parse_pem_certificates(indented.as_bytes())), Some(vec![]));
+        assert_eq!(library_pem(indented.as_bytes()), Some(vec![]));
+
+        // Cut short, mismatched ends and bad base64 are refused.
+        let cut = pem_section("CERTIFICATE", &one, "\n");
+        assert!(parse_pem_certificates(&cut.as_bytes()[..cut.len() - 30]).is_none());
+        let mismatched = cut.replace("END CERTIFICATE", "END X509 CRL");
+        assert!(parse_pem_certificates(mismatched.as_bytes()).is_none());
+        let bad = cut.replacen('A', "*", 1);
+        assert!(parse_pem_certificates(bad.as_bytes()).is_none());
+        assert!(library_pem(bad.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn pem_reader_reads_the_system_bundle_as_the_library_does() {
+        let Some(bundle) = SYSTEM_CA_BUNDLES.iter().find_map(|p| std::fs::read(p).ok()) else {
+            return; // no system bundle on this machine: the synthetic test above still runs
+        };
+        let ours = ders(parse_pem_certificates(&bundle));
+        assert!(
+            ours.as_ref().is_some_and(|c| c.len() > 10),
+            "{:?}",
+            ours.map(|c| c.len())
+        );
+        assert_eq!(ours, library_pem(&bundle));
     }
 }
