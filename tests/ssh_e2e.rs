@@ -1102,8 +1102,10 @@ fn openssh_retries_cost_one_refusal_per_connection() {
     env.emu.set_fault(Fault::None);
     assert_ne!(code, 0, "refused: {stderr}");
     assert_eq!(stderr.matches(UNAVAILABLE_TEXT).count(), 1, "{stderr}");
+    // Three tries that each waited would take over 9 s; one wait plus connecting (slow when the suite's
+    // other sshd tests run beside it) stays well under 7.5 s.
     assert!(
-        elapsed < 3.0 * 2.0,
+        elapsed < 3.0 * 2.5,
         "one budget (3 s) plus the connection, not three: {elapsed} s"
     );
 }
