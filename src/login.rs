@@ -237,10 +237,7 @@ impl Login<'_> {
     }
 
     fn pairing(&self, res: &mut dyn Resources, budget: &mut Budget) -> Result<Option<Pairing>, Verdict> {
-        let fail_mode = res.store_fail_mode();
-        let start = Instant::now();
-        let opened = res.store(budget.deadline_from(start));
-        budget.charge_since(start);
+        let (fail_mode, opened) = open_store(res, budget);
         let store = match opened {
             Ok(store) => store,
             Err(StoreError::Missing) => {
@@ -574,10 +571,7 @@ impl Login<'_> {
     fn local_totp(&self, res: &mut dyn Resources, prompter: &mut dyn Prompter, budget: &mut Budget) -> Verdict {
         let dict = self.dictionary;
         let t = &self.config.totp;
-        let fail_mode = res.store_fail_mode();
-        let start = Instant::now();
-        let opened = res.store(budget.deadline_from(start));
-        budget.charge_since(start);
+        let (fail_mode, opened) = open_store(res, budget);
         let store = match opened {
             Ok(s) => s,
             Err(e) => return self.store_denial(prompter, fail_mode, e),
@@ -720,6 +714,19 @@ impl Login<'_> {
         log::warn!("access denied: too many wrong verification codes");
         Verdict::MaxTries
     }
+}
+
+/// Opens the store on the login's budget (its time is charged like a call's), with what an unreachable
+/// store means for this login.
+fn open_store<'r>(
+    res: &'r mut dyn Resources,
+    budget: &mut Budget,
+) -> (FailMode, Result<&'r dyn PairingStore, StoreError>) {
+    let fail_mode = res.store_fail_mode();
+    let start = Instant::now();
+    let opened = res.store(budget.deadline_from(start));
+    budget.charge_since(start);
+    (fail_mode, opened)
 }
 
 /// A store or setup failure at login: never lets anyone in, and says why in the log.
