@@ -64,6 +64,9 @@ header_before=""
 pg_dir=""
 cleanup() {
   if [ -n "$pg_dir" ] && [ -d "$pg_dir" ]; then
+    if [ -f "$pg_dir/pgbouncer.pid" ]; then
+      kill "$(cat "$pg_dir/pgbouncer.pid")" 2>/dev/null || true
+    fi
     runuser -u nobody -- "$PG_BIN/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$pg_dir"
   fi
@@ -102,6 +105,34 @@ start_postgres() {
   export LOCKSERVER_TEST_PG_URL="postgres://lockserver@127.0.0.1:$port/lockserver?sslmode=disable"
   export LOCKSERVER_TEST_PG_PASSWORD_FILE="$pg_dir/password"
   echo "PostgreSQL test cluster on 127.0.0.1:$port ($pg_dir)"
+  start_pgbouncer "$port" "$password"
+}
+
+# PgBouncer in transaction-pooling mode in front of the test cluster (every database, the role
+# `lockserver`), as a fleet deploys it; the tests read its port.
+start_pgbouncer() {
+  local pg_port=$1 password=$2 port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  (umask 077 && printf '"lockserver" "%s"\n' "$password" >"$pg_dir/userlist.txt")
+  cat >"$pg_dir/pgbouncer.ini" <<EOF_INI
+[databases]
+* = host=127.0.0.1 port=$pg_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $pg_dir/userlist.txt
+pool_mode = transaction
+max_client_conn = 400
+default_pool_size = 10
+logfile = $pg_dir/pgbouncer.log
+pidfile = $pg_dir/pgbouncer.pid
+EOF_INI
+  chown nobody:nogroup "$pg_dir/userlist.txt" "$pg_dir/pgbouncer.ini"
+  runuser -u nobody -- /usr/sbin/pgbouncer -d -q "$pg_dir/pgbouncer.ini" || { cat "$pg_dir/pgbouncer.log"; return 1; }
+  export LOCKSERVER_TEST_PGBOUNCER_PORT=$port
+  echo "PgBouncer (transaction pooling) on 127.0.0.1:$port"
 }
 
 results=()

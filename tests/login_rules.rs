@@ -88,6 +88,12 @@ impl PairingStore for FakeStore {
     fn migrate(&self, _: Instant) -> Result<lockserver::store::Migrated, StoreError> {
         unreachable!("a login never migrates")
     }
+    fn export(&self, _: Instant) -> Result<Vec<lockserver::store::Record>, StoreError> {
+        unreachable!("a login never copies the store")
+    }
+    fn import(&self, _: &[lockserver::store::Record], _: bool, _: Instant) -> Result<(), StoreError> {
+        unreachable!("a login never copies the store")
+    }
 }
 
 /// The refusal of a wrong TOTP code, as Latch gives it.

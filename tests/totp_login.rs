@@ -581,6 +581,12 @@ impl lockserver::store::PairingStore for SlowFailureCount {
     fn migrate(&self, d: Instant) -> Result<Migrated, StoreError> {
         self.0.migrate(d)
     }
+    fn export(&self, d: Instant) -> Result<Vec<lockserver::store::Record>, StoreError> {
+        self.0.export(d)
+    }
+    fn import(&self, r: &[lockserver::store::Record], replace: bool, d: Instant) -> Result<(), StoreError> {
+        self.0.import(r, replace, d)
+    }
 }
 
 /// `totp verify` (CLI, C API) and the login share one verifier (#9, hole 8): every attempt is counted

@@ -50,6 +50,9 @@ pub enum Command {
         /// The local user to act for (root only; through sudo you act for yourself).
         #[arg(long)]
         user: Option<String>,
+        /// Pair a user this machine does not know (an admin host pairing for a fleet's shared store).
+        #[arg(long)]
+        allow_unknown_user: bool,
     },
     /// Unpair a user (also removes their TOTP).
     Unpair {
@@ -89,6 +92,13 @@ pub enum Command {
         /// "problems": [{"check", "what", "fix"}]}; result is ok, warning or problem.
         #[arg(long)]
         json: bool,
+    },
+    /// Apply the store's pending schema migrations and report the versions (root only).
+    Migrate,
+    /// Work on whole stores (root only).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
     },
     /// Run the real PAM stack of a service for a user (auth + account, no session), without changing
     /// anything: try a new stack before closing your root shell.
@@ -139,6 +149,22 @@ pub enum PairingKeyAction {
         /// Default: the config's `pairing_scope`.
         #[arg(long, value_enum)]
         scope: Option<Scope>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Copy every pairing and TOTP fact from one store to another (SQLite and PostgreSQL, either way) in
+    /// one transaction; prints the counts. A PostgreSQL URL's password comes from the config's
+    /// store_password_file.
+    Copy {
+        /// The store to read: sqlite:///PATH or postgres://USER@HOST/DB.
+        from_url: String,
+        /// The store to write (created and migrated if needed).
+        to_url: String,
+        /// Replace what the target holds (without it a target with pairings is refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -6,7 +6,8 @@ use lockserver::config::{Config, ServiceKind};
 use lockserver::dictionary::{Dictionary, Section};
 use lockserver::login::system_clock;
 use lockserver::service::{self, Access, ServiceError, SharedService};
-use lockserver::store::{self, OpenMode, PairingStore};
+use lockserver::store::{self, OpenMode, PairingStore, StoreError};
+use std::time::Instant;
 
 pub(super) type Store = Box<dyn PairingStore + Send + Sync>;
 
@@ -126,15 +127,22 @@ impl Context<'_> {
         }
     }
 
-    pub fn pair(&self, user: &str, code: &str) -> Exit {
+    pub fn pair(&self, user: &str, code: &str, allow_unknown_user: bool) -> Exit {
         if self.config.service == ServiceKind::Pingid {
             return fail(Exit::Usage, &self.text(Section::Pairing, "wrong_flow_code", user));
         }
         if let Err(e) = accounts::check_pairing_code(code) {
             return self.account_error(user, e);
         }
-        if super::actor::user_exists(user) == Some(false) {
-            return fail(Exit::Usage, &format!("no such user on this system: {user}"));
+        if super::actor::user_exists(user) == Some(false) && !allow_unknown_user {
+            let shared = store::Location::of(self.config).is_networked();
+            let hint = if shared {
+                "; the store is shared: if the user exists on other hosts of the fleet, add \
+                 --allow-unknown-user (check the spelling: a typo would pair a user nobody is)"
+            } else {
+                ""
+            };
+            return fail(Exit::Usage, &format!("no such user on this system: {user}{hint}"));
         }
         let common_name = format!("{user}@{}", hostname());
         self.with_accounts(user, |a| {
@@ -241,6 +249,97 @@ impl Context<'_> {
         }
     }
 }
+
+impl Context<'_> {
+    /// `lockserver migrate`: the store's schema brought to this build's version (a SQLite store that
+    /// does not exist yet is created).
+    pub fn migrate(&self) -> Exit {
+        let location = store::Location::of(self.config);
+        match store::migrate(&location, store::default_deadline()) {
+            Ok(m) if m.from == m.to => {
+                println!("store: schema version {} (up to date, nothing to do)", m.to);
+                Exit::Ok
+            }
+            Ok(m) => {
+                println!("store: migrated from schema version {} to {}", m.from, m.to);
+                Exit::Ok
+            }
+            Err(e) => fail(
+                Exit::Store,
+                &format!("{e} ({}); nothing was changed", store::redact(&self.config.store)),
+            ),
+        }
+    }
+
+    /// `lockserver store copy FROM TO`: every record of one store written to another in one
+    /// transaction. The config's `store_password_file` and `store_ca_file` serve both URLs.
+    pub fn store_copy(&self, from_url: &str, to_url: &str, force: bool) -> Exit {
+        if from_url == to_url {
+            return fail(Exit::Usage, "store copy: FROM_URL and TO_URL are the same store");
+        }
+        let located = |url| store::Location {
+            url,
+            password: self.config.store_password.as_ref(),
+            ca_file: self.config.store_ca_file.as_deref(),
+        };
+        // Long enough for a large store over the network; each call still has a bound.
+        let deadline = || Instant::now() + COPY_TIMEOUT;
+        let source = match store::open_at(&located(from_url), OpenMode::Existing, deadline()) {
+            Ok(s) => s,
+            Err(StoreError::Missing) => {
+                return fail(
+                    Exit::Store,
+                    &format!(
+                        "store copy: {} does not exist (nothing to copy)",
+                        store::redact(from_url)
+                    ),
+                );
+            }
+            Err(e) => return fail(Exit::Store, &format!("store copy: source: {e}; nothing was changed")),
+        };
+        let records = match source.export(deadline()) {
+            Ok(r) => r,
+            Err(e) => {
+                return fail(
+                    Exit::Store,
+                    &format!("store copy: reading the source: {e}; nothing was changed"),
+                );
+            }
+        };
+        let target = match store::open_at(&located(to_url), OpenMode::Create, deadline()) {
+            Ok(s) => s,
+            Err(e) => return fail(Exit::Store, &format!("store copy: target: {e}; nothing was copied")),
+        };
+        match target.import(&records, force, deadline()) {
+            Ok(()) => {
+                let totp = records.iter().filter(|r| r.pairing.totp_enabled).count();
+                let local = records.iter().filter(|r| r.totp_secret.is_some()).count();
+                println!(
+                    "copied {} pairings ({totp} with TOTP on, {local} with a local TOTP secret) from {} to {}",
+                    records.len(),
+                    store::redact(from_url),
+                    store::redact(to_url)
+                );
+                Exit::Ok
+            }
+            Err(StoreError::NotEmpty { pairings }) => fail(
+                Exit::Store,
+                &format!(
+                    "store copy: {} already holds {pairings} pairings; nothing was copied (add --force to \
+                     replace them)",
+                    store::redact(to_url)
+                ),
+            ),
+            Err(e) => fail(
+                Exit::Store,
+                &format!("store copy: writing the target: {e}; nothing was copied"),
+            ),
+        }
+    }
+}
+
+/// How long each step of `store copy` may take.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(super) fn try_login(service: &str, user: &str) -> Exit {
     match crate::try_login::try_login(service, user) {

@@ -17,7 +17,7 @@ mod totp;
 mod try_login;
 
 use actor::Actor;
-use args::{Cli, Command, PairingKeyAction, TotpAction};
+use args::{Cli, Command, PairingKeyAction, StoreAction, TotpAction};
 use clap::Parser;
 use lockserver::config::{self, Config, LoadOptions};
 use lockserver::dictionary::Dictionary;
@@ -104,9 +104,13 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
     };
     let target = |user: &Option<String>| actor.target(user.as_deref());
     match &cli.command {
-        Command::Pair { code, user } => match target(user) {
+        Command::Pair {
+            code,
+            user,
+            allow_unknown_user,
+        } => match target(user) {
             Ok(u) => match code {
-                Some(code) => ctx.pair(&u, code),
+                Some(code) => ctx.pair(&u, code, *allow_unknown_user),
                 None => ctx.pair_pending(&u),
             },
             Err(r) => fail(Exit::NotAllowed, &r.0),
@@ -145,6 +149,17 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
         }
         Command::Users if actor.is_root() => ctx.users(),
         Command::Users => fail(Exit::NotAllowed, "listing every pairing is for root only"),
+        Command::Migrate if actor.is_root() => ctx.migrate(),
+        Command::Migrate => fail(Exit::NotAllowed, "migrate is for root only"),
+        Command::Store {
+            action:
+                StoreAction::Copy {
+                    from_url,
+                    to_url,
+                    force,
+                },
+        } if actor.is_root() => ctx.store_copy(from_url, to_url, *force),
+        Command::Store { .. } => fail(Exit::NotAllowed, "store commands are for root only"),
         Command::CheckConfig { .. } | Command::TryLogin { .. } => Exit::Usage,
     }
 }

@@ -162,9 +162,10 @@ impl From<StoreError> for Failure {
             StoreError::AlreadyPaired => Failure::new(LOCKSERVER_ERROR_ALREADY_PAIRED, message),
             StoreError::NotPaired | StoreError::Missing => Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message),
             StoreError::Invalid(_) => Failure::new(LOCKSERVER_ERROR_INVALID_ARGUMENT, message),
-            StoreError::Unavailable(_) | StoreError::Outdated { .. } | StoreError::Unreachable(_) => {
-                Failure::new(LOCKSERVER_ERROR_STORE, message)
-            }
+            StoreError::Unavailable(_)
+            | StoreError::Outdated { .. }
+            | StoreError::Unreachable(_)
+            | StoreError::NotEmpty { .. } => Failure::new(LOCKSERVER_ERROR_STORE, message),
         }
     }
 }

@@ -66,6 +66,8 @@ pub enum StoreError {
     /// A networked store could not be reached (refused, timed out, TLS or login failed on the way) within
     /// the deadline: `store_fail_mode` decides the login. An error the database answers is `Unavailable`.
     Unreachable(String),
+    /// [`PairingStore::import`] without `replace` into a store that already holds pairings.
+    NotEmpty { pairings: usize },
 }
 
 impl fmt::Display for StoreError {
@@ -82,11 +84,27 @@ impl fmt::Display for StoreError {
                  {wanted}: run `lockserver migrate` as root to migrate it"
             ),
             StoreError::Unreachable(why) => write!(f, "pairing store unreachable: {why}"),
+            StoreError::NotEmpty { pairings } => write!(f, "the target store already holds {pairings} pairings"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+/// Everything a store holds about one user (every column of its row): what `lockserver store copy`
+/// moves from one store to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub pairing: Pairing,
+    /// The local TOTP secret (base32), if local TOTP is enrolled.
+    pub totp_secret: Option<Secret>,
+    pub totp_last_step: Option<u64>,
+    pub totp_failures: u32,
+    pub totp_window_start: u64,
+    /// When the row was made and last changed (unix seconds).
+    pub created: u64,
+    pub updated: u64,
+}
 
 /// Longest local user name the store accepts (Linux allows 32; leave room for LDAP names).
 pub const MAX_USER_LEN: usize = 256;
@@ -133,6 +151,12 @@ pub trait PairingStore {
     fn schema_version(&self, deadline: Instant) -> Result<u32, StoreError>;
     /// Applies the pending migrations (the CLI only, never a login); returns the versions before and after.
     fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError>;
+    /// Every record, ordered by user name, read in one snapshot.
+    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError>;
+    /// Writes `records` in one transaction: all or nothing. A store that holds pairings is refused with
+    /// [`StoreError::NotEmpty`] unless `replace`, which first removes every pairing. The CLI only: the
+    /// handle must not be used by another thread meanwhile.
+    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError>;
 }
 
 /// What [`PairingStore::migrate`] did.

@@ -25,7 +25,9 @@
 
 #![forbid(unsafe_code)]
 
-use super::{LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, StoreError, check_user};
+use super::{
+    LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, StoreError, check_user,
+};
 use crate::config::Secret;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -155,34 +157,39 @@ impl PostgresStore {
     /// [`PairingStore::migrate`].
     pub fn open(location: &Location<'_>, mode: OpenMode, deadline: Instant) -> Result<PostgresStore, StoreError> {
         let label = super::redact(location.url);
-        let (mut config, tls) = parse_url(location.url)?;
-        if let Some(password) = location.password {
-            config.password(password.expose());
-        }
-        config.application_name("lockserver");
-        resolve_hosts(&mut config)?;
+        parse_url(location.url)?;
         // No thread: the runtime runs inside `block_on` on the caller's thread.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot start the PostgreSQL client: {e}")))?;
-        let client = match tls {
-            Tls::Disable => {
-                config.ssl_mode(SslMode::Disable);
-                let connected = within(&runtime, deadline, "connecting", config.connect(NoTls))?;
-                let (client, connection) = connected.map_err(|e| net_err(&label, e))?;
-                runtime.spawn(connection);
-                client
+        // A multi-host URL: one host after the other, each given an equal share of what is left, so that
+        // a first host that hangs leaves the next one time to answer.
+        let hosts = split_hosts(location.url);
+        let mut failures = Vec::new();
+        let mut client = None;
+        for (i, url) in hosts.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = left / u32::try_from(hosts.len() - i).unwrap_or(u32::MAX);
+            match connect_host(&runtime, location, url, Instant::now() + share) {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(StoreError::Unreachable(why)) if i + 1 < hosts.len() => {
+                    log::warn!(
+                        "pairing store host {} unreachable, trying the next: {why}",
+                        super::redact(url)
+                    );
+                    failures.push(why);
+                }
+                Err(StoreError::Unreachable(why)) => failures.push(why),
+                Err(e) => return Err(e),
             }
-            Tls::VerifyFull => {
-                config.ssl_mode(SslMode::Require);
-                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(location.ca_file)?);
-                let connected = within(&runtime, deadline, "connecting", config.connect(connector))?;
-                let (client, connection) = connected.map_err(|e| net_err(&label, e))?;
-                runtime.spawn(connection);
-                client
-            }
+        }
+        let Some(client) = client else {
+            return Err(StoreError::Unreachable(failures.join("; ")));
         };
         let store = PostgresStore { client, runtime, label };
         match mode {
@@ -235,6 +242,56 @@ impl PostgresStore {
             None => 0,
         };
         u32::try_from(v).map_err(|_| StoreError::Unavailable(format!("corrupt store: schema version {v}")))
+    }
+
+    /// The body of [`PairingStore::import`], inside its transaction.
+    fn import_rows(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        let held = self.query(deadline, "SELECT count(*) FROM pairings", &[])?;
+        let held: i64 = match held.first() {
+            Some(row) => col(row, 0)?,
+            None => 0,
+        };
+        if held > 0 && !replace {
+            return Err(StoreError::NotEmpty {
+                pairings: usize::try_from(held).unwrap_or(usize::MAX),
+            });
+        }
+        self.batch(deadline, "DELETE FROM pairings")?;
+        let sql = format!(
+            "INSERT INTO pairings ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            super::sqlite::RECORD_COLUMNS
+        );
+        for r in records {
+            let p = &r.pairing;
+            let last_step = r.totp_last_step.map(|s| to_db("last TOTP step", s)).transpose()?;
+            let failures = i32::try_from(r.totp_failures)
+                .map_err(|_| StoreError::Invalid(format!("TOTP failure count {} is too large", r.totp_failures)))?;
+            let secret = r.totp_secret.as_ref().map(Secret::expose);
+            let inserted = self.query(
+                deadline,
+                &sql,
+                &[
+                    (&p.user, Type::TEXT),
+                    (&p.account_id, Type::TEXT),
+                    (&i32::from(p.enabled), Type::INT4),
+                    (&i32::from(p.totp_enabled), Type::INT4),
+                    (&p.totp_id, Type::TEXT),
+                    (&secret, Type::TEXT),
+                    (&last_step, Type::INT8),
+                    (&failures, Type::INT4),
+                    (&to_db("TOTP window start", r.totp_window_start)?, Type::INT8),
+                    (&to_db("created", r.created)?, Type::INT8),
+                    (&to_db("updated", r.updated)?, Type::INT8),
+                ],
+            );
+            match inserted {
+                Err(StoreError::Unavailable(why)) if why.contains("(23505)") => {
+                    return Err(StoreError::Invalid(format!("the user {} appears twice", p.user)));
+                }
+                other => other?,
+            };
+        }
+        Ok(())
     }
 
     fn check_version(&self, deadline: Instant) -> Result<(), StoreError> {
@@ -532,6 +589,50 @@ impl PairingStore for PostgresStore {
         self.read_version(deadline)
     }
 
+    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError> {
+        let rows = self.query(
+            deadline,
+            &format!(
+                "SELECT {} FROM pairings ORDER BY user_name COLLATE \"C\"",
+                super::sqlite::RECORD_COLUMNS
+            ),
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(Record {
+                    pairing: pairing_of(row)?,
+                    totp_secret: col::<Option<String>>(row, 5)?.map(Secret::new),
+                    totp_last_step: col::<Option<i64>>(row, 6)?
+                        .map(|s| from_db("totp_last_step", s))
+                        .transpose()?,
+                    totp_failures: from_db("totp_failures", i64::from(col::<i32>(row, 7)?))?,
+                    totp_window_start: from_db("totp_window_start", col::<i64>(row, 8)?)?,
+                    created: from_db("created", col::<i64>(row, 9)?)?,
+                    updated: from_db("updated", col::<i64>(row, 10)?)?,
+                })
+            })
+            .collect()
+    }
+
+    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        for r in records {
+            check_record(r)?;
+        }
+        // BEGIN … COMMIT on the one connection (PgBouncer keeps a transaction on one server connection);
+        // the table lock makes a concurrent writer wait until the copy is in or rolled back.
+        self.batch(deadline, "BEGIN; LOCK TABLE pairings IN EXCLUSIVE MODE")?;
+        let done = self.import_rows(records, replace, deadline);
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match (done, self.batch(deadline, end)) {
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                let _ = self.batch(deadline, "ROLLBACK");
+                Err(e)
+            }
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
     fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError> {
         let from = self.read_version(deadline)?;
         if from == SCHEMA_VERSION {
@@ -581,6 +682,60 @@ impl PairingStore for PostgresStore {
             to: SCHEMA_VERSION,
         })
     }
+}
+
+/// The URL once per host of a multi-host URL (`postgres://u@h1:5432,h2/db?…`, libpq's form), each with
+/// one host and everything else as it was; a one-host URL as it is.
+fn split_hosts(url: &str) -> Vec<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return vec![url.to_string()];
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    if !hosts.contains(',') {
+        return vec![url.to_string()];
+    }
+    hosts
+        .split(',')
+        .map(|host| format!("{scheme}://{userinfo}{host}{tail}"))
+        .collect()
+}
+
+/// Connects to the one host of `url` (TCP, TLS, authentication) by `deadline`.
+fn connect_host(
+    runtime: &Runtime,
+    location: &Location<'_>,
+    url: &str,
+    deadline: Instant,
+) -> Result<Client, StoreError> {
+    let label = super::redact(url);
+    let (mut config, tls) = parse_url(url)?;
+    if let Some(password) = location.password {
+        config.password(password.expose());
+    }
+    config.application_name("lockserver");
+    resolve_hosts(&mut config)?;
+    let client = match tls {
+        Tls::Disable => {
+            config.ssl_mode(SslMode::Disable);
+            let connected = within(runtime, deadline, "connecting", config.connect(NoTls))?;
+            let (client, connection) = connected.map_err(|e| net_err(&label, e))?;
+            runtime.spawn(connection);
+            client
+        }
+        Tls::VerifyFull => {
+            config.ssl_mode(SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(location.ca_file)?);
+            let connected = within(runtime, deadline, "connecting", config.connect(connector))?;
+            let (client, connection) = connected.map_err(|e| net_err(&label, e))?;
+            runtime.spawn(connection);
+            client
+        }
+    };
+    Ok(client)
 }
 
 /// Runs `fut` on the store's runtime until `deadline`; past it, [`StoreError::Unreachable`].
@@ -705,6 +860,19 @@ fn flag(column: &str, v: i32) -> Result<bool, StoreError> {
     }
 }
 
+/// The checks every write makes, for one imported record.
+fn check_record(r: &Record) -> Result<(), StoreError> {
+    check_user(&r.pairing.user)?;
+    check_value("account id", &r.pairing.account_id)?;
+    if let Some(id) = &r.pairing.totp_id {
+        check_value("TOTP id", id)?;
+    }
+    if let Some(secret) = &r.totp_secret {
+        check_value("TOTP secret", secret.expose())?;
+    }
+    Ok(())
+}
+
 fn check_value(what: &str, value: &str) -> Result<(), StoreError> {
     if value.is_empty() || value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
         return Err(StoreError::Invalid(format!(
@@ -772,6 +940,28 @@ mod tests {
             parse_url("postgres://u@h/d?bogus=1"),
             Err(StoreError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn multi_host_urls_split_into_one_url_per_host() {
+        assert_eq!(
+            split_hosts("postgres://ls@h1:5432,h2,[::1]:6432/fleet?sslmode=disable"),
+            [
+                "postgres://ls@h1:5432/fleet?sslmode=disable",
+                "postgres://ls@h2/fleet?sslmode=disable",
+                "postgres://ls@[::1]:6432/fleet?sslmode=disable"
+            ]
+        );
+        assert_eq!(
+            split_hosts("postgresql://h1,h2"),
+            ["postgresql://h1", "postgresql://h2"]
+        );
+        assert_eq!(split_hosts("postgres://ls@h/db"), ["postgres://ls@h/db"]);
+        for url in split_hosts("postgres://ls@h1,h2:6432/db?sslmode=verify-full") {
+            let (c, tls) = parse_url(&url).expect("each part parses");
+            assert_eq!(c.get_hosts().len(), 1);
+            assert_eq!(tls, Tls::VerifyFull);
+        }
     }
 
     #[test]

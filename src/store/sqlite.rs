@@ -42,7 +42,9 @@
 
 #![forbid(unsafe_code)]
 
-use super::{LocalTotp, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, StoreError, check_user, remaining};
+use super::{
+    LocalTotp, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, StoreError, check_user, remaining,
+};
 use crate::config::Secret;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, ffi, params};
@@ -86,6 +88,10 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_VALUE_LEN: usize = 1024;
 
 const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, totp_id";
+
+/// Every column, for [`PairingStore::export`] and [`PairingStore::import`].
+pub(super) const RECORD_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, totp_id, totp_secret, \
+    totp_last_step, totp_failures, totp_window_start, created, updated";
 
 /// The SQLite pairing store. `Send + Sync`: one handle may be shared by threads.
 pub struct SqliteStore {
@@ -495,6 +501,88 @@ impl PairingStore for SqliteStore {
         read_version(&*self.conn(deadline)?)
     }
 
+    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn(deadline)?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT {RECORD_COLUMNS} FROM pairings ORDER BY user_name"))
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    RawPairing::from_row(r)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    [
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, i64>(9)?,
+                        r.get::<_, i64>(10)?,
+                    ],
+                ))
+            })
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (raw, secret, last_step, [failures, window_start, created, updated]) = row.map_err(db_err)?;
+            out.push(Record {
+                pairing: raw.into_pairing()?,
+                totp_secret: secret.map(Secret::new),
+                totp_last_step: last_step.map(|s| from_db("totp_last_step", s)).transpose()?,
+                totp_failures: from_db("totp_failures", failures)?,
+                totp_window_start: from_db("totp_window_start", window_start)?,
+                created: from_db("created", created)?,
+                updated: from_db("updated", updated)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        for r in records {
+            check_record(r)?;
+        }
+        self.write(deadline, |tx| {
+            let held: i64 = tx
+                .query_row("SELECT count(*) FROM pairings", [], |r| r.get(0))
+                .map_err(db_err)?;
+            if held > 0 && !replace {
+                return Err(StoreError::NotEmpty {
+                    pairings: usize::try_from(held).unwrap_or(usize::MAX),
+                });
+            }
+            tx.execute("DELETE FROM pairings", []).map_err(db_err)?;
+            let mut stmt = tx
+                .prepare(&format!(
+                    "INSERT INTO pairings ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))
+                .map_err(db_err)?;
+            for r in records {
+                let p = &r.pairing;
+                stmt.execute(params![
+                    p.user,
+                    p.account_id,
+                    p.enabled,
+                    p.totp_enabled,
+                    p.totp_id,
+                    r.totp_secret.as_ref().map(Secret::expose),
+                    r.totp_last_step.map(|s| to_db("last TOTP step", s)).transpose()?,
+                    r.totp_failures,
+                    to_db("TOTP window start", r.totp_window_start)?,
+                    to_db("created", r.created)?,
+                    to_db("updated", r.updated)?,
+                ])
+                .map_err(|e| {
+                    if is_key_violation(&e) {
+                        StoreError::Invalid(format!("the user {} appears twice", p.user))
+                    } else {
+                        db_err(e)
+                    }
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError> {
         let mut conn = self.conn(deadline)?;
         let from = if self.created { 0 } else { read_version(&conn)? };
@@ -762,6 +850,19 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         );
     }
     tx.commit().map_err(db_err)
+}
+
+/// The checks every write makes, for one imported record.
+fn check_record(r: &Record) -> Result<(), StoreError> {
+    check_user(&r.pairing.user)?;
+    check_value("account id", &r.pairing.account_id)?;
+    if let Some(id) = &r.pairing.totp_id {
+        check_value("TOTP id", id)?;
+    }
+    if let Some(secret) = &r.totp_secret {
+        check_value("TOTP secret", secret.expose())?;
+    }
+    Ok(())
 }
 
 fn check_value(what: &str, value: &str) -> Result<(), StoreError> {

@@ -3,6 +3,9 @@
 //! `LOCKSERVER_TEST_PG_PASSWORD_FILE`. Each test gets a database of its own, dropped after it. Without
 //! the variables a PostgreSQL test fails under CI (CI=true) and is skipped locally with one line.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -90,4 +93,124 @@ pub fn psql_result(url: &str, password: &str, sql: &str) -> Result<String, Strin
 
 pub fn psql(url: &str, password: &str, sql: &str) -> String {
     psql_result(url, password, sql).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// PgBouncer (transaction pooling) in front of the test cluster, when `scripts/test.sh` started it.
+pub const PGBOUNCER_PORT_ENV: &str = "LOCKSERVER_TEST_PGBOUNCER_PORT";
+
+impl Database {
+    /// The loopback port of the server in [`Self::url`].
+    pub fn port(&self) -> u16 {
+        let after_host = self.url.split("127.0.0.1:").nth(1).expect("a loopback URL");
+        after_host
+            .split(['/', '?'])
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL")
+    }
+
+    /// This URL with `authority` (`HOST:PORT`, or `h1:p1,h2:p2`) in place of the server's.
+    pub fn url_at(&self, authority: &str) -> String {
+        self.url.replacen(&format!("127.0.0.1:{}", self.port()), authority, 1)
+    }
+
+    /// This database through PgBouncer, or `None` (skipped, said) when it was not started outside CI.
+    pub fn via_pgbouncer(&self) -> Option<String> {
+        match std::env::var(PGBOUNCER_PORT_ENV) {
+            Ok(port) => Some(self.url_at(&format!("127.0.0.1:{port}"))),
+            Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("{PGBOUNCER_PORT_ENV} is not set: under CI scripts/test.sh starts PgBouncer")
+            }
+            Err(_) => {
+                let line = format!("SKIPPED: PgBouncer test ({PGBOUNCER_PORT_ENV} not set)\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                None
+            }
+        }
+    }
+}
+
+/// A TCP relay on a loopback port in front of the database, to take the database away mid-run as a
+/// fleet meets it: [`Relay::stop`] resets every connection and refuses new ones (the server stopped),
+/// [`Relay::hang`] keeps accepting and passes nothing on (a firewall dropping packets).
+pub struct Relay {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+const RELAY_FORWARD: u8 = 0;
+const RELAY_HANG: u8 = 1;
+const RELAY_STOPPED: u8 = 2;
+
+impl Relay {
+    pub fn start(target_port: u16) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(RELAY_FORWARD));
+        let streams = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (st, ss) = (state.clone(), streams.clone());
+        let acceptor = std::thread::spawn(move || {
+            loop {
+                match st.load(Ordering::SeqCst) {
+                    RELAY_STOPPED => return, // the listener goes with this thread: new connections are refused
+                    mode => match listener.accept() {
+                        Ok((client, _)) => {
+                            let _ = client.set_nonblocking(false);
+                            let keep = client.try_clone().expect("clone");
+                            ss.lock().expect("streams").push(keep);
+                            if mode == RELAY_HANG {
+                                continue; // accepted, never answered
+                            }
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                                continue;
+                            };
+                            ss.lock().expect("streams").push(server.try_clone().expect("clone"));
+                            for (mut from, mut to) in [
+                                (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
+                                (server, client),
+                            ] {
+                                std::thread::spawn(move || {
+                                    let _ = std::io::copy(&mut from, &mut to);
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                });
+                            }
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    },
+                }
+            }
+        });
+        Relay {
+            port,
+            state,
+            streams,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// From now on, accept and never answer (open connections keep working).
+    pub fn hang(&self) {
+        self.state.store(RELAY_HANG, Ordering::SeqCst);
+    }
+
+    /// Resets every connection and closes the port.
+    pub fn stop(&mut self) {
+        self.state.store(RELAY_STOPPED, Ordering::SeqCst);
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+        for s in self.streams.lock().expect("streams").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
