@@ -331,6 +331,54 @@ fn invalid_values_are_refused_without_panicking(b: &Backend) {
     assert_eq!(store.local_totp("alice", later()), Ok(None));
 }
 
+/// `store copy`'s two halves: export reads every column, import writes all or nothing and refuses a
+/// store that holds pairings unless told to replace them.
+fn export_and_import_all_or_nothing(b: &Backend) {
+    use lockserver::store::Record;
+    let store = b.open(OpenMode::Create);
+    store.insert(&pairing("alice"), later()).expect("insert");
+    store.set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later()).expect("totp");
+    let exported = store.export(later()).expect("export");
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].pairing, pairing("alice"));
+    assert_eq!(exported[0].totp_secret.as_ref().map(|s| s.expose()), Some("JBSWY3DPEHPK3PXP"));
+
+    let record = |user: &str| Record {
+        pairing: pairing(user),
+        totp_secret: None,
+        totp_last_step: Some(7),
+        totp_failures: 3,
+        totp_window_start: 1_700_000_000,
+        created: 1_600_000_000,
+        updated: 1_650_000_000,
+    };
+    let new = vec![record("bob"), record("carol")];
+    assert_eq!(
+        store.import(&new, false, later()),
+        Err(StoreError::NotEmpty { pairings: 1 })
+    );
+    assert_eq!(store.export(later()).expect("export"), exported, "refused: nothing changed");
+    // A bad record (the last one) or a user twice: nothing written, alice still there.
+    let mut bad = new.clone();
+    bad.push(Record {
+        pairing: Pairing {
+            account_id: String::new(),
+            ..pairing("dave")
+        },
+        ..record("dave")
+    });
+    assert!(matches!(store.import(&bad, true, later()), Err(StoreError::Invalid(_))));
+    let twice = vec![record("bob"), record("bob")];
+    assert!(matches!(store.import(&twice, true, later()), Err(StoreError::Invalid(_))));
+    assert_eq!(store.export(later()).expect("export"), exported, "failed: nothing changed");
+
+    store.import(&new, true, later()).expect("replace");
+    assert_eq!(store.export(later()).expect("export"), new, "every column as given");
+    assert_eq!(store.get("alice", later()), Ok(None));
+    // The imported rows are live: the counters work on them.
+    assert_eq!(store.totp_failures("bob", 1_700_000_010, 300, later()), Ok(3));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The two backends.
 
@@ -503,6 +551,7 @@ suite!(
     pending_pairings,
     invalid_values_are_refused_without_panicking,
     concurrent_threads_with_their_own_connections,
+    export_and_import_all_or_nothing,
 );
 
 // ---------------------------------------------------------------------------------------------------
