@@ -22,6 +22,9 @@
 //! - with valgrind installed, the instruction counts (callgrind) of one cold HTTPS login by phase: the
 //!   repeatable figures, whatever else the machine is doing;
 //! - the C API's status checks per second on a warm handle, and local TOTP verifications per second.
+//! - a login with each store (SQLite, PostgreSQL, PostgreSQL through PgBouncer in transaction pooling),
+//!   cold and warm. PostgreSQL figures need the test cluster (`LOCKSERVER_TEST_PG_URL`, see
+//!   scripts/test.sh); without it they are skipped with a line.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -579,6 +582,12 @@ fn main() {
         phases(&driver, service, dir);
     }
 
+    let store_args = format!(
+        "config={{config}} trust_owner={uid} log_socket={}",
+        log_socket.display()
+    );
+    stores(&driver, module, &store_args, dir, &configs[0].1, http_account, &plan);
+
     capi_and_totp(&configs[0].1, http_account, &plan);
 }
 
@@ -670,4 +679,76 @@ fn capi_and_totp(config: &str, account: &str, plan: &Plan) {
         "local TOTP verifications (SHA1, ±1 step):        {:>9.0} /s",
         n as f64 / start.elapsed().as_secs_f64()
     );
+}
+
+/// A login with each store, cold and warm: `config` (SQLite) as it is, then the same with PostgreSQL
+/// direct and through PgBouncer when the test cluster is there.
+fn stores(driver: &Driver, module: &Path, module_args: &str, dir: &Path, config: &str, account: &str, plan: &Plan) {
+    let service_for = |name: &str, config_text: &str| {
+        let path = dir.join(format!("{name}.conf"));
+        write_private(&path, config_text);
+        let args = module_args.replace("{config}", &path.display().to_string());
+        std::fs::write(driver.confdir.join(name), lock_stack(module, &args)).expect("PAM service");
+        name.to_string()
+    };
+    let mut cases = vec![("SQLite".to_string(), service_for("store-sqlite", config))];
+    if let Some(db) = common::pg::database("bench") {
+        let password_file = dir.join("db.password");
+        write_private(&password_file, &format!("{}\n", db.password));
+        let mut urls = vec![("PostgreSQL (loopback)", db.url.clone())];
+        if let Ok(port) = std::env::var(common::pg::PGBOUNCER_PORT_ENV) {
+            urls.push(("PostgreSQL via PgBouncer", db.url_at(&format!("127.0.0.1:{port}"))));
+        }
+        let pairing_store = store::open_at(
+            &store::Location {
+                url: &db.url,
+                password: Some(&lockserver::config::Secret::new(db.password.clone())),
+                ca_file: None,
+            },
+            OpenMode::Create,
+            store::default_deadline(),
+        )
+        .expect("PostgreSQL store");
+        pairing_store
+            .insert(
+                &Pairing {
+                    user: USER.into(),
+                    account_id: account.to_string(),
+                    enabled: true,
+                    totp_enabled: false,
+                    totp_id: None,
+                },
+                store::default_deadline(),
+            )
+            .expect("insert");
+        drop(pairing_store);
+        let sqlite_line = config.lines().find(|l| l.starts_with("store = ")).expect("store line");
+        for (i, (name, url)) in urls.into_iter().enumerate() {
+            let text = config.replace(
+                sqlite_line,
+                &format!(
+                    "store = \"{url}\"\nstore_password_file = \"{}\"",
+                    password_file.display()
+                ),
+            );
+            cases.push((name.to_string(), service_for(&format!("store-pg{i}"), &text)));
+        }
+    } else {
+        println!("(PostgreSQL figures skipped: no test cluster)");
+    }
+    println!("a login (auth + account) with each store, medians; cold = a fresh process loading the module:");
+    for (name, service) in &cases {
+        let mut cold: Vec<f64> = (0..plan.cold_runs)
+            .map(|_| driver.run(service, USER, 1).wall_us)
+            .collect();
+        let run = driver.run(service, USER, plan.warm_logins + 10);
+        let mut warm = run.logins_us[10..].to_vec();
+        println!(
+            "  {:<30} cold {:>9.0} µs   warm {:>9.0} µs",
+            name,
+            median(&mut cold),
+            median(&mut warm)
+        );
+    }
+    println!();
 }
