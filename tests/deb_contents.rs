@@ -57,11 +57,14 @@ drwxr-xr-x root/root ./usr/share/man/man5/
 -rw-r--r-- root/root ./usr/share/man/man5/lockserver.conf.5.gz
 drwxr-xr-x root/root ./usr/share/man/man8/
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-check-config.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-migrate.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-pair.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key-create.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key-show.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-pairing-key.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-status.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-store-copy.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/lockserver-store.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-totp-create.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-totp-disable.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/lockserver-totp-verify.8.gz
