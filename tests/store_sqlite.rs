@@ -337,11 +337,16 @@ fn export_and_import_all_or_nothing(b: &Backend) {
     use lockserver::store::Record;
     let store = b.open(OpenMode::Create);
     store.insert(&pairing("alice"), later()).expect("insert");
-    store.set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later()).expect("totp");
+    store
+        .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
+        .expect("totp");
     let exported = store.export(later()).expect("export");
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0].pairing, pairing("alice"));
-    assert_eq!(exported[0].totp_secret.as_ref().map(|s| s.expose()), Some("JBSWY3DPEHPK3PXP"));
+    assert_eq!(
+        exported[0].totp_secret.as_ref().map(|s| s.expose()),
+        Some("JBSWY3DPEHPK3PXP")
+    );
 
     let record = |user: &str| Record {
         pairing: pairing(user),
@@ -357,7 +362,11 @@ fn export_and_import_all_or_nothing(b: &Backend) {
         store.import(&new, false, later()),
         Err(StoreError::NotEmpty { pairings: 1 })
     );
-    assert_eq!(store.export(later()).expect("export"), exported, "refused: nothing changed");
+    assert_eq!(
+        store.export(later()).expect("export"),
+        exported,
+        "refused: nothing changed"
+    );
     // A bad record (the last one) or a user twice: nothing written, alice still there.
     let mut bad = new.clone();
     bad.push(Record {
@@ -369,8 +378,15 @@ fn export_and_import_all_or_nothing(b: &Backend) {
     });
     assert!(matches!(store.import(&bad, true, later()), Err(StoreError::Invalid(_))));
     let twice = vec![record("bob"), record("bob")];
-    assert!(matches!(store.import(&twice, true, later()), Err(StoreError::Invalid(_))));
-    assert_eq!(store.export(later()).expect("export"), exported, "failed: nothing changed");
+    assert!(matches!(
+        store.import(&twice, true, later()),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.export(later()).expect("export"),
+        exported,
+        "failed: nothing changed"
+    );
 
     store.import(&new, true, later()).expect("replace");
     assert_eq!(store.export(later()).expect("export"), new, "every column as given");
