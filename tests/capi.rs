@@ -9,7 +9,7 @@ mod common;
 use common::pam_driver::{
     Answer, Message, PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_IGNORE, PAM_MAXTRIES, PAM_SERVICE_ERR, PAM_SUCCESS, Style,
 };
-use common::{Conf, Env};
+use common::{Conf, Env, dead_port};
 use lockserver::capi::lockserver_result::LOCKSERVER_OK;
 use lockserver::capi::{
     lockserver_close, lockserver_login, lockserver_message_style, lockserver_open, lockserver_open_config_str,
@@ -76,12 +76,6 @@ struct Fixture {
     /// Holds the connections of the hung service until the test ends.
     _hung: std::thread::JoinHandle<()>,
     env: Vec<(&'static str, String)>,
-}
-
-/// A port where nothing listens (bound, then closed).
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// A service that accepts connections and never answers.

@@ -282,8 +282,8 @@ fn every_packaged_man_page_renders_without_a_warning() {
     pages.sort();
     assert_eq!(
         pages.len(),
-        17,
-        "lockserver(8) and its 12 verb pages, pam_lockserver(8), two in section 5"
+        20,
+        "lockserver(8) and its 15 verb pages, pam_lockserver(8), two in section 5"
     );
     for page in &pages {
         let out = Command::new("man")

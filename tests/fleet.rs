@@ -551,9 +551,10 @@ fn migrate_reports_the_versions_on_both_backends() {
 }
 
 /// A SQLite store with every kind of fact: a Latch pairing, a disabled one with a service TOTP id, a
-/// local TOTP with its replay step and rate-limit window, a non-ASCII name.
-fn store_with_every_fact(path: &std::path::Path) -> Vec<lockserver::store::Record> {
-    use lockserver::store::{LocalTotp, Pairing, PairingStore, default_deadline};
+/// local TOTP with its replay step and rate-limit window, a non-ASCII name, and a pending (PingID)
+/// pairing.
+fn store_with_every_fact(path: &std::path::Path) -> lockserver::store::Snapshot {
+    use lockserver::store::{LocalTotp, Pairing, PairingStore, PendingPairing, default_deadline};
     let store = lockserver::store::sqlite::SqliteStore::open(path, lockserver::store::OpenMode::Create)
         .expect("create the SQLite store");
     let pairing = |user: &str, enabled| Pairing {
@@ -583,6 +584,12 @@ fn store_with_every_fact(path: &std::path::Path) -> Vec<lockserver::store::Recor
     store
         .set_local_totp("carol", Some(&state), default_deadline())
         .expect("local totp");
+    let pending = PendingPairing {
+        user: "erin".into(),
+        account_id: "erin".into(),
+        key: "491773620915".into(),
+    };
+    store.set_pending(&pending, default_deadline()).expect("pending");
     store.export(default_deadline()).expect("export")
 }
 
@@ -598,14 +605,15 @@ fn store_copy_round_trips_every_fact_sqlite_postgres_sqlite() {
     let first = env.dir.path().join("first").join("lockserver.db");
     let back = env.dir.path().join("back").join("lockserver.db");
     let records = store_with_every_fact(&first);
-    assert_eq!(records.len(), 4);
+    assert_eq!((records.records.len(), records.pending.len()), (4, 1));
     let sqlite_first = format!("sqlite://{}", first.display());
     let sqlite_back = format!("sqlite://{}", back.display());
 
     let out = cli(&env, &["store", "copy", &sqlite_first, &db.url]);
     assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
     assert!(
-        out_text(&out).contains("copied 4 pairings (2 with TOTP on, 1 with a local TOTP secret)"),
+        out_text(&out)
+            .contains("copied 4 pairings (2 with TOTP on, 1 with a local TOTP secret) and 1 pending pairings"),
         "{}",
         out_text(&out)
     );
@@ -617,7 +625,7 @@ fn store_copy_round_trips_every_fact_sqlite_postgres_sqlite() {
     let out = cli(&env, &["store", "copy", &sqlite_first, &db.url]);
     assert_eq!(out.status.code(), Some(8), "{}", out_text(&out));
     assert!(
-        out_text(&out).contains("already holds 3 pairings"),
+        out_text(&out).contains("already holds 4 pairings (pending ones counted)"),
         "{}",
         out_text(&out)
     );

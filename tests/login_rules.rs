@@ -88,10 +88,10 @@ impl PairingStore for FakeStore {
     fn migrate(&self, _: Instant) -> Result<lockserver::store::Migrated, StoreError> {
         unreachable!("a login never migrates")
     }
-    fn export(&self, _: Instant) -> Result<Vec<lockserver::store::Record>, StoreError> {
+    fn export(&self, _: Instant) -> Result<lockserver::store::Snapshot, StoreError> {
         unreachable!("a login never copies the store")
     }
-    fn import(&self, _: &[lockserver::store::Record], _: bool, _: Instant) -> Result<(), StoreError> {
+    fn import(&self, _: &lockserver::store::Snapshot, _: bool, _: Instant) -> Result<(), StoreError> {
         unreachable!("a login never copies the store")
     }
 }

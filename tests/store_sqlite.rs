@@ -331,22 +331,29 @@ fn invalid_values_are_refused_without_panicking(b: &Backend) {
     assert_eq!(store.local_totp("alice", later()), Ok(None));
 }
 
-/// `store copy`'s two halves: export reads every column, import writes all or nothing and refuses a
-/// store that holds pairings unless told to replace them.
+/// `store copy`'s two halves: export reads every column of both tables, import writes all or nothing
+/// and refuses a store that holds pairings (or pending ones) unless told to replace them.
 fn export_and_import_all_or_nothing(b: &Backend) {
-    use lockserver::store::Record;
+    use lockserver::store::{PendingPairing, Record, Snapshot};
     let store = b.open(OpenMode::Create);
     store.insert(&pairing("alice"), later()).expect("insert");
     store
         .set_local_totp("alice", Some(&totp_state("JBSWY3DPEHPK3PXP")), later())
         .expect("totp");
+    let pending = |user: &str| PendingPairing {
+        user: user.into(),
+        account_id: format!("{user}@pingid"),
+        key: format!("key-of-{user}"),
+    };
+    store.set_pending(&pending("zoe"), later()).expect("pending");
     let exported = store.export(later()).expect("export");
-    assert_eq!(exported.len(), 1);
-    assert_eq!(exported[0].pairing, pairing("alice"));
+    assert_eq!(exported.records.len(), 1);
+    assert_eq!(exported.records[0].pairing, pairing("alice"));
     assert_eq!(
-        exported[0].totp_secret.as_ref().map(|s| s.expose()),
+        exported.records[0].totp_secret.as_ref().map(|s| s.expose()),
         Some("JBSWY3DPEHPK3PXP")
     );
+    assert_eq!(exported.pending, vec![pending("zoe")]);
 
     let record = |user: &str| Record {
         pairing: pairing(user),
@@ -357,31 +364,47 @@ fn export_and_import_all_or_nothing(b: &Backend) {
         created: 1_600_000_000,
         updated: 1_650_000_000,
     };
-    let new = vec![record("bob"), record("carol")];
+    let new = Snapshot {
+        records: vec![record("bob"), record("carol")],
+        pending: vec![pending("yann")],
+    };
     assert_eq!(
         store.import(&new, false, later()),
-        Err(StoreError::NotEmpty { pairings: 1 })
+        Err(StoreError::NotEmpty { pairings: 2 })
     );
     assert_eq!(
         store.export(later()).expect("export"),
         exported,
         "refused: nothing changed"
     );
-    // A bad record (the last one) or a user twice: nothing written, alice still there.
+    // A bad record (the last one), a user twice, or a user both paired and pending: nothing written.
     let mut bad = new.clone();
-    bad.push(Record {
+    bad.records.push(Record {
         pairing: Pairing {
             account_id: String::new(),
             ..pairing("dave")
         },
         ..record("dave")
     });
-    assert!(matches!(store.import(&bad, true, later()), Err(StoreError::Invalid(_))));
-    let twice = vec![record("bob"), record("bob")];
-    assert!(matches!(
-        store.import(&twice, true, later()),
-        Err(StoreError::Invalid(_))
-    ));
+    let mut bad_pending = new.clone();
+    bad_pending.pending.push(PendingPairing {
+        key: String::new(),
+        ..pending("xavier")
+    });
+    let twice = Snapshot {
+        records: vec![record("bob"), record("bob")],
+        pending: vec![],
+    };
+    let both = Snapshot {
+        records: vec![record("bob")],
+        pending: vec![pending("bob")],
+    };
+    for wrong in [&bad, &bad_pending, &twice, &both] {
+        assert!(
+            matches!(store.import(wrong, true, later()), Err(StoreError::Invalid(_))),
+            "{wrong:?}"
+        );
+    }
     assert_eq!(
         store.export(later()).expect("export"),
         exported,
@@ -391,6 +414,12 @@ fn export_and_import_all_or_nothing(b: &Backend) {
     store.import(&new, true, later()).expect("replace");
     assert_eq!(store.export(later()).expect("export"), new, "every column as given");
     assert_eq!(store.get("alice", later()), Ok(None));
+    assert_eq!(
+        store.pending("zoe", later()),
+        Ok(None),
+        "replace removes pending pairings too"
+    );
+    assert_eq!(store.pending("yann", later()), Ok(Some(pending("yann"))));
     // The imported rows are live: the counters work on them.
     assert_eq!(store.totp_failures("bob", 1_700_000_010, 300, later()), Ok(3));
 }
@@ -1418,10 +1447,21 @@ fn postgres_a_query_past_its_deadline_is_unreachable() {
             pg::psql_result(
                 &b.url,
                 b.password.as_ref().map_or("", |p| p.expose()),
-                "BEGIN; SELECT 1 FROM pairings WHERE user_name = 'alice' FOR UPDATE; SELECT pg_sleep(2); COMMIT;",
+                "BEGIN; SELECT 1 FROM pairings WHERE user_name = 'alice' FOR UPDATE; SELECT pg_sleep(3); COMMIT;",
             )
         });
-        std::thread::sleep(Duration::from_millis(500));
+        // Wait until the holder has the row and sleeps (psql may take a while to start on a busy machine).
+        let password = b.password.as_ref().map_or("", |p| p.expose());
+        let sleeping =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'";
+        let waited = Instant::now();
+        while pg::psql(&b.url, password, sleeping) != "1" {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "the lock holder never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let start = Instant::now();
         let r = store.accept_totp_step("alice", 1, start + Duration::from_millis(300));
         let took = start.elapsed();

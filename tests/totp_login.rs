@@ -581,10 +581,10 @@ impl lockserver::store::PairingStore for SlowFailureCount {
     fn migrate(&self, d: Instant) -> Result<Migrated, StoreError> {
         self.0.migrate(d)
     }
-    fn export(&self, d: Instant) -> Result<Vec<lockserver::store::Record>, StoreError> {
+    fn export(&self, d: Instant) -> Result<lockserver::store::Snapshot, StoreError> {
         self.0.export(d)
     }
-    fn import(&self, r: &[lockserver::store::Record], replace: bool, d: Instant) -> Result<(), StoreError> {
+    fn import(&self, r: &lockserver::store::Snapshot, replace: bool, d: Instant) -> Result<(), StoreError> {
         self.0.import(r, replace, d)
     }
 }

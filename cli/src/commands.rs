@@ -297,7 +297,7 @@ impl Context<'_> {
             }
             Err(e) => return fail(Exit::Store, &format!("store copy: source: {e}; nothing was changed")),
         };
-        let records = match source.export(deadline()) {
+        let snapshot = match source.export(deadline()) {
             Ok(r) => r,
             Err(e) => {
                 return fail(
@@ -310,13 +310,16 @@ impl Context<'_> {
             Ok(s) => s,
             Err(e) => return fail(Exit::Store, &format!("store copy: target: {e}; nothing was copied")),
         };
-        match target.import(&records, force, deadline()) {
+        match target.import(&snapshot, force, deadline()) {
             Ok(()) => {
+                let records = &snapshot.records;
                 let totp = records.iter().filter(|r| r.pairing.totp_enabled).count();
                 let local = records.iter().filter(|r| r.totp_secret.is_some()).count();
                 println!(
-                    "copied {} pairings ({totp} with TOTP on, {local} with a local TOTP secret) from {} to {}",
+                    "copied {} pairings ({totp} with TOTP on, {local} with a local TOTP secret) and {} pending \
+                     pairings from {} to {}",
                     records.len(),
+                    snapshot.pending.len(),
                     store::redact(from_url),
                     store::redact(to_url)
                 );
@@ -325,7 +328,7 @@ impl Context<'_> {
             Err(StoreError::NotEmpty { pairings }) => fail(
                 Exit::Store,
                 &format!(
-                    "store copy: {} already holds {pairings} pairings; nothing was copied (add --force to \
+                    "store copy: {} already holds {pairings} pairings (pending ones counted); nothing was copied (add --force to \
                      replace them)",
                     store::redact(to_url)
                 ),

@@ -106,6 +106,66 @@ pub struct Record {
     pub updated: u64,
 }
 
+/// Everything a store holds: what `lockserver store copy` moves, in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// The pairings, ordered by user name.
+    pub records: Vec<Record>,
+    /// The pairings a host started and the user has not finished, ordered by user name.
+    pub pending: Vec<PendingPairing>,
+}
+
+impl Snapshot {
+    /// How many users it holds, paired or pending.
+    pub fn users(&self) -> usize {
+        self.records.len() + self.pending.len()
+    }
+
+    /// The checks every write makes, for every record; a user named twice (paired twice, pending twice,
+    /// or both) is refused.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.records {
+            check_user(&r.pairing.user)?;
+            check_value("account id", &r.pairing.account_id)?;
+            if let Some(id) = &r.pairing.totp_id {
+                check_value("TOTP id", id)?;
+            }
+            if let Some(secret) = &r.totp_secret {
+                check_value("TOTP secret", secret.expose())?;
+            }
+            if !seen.insert(r.pairing.user.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "the user {} appears twice",
+                    r.pairing.user
+                )));
+            }
+        }
+        for p in &self.pending {
+            check_user(&p.user)?;
+            check_value("account id", &p.account_id)?;
+            check_value("pairing key", &p.key)?;
+            if !seen.insert(p.user.as_str()) {
+                return Err(StoreError::Invalid(format!("the user {} appears twice", p.user)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest value (account id, TOTP id or secret, pairing key) the store accepts.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// A value the store accepts: 1–[`MAX_VALUE_LEN`] bytes, no control character.
+pub fn check_value(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be 1-{MAX_VALUE_LEN} printable characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Longest local user name the store accepts (Linux allows 32; leave room for LDAP names).
 pub const MAX_USER_LEN: usize = 256;
 
@@ -151,12 +211,12 @@ pub trait PairingStore {
     fn schema_version(&self, deadline: Instant) -> Result<u32, StoreError>;
     /// Applies the pending migrations (the CLI only, never a login); returns the versions before and after.
     fn migrate(&self, deadline: Instant) -> Result<Migrated, StoreError>;
-    /// Every record, ordered by user name, read in one snapshot.
-    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError>;
-    /// Writes `records` in one transaction: all or nothing. A store that holds pairings is refused with
-    /// [`StoreError::NotEmpty`] unless `replace`, which first removes every pairing. The CLI only: the
-    /// handle must not be used by another thread meanwhile.
-    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError>;
+    /// Every pairing and pending pairing, read in one snapshot.
+    fn export(&self, deadline: Instant) -> Result<Snapshot, StoreError>;
+    /// Writes `snapshot` in one transaction: all or nothing. A store that holds pairings (or pending
+    /// ones) is refused with [`StoreError::NotEmpty`] unless `replace`, which first removes them all.
+    /// The CLI only: the handle must not be used by another thread meanwhile.
+    fn import(&self, snapshot: &Snapshot, replace: bool, deadline: Instant) -> Result<(), StoreError>;
 }
 
 /// What [`PairingStore::migrate`] did.

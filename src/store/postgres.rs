@@ -26,7 +26,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, StoreError, check_user,
+    LocalTotp, Location, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, Snapshot, StoreError,
+    check_user, check_value,
 };
 use crate::config::Secret;
 use rustls_pki_types::CertificateDer;
@@ -74,9 +75,6 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MIGRATION_LOCK: i64 = 0x6c6f_636b_7365_7276;
 
 const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, totp_id";
-
-/// Longest account id, TOTP id or TOTP secret the store accepts (as for SQLite).
-const MAX_VALUE_LEN: usize = 1024;
 
 /// How the connection is protected (`sslmode` in the URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,8 +243,56 @@ impl PostgresStore {
     }
 
     /// The body of [`PairingStore::import`], inside its transaction.
-    fn import_rows(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
-        let held = self.query(deadline, "SELECT count(*) FROM pairings", &[])?;
+    /// Both tables, inside the caller's transaction.
+    fn read_snapshot(&self, deadline: Instant) -> Result<Snapshot, StoreError> {
+        let rows = self.query(
+            deadline,
+            &format!(
+                "SELECT {} FROM pairings ORDER BY user_name COLLATE \"C\"",
+                super::sqlite::RECORD_COLUMNS
+            ),
+            &[],
+        )?;
+        let records = rows
+            .iter()
+            .map(|row| {
+                Ok(Record {
+                    pairing: pairing_of(row)?,
+                    totp_secret: col::<Option<String>>(row, 5)?.map(Secret::new),
+                    totp_last_step: col::<Option<i64>>(row, 6)?
+                        .map(|s| from_db("totp_last_step", s))
+                        .transpose()?,
+                    totp_failures: from_db("totp_failures", i64::from(col::<i32>(row, 7)?))?,
+                    totp_window_start: from_db("totp_window_start", col::<i64>(row, 8)?)?,
+                    created: from_db("created", col::<i64>(row, 9)?)?,
+                    updated: from_db("updated", col::<i64>(row, 10)?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = self.query(
+            deadline,
+            "SELECT user_name, account_id, pairing_key FROM pending_pairings ORDER BY user_name COLLATE \"C\"",
+            &[],
+        )?;
+        let pending = rows
+            .iter()
+            .map(|row| {
+                Ok(PendingPairing {
+                    user: col(row, 0)?,
+                    account_id: col(row, 1)?,
+                    key: col(row, 2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Snapshot { records, pending })
+    }
+
+    fn import_rows(&self, snapshot: &Snapshot, replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        let held = self.query(
+            deadline,
+            "SELECT (SELECT count(*) FROM pairings) + (SELECT count(*) FROM pending_pairings)",
+            &[],
+        )?;
         let held: i64 = match held.first() {
             Some(row) => col(row, 0)?,
             None => 0,
@@ -256,12 +302,12 @@ impl PostgresStore {
                 pairings: usize::try_from(held).unwrap_or(usize::MAX),
             });
         }
-        self.batch(deadline, "DELETE FROM pairings")?;
+        self.batch(deadline, "DELETE FROM pairings; DELETE FROM pending_pairings")?;
         let sql = format!(
             "INSERT INTO pairings ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             super::sqlite::RECORD_COLUMNS
         );
-        for r in records {
+        for r in &snapshot.records {
             let p = &r.pairing;
             let last_step = r.totp_last_step.map(|s| to_db("last TOTP step", s)).transpose()?;
             let failures = i32::try_from(r.totp_failures)
@@ -290,6 +336,19 @@ impl PostgresStore {
                 }
                 other => other?,
             };
+        }
+        let now = unix_now();
+        for p in &snapshot.pending {
+            self.query(
+                deadline,
+                "INSERT INTO pending_pairings (user_name, account_id, pairing_key, created) VALUES ($1, $2, $3, $4)",
+                &[
+                    (&p.user, Type::TEXT),
+                    (&p.account_id, Type::TEXT),
+                    (&p.key, Type::TEXT),
+                    (&now, Type::INT8),
+                ],
+            )?;
         }
         Ok(())
     }
@@ -589,40 +648,28 @@ impl PairingStore for PostgresStore {
         self.read_version(deadline)
     }
 
-    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError> {
-        let rows = self.query(
-            deadline,
-            &format!(
-                "SELECT {} FROM pairings ORDER BY user_name COLLATE \"C\"",
-                super::sqlite::RECORD_COLUMNS
-            ),
-            &[],
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok(Record {
-                    pairing: pairing_of(row)?,
-                    totp_secret: col::<Option<String>>(row, 5)?.map(Secret::new),
-                    totp_last_step: col::<Option<i64>>(row, 6)?
-                        .map(|s| from_db("totp_last_step", s))
-                        .transpose()?,
-                    totp_failures: from_db("totp_failures", i64::from(col::<i32>(row, 7)?))?,
-                    totp_window_start: from_db("totp_window_start", col::<i64>(row, 8)?)?,
-                    created: from_db("created", col::<i64>(row, 9)?)?,
-                    updated: from_db("updated", col::<i64>(row, 10)?)?,
-                })
-            })
-            .collect()
+    fn export(&self, deadline: Instant) -> Result<Snapshot, StoreError> {
+        // One snapshot of both tables (one server connection through PgBouncer: a transaction).
+        self.batch(deadline, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let read = self.read_snapshot(deadline);
+        match (read, self.batch(deadline, "COMMIT")) {
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                let _ = self.batch(deadline, "ROLLBACK");
+                Err(e)
+            }
+            (Ok(snapshot), Ok(())) => Ok(snapshot),
+        }
     }
 
-    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
-        for r in records {
-            check_record(r)?;
-        }
+    fn import(&self, snapshot: &Snapshot, replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        snapshot.check()?;
         // BEGIN … COMMIT on the one connection (PgBouncer keeps a transaction on one server connection);
-        // the table lock makes a concurrent writer wait until the copy is in or rolled back.
-        self.batch(deadline, "BEGIN; LOCK TABLE pairings IN EXCLUSIVE MODE")?;
-        let done = self.import_rows(records, replace, deadline);
+        // the table locks make a concurrent writer wait until the copy is in or rolled back.
+        self.batch(
+            deadline,
+            "BEGIN; LOCK TABLE pairings, pending_pairings IN EXCLUSIVE MODE",
+        )?;
+        let done = self.import_rows(snapshot, replace, deadline);
         let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
         match (done, self.batch(deadline, end)) {
             (Err(e), _) | (Ok(()), Err(e)) => {
@@ -858,28 +905,6 @@ fn flag(column: &str, v: i32) -> Result<bool, StoreError> {
         1 => Ok(true),
         _ => Err(StoreError::Unavailable(format!("corrupt store: {column} = {v}"))),
     }
-}
-
-/// The checks every write makes, for one imported record.
-fn check_record(r: &Record) -> Result<(), StoreError> {
-    check_user(&r.pairing.user)?;
-    check_value("account id", &r.pairing.account_id)?;
-    if let Some(id) = &r.pairing.totp_id {
-        check_value("TOTP id", id)?;
-    }
-    if let Some(secret) = &r.totp_secret {
-        check_value("TOTP secret", secret.expose())?;
-    }
-    Ok(())
-}
-
-fn check_value(what: &str, value: &str) -> Result<(), StoreError> {
-    if value.is_empty() || value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{what} must be 1-{MAX_VALUE_LEN} printable characters"
-        )));
-    }
-    Ok(())
 }
 
 fn from_db<T: TryFrom<i64>>(column: &str, v: i64) -> Result<T, StoreError> {

@@ -43,7 +43,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    LocalTotp, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, StoreError, check_user, remaining,
+    LocalTotp, Migrated, OpenMode, Pairing, PairingStore, PendingPairing, Record, Snapshot, StoreError, check_user,
+    check_value, remaining,
 };
 use crate::config::Secret;
 use rusqlite::config::DbConfig;
@@ -83,9 +84,6 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
-
-/// Longest account id, TOTP id or TOTP secret the store accepts.
-const MAX_VALUE_LEN: usize = 1024;
 
 const PAIRING_COLUMNS: &str = "user_name, account_id, enabled, totp_enabled, totp_id";
 
@@ -501,8 +499,11 @@ impl PairingStore for SqliteStore {
         read_version(&*self.conn(deadline)?)
     }
 
-    fn export(&self, deadline: Instant) -> Result<Vec<Record>, StoreError> {
-        let conn = self.conn(deadline)?;
+    fn export(&self, deadline: Instant) -> Result<Snapshot, StoreError> {
+        let mut conn = self.conn(deadline)?;
+        // One read transaction: the two tables as of one moment.
+        let tx = conn.transaction().map_err(db_err)?;
+        let conn = &tx;
         let mut stmt = conn
             .prepare(&format!("SELECT {RECORD_COLUMNS} FROM pairings ORDER BY user_name"))
             .map_err(db_err)?;
@@ -534,16 +535,35 @@ impl PairingStore for SqliteStore {
                 updated: from_db("updated", updated)?,
             });
         }
-        Ok(out)
+        drop(stmt);
+        let mut stmt = conn
+            .prepare("SELECT user_name, account_id, pairing_key FROM pending_pairings ORDER BY user_name")
+            .map_err(db_err)?;
+        let pending = stmt
+            .query_map([], |r| {
+                Ok(PendingPairing {
+                    user: r.get(0)?,
+                    account_id: r.get(1)?,
+                    key: r.get(2)?,
+                })
+            })
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        drop(stmt);
+        tx.finish().map_err(db_err)?;
+        Ok(Snapshot { records: out, pending })
     }
 
-    fn import(&self, records: &[Record], replace: bool, deadline: Instant) -> Result<(), StoreError> {
-        for r in records {
-            check_record(r)?;
-        }
+    fn import(&self, snapshot: &Snapshot, replace: bool, deadline: Instant) -> Result<(), StoreError> {
+        snapshot.check()?;
         self.write(deadline, |tx| {
             let held: i64 = tx
-                .query_row("SELECT count(*) FROM pairings", [], |r| r.get(0))
+                .query_row(
+                    "SELECT (SELECT count(*) FROM pairings) + (SELECT count(*) FROM pending_pairings)",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(db_err)?;
             if held > 0 && !replace {
                 return Err(StoreError::NotEmpty {
@@ -551,12 +571,13 @@ impl PairingStore for SqliteStore {
                 });
             }
             tx.execute("DELETE FROM pairings", []).map_err(db_err)?;
+            tx.execute("DELETE FROM pending_pairings", []).map_err(db_err)?;
             let mut stmt = tx
                 .prepare(&format!(
                     "INSERT INTO pairings ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ))
                 .map_err(db_err)?;
-            for r in records {
+            for r in &snapshot.records {
                 let p = &r.pairing;
                 stmt.execute(params![
                     p.user,
@@ -578,6 +599,15 @@ impl PairingStore for SqliteStore {
                         db_err(e)
                     }
                 })?;
+            }
+            drop(stmt);
+            let now = unix_now();
+            for p in &snapshot.pending {
+                tx.execute(
+                    "INSERT INTO pending_pairings (user_name, account_id, pairing_key, created) VALUES (?1, ?2, ?3, ?4)",
+                    params![p.user, p.account_id, p.key, now],
+                )
+                .map_err(db_err)?;
             }
             Ok(())
         })
@@ -850,28 +880,6 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         );
     }
     tx.commit().map_err(db_err)
-}
-
-/// The checks every write makes, for one imported record.
-fn check_record(r: &Record) -> Result<(), StoreError> {
-    check_user(&r.pairing.user)?;
-    check_value("account id", &r.pairing.account_id)?;
-    if let Some(id) = &r.pairing.totp_id {
-        check_value("TOTP id", id)?;
-    }
-    if let Some(secret) = &r.totp_secret {
-        check_value("TOTP secret", secret.expose())?;
-    }
-    Ok(())
-}
-
-fn check_value(what: &str, value: &str) -> Result<(), StoreError> {
-    if value.is_empty() || value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{what} must be 1-{MAX_VALUE_LEN} printable characters"
-        )));
-    }
-    Ok(())
 }
 
 fn flag(column: &str, v: i64) -> Result<bool, StoreError> {

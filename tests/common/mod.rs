@@ -607,10 +607,19 @@ impl Default for Env {
     }
 }
 
-/// A loopback port with nothing listening on it (bound, then released).
+/// A loopback port where nothing listens, and nothing will while the test runs: a port that was free
+/// a moment ago (bind to :0, then close) can be handed to another test's listener at once, which then
+/// answers in its place. Ports below 1024 are never handed out by `bind(:0)` (they are outside
+/// `ip_local_port_range`), so one of them that refuses a connection now stays refused.
 pub fn dead_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    (600..1000)
+        .find(|&port| {
+            matches!(
+                std::net::TcpStream::connect(("127.0.0.1", port)),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        })
+        .expect("a loopback port below 1024 where nothing listens")
 }
 
 /// Runs `sql` on the SQLite file and returns the first column of the first row.
