@@ -620,6 +620,7 @@ static void test_login_service_down(void) {
     if (secure) {
         struct conv c = {.mode = ANSWER_NONE};
         struct outcome o = login_as(secure, "login-open", "sshd", &c);
+        if (o.verdict != LOCKSERVER_VERDICT_UNAVAILABLE) fprintf(stderr, "service down, secure: rc %d, verdict %d, message %s\n", o.rc, o.verdict, o.has_message ? o.message : "(none)");
         CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_UNAVAILABLE);
         CHECK(o.has_message && strcmp(o.message, "The lock server cannot be reached. Try again later.") == 0);
         /* An unpaired user needs no service. */
