@@ -185,7 +185,9 @@ fn fixture() -> Fixture {
         ("LS_TOTP_SECRET", TOTP_SECRET.to_string()),
         (
             "LS_DOWN_CONFIG",
-            config_with(&format!("http://127.0.0.1:{}", dead_port()), emu.secret(), 3000),
+            // A refused connection ends at once; the long budget is for valgrind on a busy machine
+            // (the store open alone can take seconds there, and a budget spent in it is another verdict).
+            config_with(&format!("http://127.0.0.1:{}", dead_port()), emu.secret(), 15000),
         ),
         (
             "LS_HUNG_CONFIG",
