@@ -692,7 +692,9 @@ fn stores(driver: &Driver, module: &Path, module_args: &str, dir: &Path, config:
         name.to_string()
     };
     let mut cases = vec![("SQLite".to_string(), service_for("store-sqlite", config))];
-    if let Some(db) = common::pg::database("bench") {
+    // Kept to the end: dropping it drops the database.
+    let db = common::pg::database("bench");
+    if let Some(db) = &db {
         let password_file = dir.join("db.password");
         write_private(&password_file, &format!("{}\n", db.password));
         let mut urls = vec![("PostgreSQL (loopback)", db.url.clone())];
