@@ -190,3 +190,28 @@ fn latch_and_pingid_verbs_say_which_flow_they_need() {
     let out = run(&latch, &["pair", "--user", "root"]).expect("root");
     assert_eq!(out.status.code(), Some(2), "Latch needs a code: {}", text(&out));
 }
+
+/// A pairing key for a user this machine does not know is refused (a typo would pair a user nobody
+/// is) unless `--allow-unknown-user` says it is meant: an admin host pairing for a fleet's store.
+#[test]
+fn a_pairing_key_for_an_unknown_user_needs_allow_unknown_user() {
+    let env = Env::pingid();
+    let ghost = "pingiduser-not-on-this-host";
+    let Some(out) = run(&env, &["pairing-key", "create", "--user", ghost]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no such user on this system"), "{}", text(&out));
+    let store = env.store();
+    assert_eq!(store.pending(ghost, soon()), Ok(None), "nothing recorded");
+    drop(store);
+    let out = run(
+        &env,
+        &["pairing-key", "create", "--user", ghost, "--allow-unknown-user"],
+    )
+    .expect("root");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let key = key_of(&out);
+    let pending = env.store().pending(ghost, soon()).expect("read the store");
+    assert_eq!(pending.map(|p| p.key), Some(key));
+}

@@ -141,6 +141,9 @@ pub enum PairingKeyAction {
         /// Default: the config's `pairing_scope`.
         #[arg(long, value_enum)]
         scope: Option<Scope>,
+        /// Make it for a user this machine does not know (an admin host for a fleet's shared store).
+        #[arg(long)]
+        allow_unknown_user: bool,
     },
     /// Show whether a pairing key is NOT_CLAIMED or USED (not found: exit 5).
     Show {

@@ -127,6 +127,22 @@ impl Context<'_> {
         }
     }
 
+    /// Pairing a user this machine does not know is refused unless asked for: with a shared store the
+    /// user may live on other hosts of the fleet, but a typo would pair a user nobody is.
+    pub(crate) fn known_user(&self, user: &str, allow_unknown_user: bool) -> Result<(), Exit> {
+        if super::actor::user_exists(user) != Some(false) || allow_unknown_user {
+            return Ok(());
+        }
+        let shared = store::Location::of(self.config).is_networked();
+        let hint = if shared {
+            "; the store is shared: if the user exists on other hosts of the fleet, add \
+             --allow-unknown-user (check the spelling: a typo would pair a user nobody is)"
+        } else {
+            ""
+        };
+        Err(fail(Exit::Usage, &format!("no such user on this system: {user}{hint}")))
+    }
+
     pub fn pair(&self, user: &str, code: &str, allow_unknown_user: bool) -> Exit {
         if self.config.service == ServiceKind::Pingid {
             return fail(Exit::Usage, &self.text(Section::Pairing, "wrong_flow_code", user));
@@ -134,15 +150,8 @@ impl Context<'_> {
         if let Err(e) = accounts::check_pairing_code(code) {
             return self.account_error(user, e);
         }
-        if super::actor::user_exists(user) == Some(false) && !allow_unknown_user {
-            let shared = store::Location::of(self.config).is_networked();
-            let hint = if shared {
-                "; the store is shared: if the user exists on other hosts of the fleet, add \
-                 --allow-unknown-user (check the spelling: a typo would pair a user nobody is)"
-            } else {
-                ""
-            };
-            return fail(Exit::Usage, &format!("no such user on this system: {user}{hint}"));
+        if let Err(code) = self.known_user(user, allow_unknown_user) {
+            return code;
         }
         let common_name = format!("{user}@{}", hostname());
         self.with_accounts(user, |a| {

@@ -116,9 +116,14 @@ pub fn run(cli: Cli, actor: &Actor) -> Exit {
             Err(r) => fail(Exit::NotAllowed, &r.0),
         },
         Command::PairingKey {
-            action: PairingKeyAction::Create { user, scope },
+            action:
+                PairingKeyAction::Create {
+                    user,
+                    scope,
+                    allow_unknown_user,
+                },
         } => match target(user) {
-            Ok(u) => ctx.pairing_key_create(&u, scope.map(Into::into)),
+            Ok(u) => ctx.pairing_key_create(&u, scope.map(Into::into), *allow_unknown_user),
             Err(r) => fail(Exit::NotAllowed, &r.0),
         },
         Command::PairingKey {

@@ -20,12 +20,12 @@ impl Context<'_> {
         }
     }
 
-    pub fn pairing_key_create(&self, user: &str, scope: Option<PairingScope>) -> Exit {
+    pub fn pairing_key_create(&self, user: &str, scope: Option<PairingScope>, allow_unknown_user: bool) -> Exit {
         if let Err(code) = self.key_flow(user) {
             return code;
         }
-        if super::actor::user_exists(user) == Some(false) {
-            return fail(Exit::Usage, &format!("no such user on this system: {user}"));
+        if let Err(code) = self.known_user(user, allow_unknown_user) {
+            return code;
         }
         self.with_accounts(user, |a| {
             let key = a.pairing_key_create(user, scope)?;
