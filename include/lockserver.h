@@ -351,7 +351,8 @@ enum lockserver_result lockserver_close(struct lockserver *handle);
  *
  * `account_id`, `operation_id`: borrowed. `out_access`: required. `out_token`: may be NULL; else it
  * receives the one-time password when the answer is LOCKSERVER_ACCESS_CODE_REQUIRED (free it with
- * lockserver_string_free), or NULL. Thread-safe.
+ * lockserver_string_free), or NULL. LOCKSERVER_ERROR_NOT_SUPPORTED under PingID, whose lock check is
+ * a push to the person's phone: run it as a login (lockserver_login). Thread-safe.
  *
  * # Safety
  * String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -450,7 +451,8 @@ enum lockserver_result lockserver_totp_code(const char *secret_base32,
 
 /**
  * The lock status of a local user through the pairing store, application-wide (`operation_name`
- * NULL) or for an operation NAME of the config. `out_token` as in lockserver_status. Thread-safe.
+ * NULL) or for an operation NAME of the config. `out_token` as in lockserver_status; under PingID,
+ * LOCKSERVER_ERROR_NOT_SUPPORTED as there. Thread-safe.
  *
  * # Safety
  * String arguments are NULL or NUL-terminated; output pointers are NULL or writable.

@@ -211,8 +211,9 @@ impl From<AccountError> for Failure {
 }
 
 /// What a status answer is for a C caller: the access kind and the one-time password to compare,
-/// if one was issued. A question put to the person (a PingID push) cannot be waited for here: it is
-/// withdrawn and the call fails.
+/// if one was issued. A question put to the person (a push) cannot be waited for here: it is withdrawn
+/// and the call fails (PingID's status calls are refused before they are sent; this is the defence
+/// for any service that asks).
 fn access_parts(access: Access<'_>) -> Result<(lockserver_access, Option<String>), ServiceError> {
     Ok(match access {
         Access::Open => (lockserver_access::LOCKSERVER_ACCESS_OPEN, None),
@@ -317,7 +318,8 @@ pub unsafe extern "C" fn lockserver_close(handle: *mut lockserver) -> lockserver
 ///
 /// `account_id`, `operation_id`: borrowed. `out_access`: required. `out_token`: may be NULL; else it
 /// receives the one-time password when the answer is LOCKSERVER_ACCESS_CODE_REQUIRED (free it with
-/// lockserver_string_free), or NULL. Thread-safe.
+/// lockserver_string_free), or NULL. LOCKSERVER_ERROR_NOT_SUPPORTED under PingID, whose lock check is
+/// a push to the person's phone: run it as a login (lockserver_login). Thread-safe.
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -335,6 +337,7 @@ pub unsafe extern "C" fn lockserver_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (account, operation) = unsafe { (input(account_id)?, optional_input(operation_id)?) };
+        super::supported::status_calls(&h)?;
         let access = access_parts(h.service.status(account, operation, want_code, h.deadline())?)?;
         // SAFETY: out_access checked above; out_token NULL or writable per the contract.
         unsafe { write_access(access, out_access, out_token) }
@@ -568,7 +571,8 @@ pub unsafe extern "C" fn lockserver_totp_code(
 }
 
 /// The lock status of a local user through the pairing store, application-wide (`operation_name`
-/// NULL) or for an operation NAME of the config. `out_token` as in lockserver_status. Thread-safe.
+/// NULL) or for an operation NAME of the config. `out_token` as in lockserver_status; under PingID,
+/// LOCKSERVER_ERROR_NOT_SUPPORTED as there. Thread-safe.
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -586,6 +590,7 @@ pub unsafe extern "C" fn lockserver_user_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user, operation) = unsafe { (input(user)?, optional_input(operation_name)?) };
+        super::supported::status_calls(&h)?;
         let status = h.with_accounts(|a| {
             Ok(match a.status(user, operation, want_code)? {
                 UserStatus::CheckOff => None,

@@ -1,10 +1,12 @@
-//! Which calls the config's service answers. Latch pairs with a code from the app and has a TOTP API;
-//! PingID pairs with a key the host makes. A call of the other kind answers
+//! Which calls the config's service answers. Latch pairs with a code from the app, has a TOTP API and
+//! answers a status without asking anyone; PingID pairs with a key the host makes, and its lock check
+//! is a question to the person on the phone. A call of the other kind answers
 //! `LOCKSERVER_ERROR_NOT_SUPPORTED`, before anything is sent or stored, with the call to use instead.
 
 use super::boundary::Failure;
 use super::boundary::lockserver_result::LOCKSERVER_ERROR_NOT_SUPPORTED;
 use super::handle::lockserver;
+use crate::config::ServiceKind;
 use crate::service::{CodePairing, KeyPairing, PairingFlow, ServiceTotp};
 
 /// Pairing with a code from the phone app (Latch).
@@ -39,4 +41,16 @@ pub(super) fn totp_calls(h: &lockserver) -> Result<&dyn ServiceTotp, Failure> {
              lockserver_user_totp_create",
         )
     })
+}
+
+/// A lock status outside a login. PingID has none: its check is a push, which would ring the user's
+/// phone for a question nobody waits for.
+pub(super) fn status_calls(h: &lockserver) -> Result<(), Failure> {
+    match h.config.service {
+        ServiceKind::Latch => Ok(()),
+        ServiceKind::Pingid => Err(Failure::new(
+            LOCKSERVER_ERROR_NOT_SUPPORTED,
+            "PingID's lock check asks the person on the phone: run it as a login, with lockserver_login",
+        )),
+    }
 }

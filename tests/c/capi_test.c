@@ -354,6 +354,7 @@ struct conv {
     const char *script[4];
     const char *otp_account;
     lockserver *reenter;    /* when set, each prompt first calls lockserver_user_status on it */
+    lockserver *reenter_login; /* when set, each prompt first runs a login of login-open on it */
     int prompts, errors, infos, bad_calls, reentered;
     char last_prompt[256];
     char last_error[512];
@@ -387,6 +388,14 @@ static int conversation(void *userdata, lockserver_message_style style, const ch
         lockserver_access a;
         if (lockserver_user_status(c->reenter, "login-open", NULL, false, &a, NULL) == LOCKSERVER_OK &&
             a == LOCKSERVER_ACCESS_OPEN)
+            c->reentered++;
+    }
+    if (c->reenter_login) {
+        struct conv quiet = {.mode = ANSWER_NONE};
+        lockserver_verdict v = 0;
+        if (lockserver_login(c->reenter_login, "login-open", "nested", conversation, &quiet, &v, NULL) ==
+                LOCKSERVER_OK &&
+            v == LOCKSERVER_VERDICT_ALLOWED)
             c->reentered++;
     }
     switch (c->mode) {
@@ -645,6 +654,9 @@ static void test_login_service_down(void) {
         if (o.verdict != LOCKSERVER_VERDICT_UNAVAILABLE) fprintf(stderr, "service down, secure: rc %d, verdict %d, message %s\n", o.rc, o.verdict, o.has_message ? o.message : "(none)");
         CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_UNAVAILABLE);
         CHECK(o.has_message && strcmp(o.message, "The lock server cannot be reached. Try again later.") == 0);
+        if (o.verdict != LOCKSERVER_VERDICT_UNAVAILABLE)
+            fprintf(stderr, "service down, secure: rc %d verdict %d message '%s'\n", (int)o.rc, (int)o.verdict,
+                    o.message);
         /* An unpaired user needs no service. */
         CHECK(login_as(secure, "nobody-paired", "sshd", &c).verdict == LOCKSERVER_VERDICT_IGNORE);
         /* Nor does a service whose lock check is off (sudo). */
@@ -794,6 +806,15 @@ static void test_login_log_lines(void) {
         log_daemon_read(&d, lines, sizeof lines);
         CHECK(strstr(lines, "one-time password accepted") != NULL && strstr(lines, "access granted") != NULL);
         CHECK(otp[0] != '\0' && strstr(lines, otp) == NULL);
+        /* A login run from inside another's conversation logs as itself, and the outer one's lines
+           after it still name the outer login. */
+        struct conv outer = {.mode = ANSWER_OTP, .otp_account = env("LS_OTP_ACCOUNT"), .reenter_login = h};
+        CHECK(login_as(h, "login-otp", NULL, &outer).verdict == LOCKSERVER_VERDICT_ALLOWED);
+        CHECK(outer.reentered == 1);
+        log_daemon_read(&d, lines, sizeof lines);
+        CHECK(strstr(lines, "lockserver_login(nested:auth): user=login-open rhost=-: access granted") != NULL);
+        CHECK(strstr(lines, "lockserver_login(-:auth): user=login-otp rhost=-: one-time password accepted") != NULL);
+        CHECK(strstr(lines, "lockserver_login(-:auth): user=login-otp rhost=-: access granted") != NULL);
         CHECK_RC(lockserver_close(h), LOCKSERVER_OK);
     }
     log_daemon_stop(&d);
@@ -857,6 +878,11 @@ static void test_pingid(void) {
     CHECK_RC(lockserver_user_pair(h, user, "ABCDEF"), LOCKSERVER_ERROR_NOT_SUPPORTED);
     CHECK_RC(lockserver_totp_create(h, user, "C API", &id, &qr), LOCKSERVER_ERROR_NOT_SUPPORTED);
     CHECK(account == NULL && id == NULL && qr == NULL);
+    /* A status outside a login would be a push ringing the phone for nothing. */
+    lockserver_access a = LOCKSERVER_ACCESS_CHECK_OFF;
+    CHECK_RC(lockserver_status(h, user, NULL, false, &a, NULL), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK_RC(lockserver_user_status(h, user, NULL, false, &a, NULL), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK(a == LOCKSERVER_ACCESS_CHECK_OFF);
 
     /* Create: a key, the user pending. */
     CHECK_RC(lockserver_pairing_key_create(h, user, LOCKSERVER_SCOPE_CONFIGURED, &key), LOCKSERVER_OK);
@@ -937,6 +963,11 @@ static void test_pingid(void) {
     snprintf(path, sizeof path, "/_emulator/pingid/authentications?user=%s", user);
     CHECK(emulator_request("GET", path, NULL, reply, sizeof reply));
     CHECK(strstr(reply, "CANCELED") != NULL);
+    /* No status call above ever asked the phone: every authentication is one of the logins'. */
+    int auths = 0;
+    for (const char *p = reply; (p = strstr(p, "\"status\"")) != NULL; p++) auths++;
+    CHECK(auths == 5);
+    if (auths != 5) fprintf(stderr, "authentications: %s\n", reply);
 
     /* Unpaired at PingID and in the store: logs in as unpaired again. */
     CHECK_RC(lockserver_user_unpair(h, user), LOCKSERVER_OK);
