@@ -212,13 +212,15 @@ fn fixture() -> Fixture {
     }
 }
 
-/// A PingID config for the emulator's PingID account, with its own store (not created yet).
+/// A PingID config for the emulator's PingID account, with its own store (not created yet). The polls
+/// of a push share `timeout_ms` with the login's other service calls: under valgrind each costs tens of
+/// milliseconds, so the budget is wide and the polls few.
 fn pingid_config(emu: &Emulator, db: &Path) -> String {
     let p = PingidOptions::default();
     format!(
-        "service = \"pingid\"\ntimeout_ms = 3000\nstore = \"sqlite://{}\"\n[pingid]\naccount_id = \"{}\"\n\
+        "service = \"pingid\"\ntimeout_ms = 10000\nstore = \"sqlite://{}\"\n[pingid]\naccount_id = \"{}\"\n\
          application_id = \"{}\"\ntoken = \"{}\"\napi_key = \"{}\"\nurl = \"{}/pingid\"\n\
-         push_timeout_secs = 5\npoll_interval_ms = 100\n",
+         push_timeout_secs = 5\npoll_interval_ms = 500\n",
         db.display(),
         p.account_id,
         p.applications[0],

@@ -17,8 +17,8 @@
  *   LS_WRONG_SECRET_CONFIG LS_CONFIG with a wrong application secret
  *   LS_DICTIONARY    a dictionary file whose <lock><locked> text is "Cerrado: abre tu Latch."
  *   LS_PINGID_CONFIG a config (TOML text) for the same emulator's PingID side, with a store of its own
- *                    (empty), push_timeout_secs 5 and poll_interval_ms 100; the tests play the phone
- *                    through the emulator's control API (/_emulator/pingid/...)
+ *                    (empty), timeout_ms 10000, push_timeout_secs 5 and poll_interval_ms 500; the tests
+ *                    play the phone through the emulator's control API (/_emulator/pingid/...)
  * The store of LS_CONFIG holds the users login-open, login-locked, login-otp (their latches as the
  * account names say) and login-totp (open, with local TOTP). The config has no `fail_mode`, `unpaired`
  * or `enabled` key: the tests prepend them.
@@ -958,6 +958,8 @@ static void test_pingid(void) {
     o = login_as(h, user, "sshd", &late);
     double took = now_ms() - start;
     CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_REFUSED && o.has_message);
+    if (o.verdict != LOCKSERVER_VERDICT_REFUSED)
+        fprintf(stderr, "no answer: verdict %d after %.0f ms, message '%s'\n", (int)o.verdict, took, o.message);
     CHECK(took >= 4900);
     char path[128];
     snprintf(path, sizeof path, "/_emulator/pingid/authentications?user=%s", user);
