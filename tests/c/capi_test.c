@@ -654,9 +654,6 @@ static void test_login_service_down(void) {
         if (o.verdict != LOCKSERVER_VERDICT_UNAVAILABLE) fprintf(stderr, "service down, secure: rc %d, verdict %d, message %s\n", o.rc, o.verdict, o.has_message ? o.message : "(none)");
         CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_UNAVAILABLE);
         CHECK(o.has_message && strcmp(o.message, "The lock server cannot be reached. Try again later.") == 0);
-        if (o.verdict != LOCKSERVER_VERDICT_UNAVAILABLE)
-            fprintf(stderr, "service down, secure: rc %d verdict %d message '%s'\n", (int)o.rc, (int)o.verdict,
-                    o.message);
         /* An unpaired user needs no service. */
         CHECK(login_as(secure, "nobody-paired", "sshd", &c).verdict == LOCKSERVER_VERDICT_IGNORE);
         /* Nor does a service whose lock check is off (sudo). */
