@@ -6,7 +6,13 @@
  *   cc check_login.c $(pkg-config --cflags --libs lockserver) -o check_login
  *   ./check_login /etc/lockserver/lockserver.conf alice [SERVICE]
  *
+ * The same binary serves either lock server, as the config names it: with Latch the latch is checked
+ * and its one-time password asked when the app issues one; with PingID the phone gets a push (announced
+ * by an info text, "Approve the login on your phone.") or the service asks for a code. Pair users first
+ * with `lockserver pair` / `lockserver pairing-key create`, or with the example pair_user.c.
+ *
  * SERVICE stands where the PAM service name stands (e.g. sshd): looked up in the config's operations.
+ * Like the PAM module, the call writes its log lines to syslog (LOG_AUTHPRIV), e.g. a FAIL-OPEN.
  * Exit status: 0 allowed, 1 refused (locked, a wrong code, the service unavailable, ...), 2 not
  * lockserver's to decide (disabled, or the user is not paired and unpaired = "ignore"), 3 error.
  */

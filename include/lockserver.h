@@ -88,6 +88,20 @@ typedef enum lockserver_result {
    * The operation needs TOTP to be on (the TOTP operations flag) or enrolled for the user.
    */
   LOCKSERVER_ERROR_TOTP_DISABLED = 14,
+  /**
+   * The config's service does not do this: pairing keys under Latch, code pairing or the service's
+   * TOTP calls under PingID (lockserver_last_error_message says what to call instead).
+   */
+  LOCKSERVER_ERROR_NOT_SUPPORTED = 15,
+  /**
+   * The user has not entered the pairing key in the app yet: show it again and ask later.
+   */
+  LOCKSERVER_ERROR_NOT_CLAIMED = 16,
+  /**
+   * The service does not know it (a pairing key not found in the scope asked; see
+   * lockserver_last_error_message for the service's text).
+   */
+  LOCKSERVER_ERROR_NOT_FOUND = 17,
 } lockserver_result;
 
 /**
@@ -171,6 +185,21 @@ typedef enum lockserver_verdict {
 } lockserver_verdict;
 
 /**
+ * What the service says of a pairing key. No status is 0, so a variable initialised to 0 and read
+ * without checking the call's result is neither.
+ */
+typedef enum lockserver_key_status {
+  /**
+   * Made, not entered in the app yet.
+   */
+  LOCKSERVER_KEY_NOT_CLAIMED = 1,
+  /**
+   * Entered in the app: a device is paired with it (complete with lockserver_user_pair_pending).
+   */
+  LOCKSERVER_KEY_USED = 2,
+} lockserver_key_status;
+
+/**
  * Hash algorithm of a TOTP.
  */
 typedef enum lockserver_totp_algorithm {
@@ -178,6 +207,19 @@ typedef enum lockserver_totp_algorithm {
   LOCKSERVER_TOTP_SHA256 = 1,
   LOCKSERVER_TOTP_SHA512 = 2,
 } lockserver_totp_algorithm;
+
+/**
+ * The scope of a pairing key (PingID). A key made in the organization scope is found in both scopes;
+ * one made in the application scope only there.
+ */
+typedef enum lockserver_pairing_scope {
+  /**
+   * The config's `[pingid] pairing_scope` (`application` unless set).
+   */
+  LOCKSERVER_SCOPE_CONFIGURED = 0,
+  LOCKSERVER_SCOPE_APPLICATION = 1,
+  LOCKSERVER_SCOPE_ORGANIZATION = 2,
+} lockserver_pairing_scope;
 
 /**
  * An open lockserver: a config, its dictionary, a kept-alive service client and (on first use) the
@@ -309,7 +351,8 @@ enum lockserver_result lockserver_close(struct lockserver *handle);
  *
  * `account_id`, `operation_id`: borrowed. `out_access`: required. `out_token`: may be NULL; else it
  * receives the one-time password when the answer is LOCKSERVER_ACCESS_CODE_REQUIRED (free it with
- * lockserver_string_free), or NULL. Thread-safe.
+ * lockserver_string_free), or NULL. LOCKSERVER_ERROR_NOT_SUPPORTED under PingID, whose lock check is
+ * a push to the person's phone: run it as a login (lockserver_login). Thread-safe.
  *
  * # Safety
  * String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -408,7 +451,8 @@ enum lockserver_result lockserver_totp_code(const char *secret_base32,
 
 /**
  * The lock status of a local user through the pairing store, application-wide (`operation_name`
- * NULL) or for an operation NAME of the config. `out_token` as in lockserver_status. Thread-safe.
+ * NULL) or for an operation NAME of the config. `out_token` as in lockserver_status; under PingID,
+ * LOCKSERVER_ERROR_NOT_SUPPORTED as there. Thread-safe.
  *
  * # Safety
  * String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -471,6 +515,20 @@ enum lockserver_result lockserver_user_totp_verify(const struct lockserver *hand
                                                    bool *out_valid);
 
 /**
+ * Where lockserver_login on this handle sends its log lines: the path of a syslog datagram socket
+ * (the default is /dev/log, as for the PAM module), or NULL for no log lines (a program that keeps
+ * its own audit trail). `socket_path`: borrowed; an absolute path, else
+ * LOCKSERVER_ERROR_INVALID_ARGUMENT. Lines that cannot be written (no daemon) are dropped, counted,
+ * and the count is reported in the next line that gets through; a login never waits more than
+ * 100 ms for a stuck daemon. Thread-safe: logins already running keep the socket they started with.
+ *
+ * # Safety
+ * `socket_path` is NULL or NUL-terminated.
+ */
+enum lockserver_result lockserver_set_log_socket(const struct lockserver *handle,
+                                                 const char *socket_path);
+
+/**
  * Runs the whole login decision for a local user, exactly as the PAM module's auth phase does: the
  * lock check through the pairing store (with the service's one-time password), then the user's TOTP,
  * with `fail_mode` (and `store_fail_mode`), `unpaired`, `service_unpaired`, `operations`,
@@ -491,6 +549,10 @@ enum lockserver_result lockserver_user_totp_verify(const struct lockserver *hand
  *   error text given to `conversation`; free it with lockserver_string_free), or NULL when the verdict
  *   is ALLOWED or IGNORE or no text was given.
  *
+ * Writes the log lines the PAM module writes for the same decision (docs/log-lines.md: "access
+ * granted", "FAIL-OPEN: ...", "access denied: ..."), prefixed `lockserver_login(SERVICE:auth)`, to
+ * syslog or to the socket lockserver_set_log_socket chose; no secret, code or token is logged.
+ *
  * Returns LOCKSERVER_OK whenever a verdict was reached, a refusal included: read `*out_verdict`. Any
  * other result (a bad argument, a closed handle, LOCKSERVER_ERROR_PANIC) means no verdict: nothing is
  * written, and the login must be treated as refused.
@@ -508,6 +570,63 @@ enum lockserver_result lockserver_login(const struct lockserver *handle,
                                         void *userdata,
                                         enum lockserver_verdict *out_verdict,
                                         char **out_message);
+
+/**
+ * Makes a pairing key for the local user `user` (PingID): creates the PingID user of that name when
+ * it does not exist, makes the key in `scope` with the user name as its pairing data, and records the
+ * user in the store as pending. A pending user logs in as unpaired until the pairing is completed
+ * (lockserver_user_pair_pending); a new key replaces the user's pending one.
+ *
+ * - `user`: borrowed; 1-100 ASCII letters, digits, '.', '_', '-' or '@' (what signs unambiguously),
+ *   else LOCKSERVER_ERROR_INVALID_ARGUMENT.
+ * - `scope`: a lockserver_pairing_scope value; any other is LOCKSERVER_ERROR_INVALID_ARGUMENT.
+ * - `out_key`: receives the key (free it with lockserver_string_free). It is all the app needs:
+ *   show it for typing, or draw a QR code of exactly this string for the app to scan.
+ *
+ * LOCKSERVER_ERROR_ALREADY_PAIRED when the user is paired; LOCKSERVER_ERROR_NOT_SUPPORTED under a
+ * service that pairs with a code (Latch: lockserver_user_pair). Arguments are checked before anything
+ * is sent or stored: a refused one changes nothing. Thread-safe.
+ *
+ * # Safety
+ * `user` is NULL or NUL-terminated; `out_key` is NULL or writable.
+ */
+enum lockserver_result lockserver_pairing_key_create(const struct lockserver *handle,
+                                                     const char *user,
+                                                     uint32_t scope,
+                                                     char **out_key);
+
+/**
+ * The status of a pairing key at the service, in `scope` (a lockserver_pairing_scope value):
+ * `*out_status` is LOCKSERVER_KEY_NOT_CLAIMED or LOCKSERVER_KEY_USED. A key the service does not know
+ * in that scope is LOCKSERVER_ERROR_NOT_FOUND (lockserver_last_error_message gives the service's
+ * text); a key that is not a plain id (letters, digits, '-', '_') is LOCKSERVER_ERROR_INVALID_ARGUMENT.
+ * LOCKSERVER_ERROR_NOT_SUPPORTED under a service that pairs with a code. Changes nothing.
+ * Thread-safe.
+ *
+ * # Safety
+ * `key` is NULL or NUL-terminated; `out_status` is NULL or writable.
+ */
+enum lockserver_result lockserver_pairing_key_status(const struct lockserver *handle,
+                                                     const char *key,
+                                                     uint32_t scope,
+                                                     enum lockserver_key_status *out_status);
+
+/**
+ * Completes the pending pairing of the local user `user` (made by lockserver_pairing_key_create) once
+ * the service counts the user as paired in this application (the key entered in the app), and
+ * records it in the store: from then on the user's logins push to the phone.
+ *
+ * LOCKSERVER_ERROR_NOT_CLAIMED while the key has not been entered yet (lockserver_last_error_message
+ * names the key: show it again, ask later); LOCKSERVER_ERROR_NOT_PAIRED when the user has no pending
+ * key; LOCKSERVER_ERROR_ALREADY_PAIRED when the pairing is recorded already;
+ * LOCKSERVER_ERROR_NOT_SUPPORTED under a service that pairs with a code (Latch: lockserver_user_pair).
+ * Nothing is changed on an error. Thread-safe.
+ *
+ * # Safety
+ * `user` is NULL or NUL-terminated.
+ */
+enum lockserver_result lockserver_user_pair_pending(const struct lockserver *handle,
+                                                    const char *user);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,7 +1,11 @@
-//! The C API from C: compiles `tests/c/capi_test.c` with the system compiler against the built
-//! `liblockserver.so` and the committed header, and runs it against the Latch emulator twice: under
-//! valgrind when installed (which then must report no error and no definite leak), and built with
-//! AddressSanitizer + UndefinedBehaviorSanitizer.
+//! The C API from C and through its ABI from Rust:
+//! - `tests/c/capi_test.c` compiled with the system compiler against the built `liblockserver.so` and
+//!   the committed header, and run against the emulator (its Latch and PingID sides) twice: under
+//!   valgrind when installed (which then must report no error and no definite leak), and built with
+//!   AddressSanitizer + UndefinedBehaviorSanitizer;
+//! - lockserver_login beside the real PAM module for the same logins: the same verdicts, texts and log
+//!   lines, for both services;
+//! - the examples (`examples/pair_user.c`, `examples/check_login.c`) built and run with either service.
 
 #[allow(unused_imports)]
 mod common;
@@ -13,11 +17,11 @@ use common::{Conf, Env, dead_port};
 use lockserver::capi::lockserver_result::LOCKSERVER_OK;
 use lockserver::capi::{
     lockserver_close, lockserver_login, lockserver_message_style, lockserver_open, lockserver_open_config_str,
-    lockserver_string_free, lockserver_verdict,
+    lockserver_set_log_socket, lockserver_string_free, lockserver_verdict,
 };
 use lockserver::config::Secret;
 use lockserver::store::{self, LocalTotp, OpenMode, Pairing};
-use lockserver_emulator::{AppConfig, Emulator, Options, QrMode};
+use lockserver_emulator::{AppConfig, Emulator, Options, PingidOptions, Plan, QrMode, SignatureMode};
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -157,7 +161,10 @@ fn fixture() -> Fixture {
             emu.app_id(),
         )
     };
-    let config = config_with(emu.url(), emu.secret(), 3000);
+    // A wide budget: under valgrind on a loaded machine the first SQLite open of a handle alone has
+    // taken over 3 s (the store then counts as unreadable: MISCONFIGURED). No login here waits for it
+    // but the hung one, which has its own.
+    let config = config_with(emu.url(), emu.secret(), WIDE_TIMEOUT_MS);
     let config_path = tmp.path().join("lockserver.conf");
     std::fs::write(&config_path, &config).expect("write config");
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
@@ -193,8 +200,15 @@ fn fixture() -> Fixture {
             "LS_HUNG_CONFIG",
             config_with(&format!("http://127.0.0.1:{hung_port}"), emu.secret(), HUNG_TIMEOUT_MS),
         ),
-        ("LS_WRONG_SECRET_CONFIG", config_with(emu.url(), &wrong_secret, 3000)),
+        (
+            "LS_WRONG_SECRET_CONFIG",
+            config_with(emu.url(), &wrong_secret, WIDE_TIMEOUT_MS),
+        ),
         ("LS_DICTIONARY", dictionary.display().to_string()),
+        (
+            "LS_PINGID_CONFIG",
+            pingid_config(&emu, &tmp.path().join("capi-pingid.db")),
+        ),
     ];
     Fixture {
         _tmp: tmp,
@@ -203,6 +217,27 @@ fn fixture() -> Fixture {
         env,
     }
 }
+
+/// A PingID config for the emulator's PingID account, with its own store (not created yet). The polls
+/// of a push share `timeout_ms` with the login's other service calls: under valgrind each costs tens of
+/// milliseconds, so the budget is wide and the polls few.
+fn pingid_config(emu: &Emulator, db: &Path) -> String {
+    let p = PingidOptions::default();
+    format!(
+        "service = \"pingid\"\ntimeout_ms = 10000\nstore = \"sqlite://{}\"\n[pingid]\naccount_id = \"{}\"\n\
+         application_id = \"{}\"\ntoken = \"{}\"\napi_key = \"{}\"\nurl = \"{}/pingid\"\n\
+         push_timeout_secs = 5\npoll_interval_ms = 500\n",
+        db.display(),
+        p.account_id,
+        p.applications[0],
+        p.token,
+        p.api_key_b64,
+        emu.url(),
+    )
+}
+
+/// `timeout_ms` of the configs whose service answers (or refuses connections at once).
+const WIDE_TIMEOUT_MS: u32 = 10_000;
 
 /// `timeout_ms` of the config whose service never answers.
 const HUNG_TIMEOUT_MS: u32 = 300;
@@ -435,8 +470,9 @@ unsafe extern "C" fn scripted(
     0
 }
 
-/// lockserver_login on the env's config file: the result, the verdict and what the person saw. The
-/// handle (and its store connection) is closed before it returns, before the module logs in.
+/// lockserver_login on the env's config file, logging to the env's collector: the result, the verdict
+/// and what the person saw. The handle (and its store connection) is closed before it returns, before
+/// the module logs in.
 fn c_api_login(env: &Env, user: &str, service: &str, answers: Vec<Answer>) -> (lockserver_verdict, Vec<Message>) {
     let path = CString::new(env.config_path().display().to_string()).expect("path");
     let (user, service) = (
@@ -452,6 +488,12 @@ fn c_api_login(env: &Env, user: &str, service: &str, answers: Vec<Answer>) -> (l
     // SAFETY: NUL-terminated strings, writable out-pointers, a callback over the `Script` passed.
     let rc = unsafe {
         assert_eq!(lockserver_open(path.as_ptr(), &mut handle), LOCKSERVER_OK, "open");
+        let socket = CString::new(env.logs.path.display().to_string()).expect("socket path");
+        assert_eq!(
+            lockserver_set_log_socket(handle, socket.as_ptr()),
+            LOCKSERVER_OK,
+            "log socket"
+        );
         let rc = lockserver_login(
             handle,
             user.as_ptr(),
@@ -648,22 +690,146 @@ fn lockserver_login_decides_as_the_pam_module_with_the_same_texts() {
             verdict: LOCKSERVER_VERDICT_MISCONFIGURED,
         },
     ];
+    decide_both_ways(cases, Env::new);
+}
+
+/// A PingID user paired as a claimed key leaves it (user, device, store row), its phone planned.
+fn pingid_paired_with(env: &Env, user: &str, plan: Plan) -> Option<String> {
+    env.pair_pingid(user);
+    env.emu.pingid_plan(Some(user), plan).expect("plan the phone");
+    Some(user.to_string())
+}
+
+fn approves(env: &Env, user: &str) -> Option<String> {
+    pingid_paired_with(env, user, Plan::new("approve"))
+}
+
+fn rejects(env: &Env, user: &str) -> Option<String> {
+    pingid_paired_with(env, user, Plan::new("reject"))
+}
+
+/// The service asks for a code instead of a push; the right one is [`PINGID_OTP`].
+fn asks_a_code(env: &Env, user: &str) -> Option<String> {
+    let mut plan = Plan::new("otp");
+    plan.otp = Some(PINGID_OTP.to_string());
+    pingid_paired_with(env, user, plan)
+}
+
+const PINGID_OTP: &str = "135790";
+
+fn the_right_code(_: &Env, _: Option<&str>) -> Vec<Answer> {
+    vec![Answer::text("000000"), Answer::text(PINGID_OTP)]
+}
+
+fn bad_signatures(env: &Env, user: &str) -> Option<String> {
+    let account = approves(env, user);
+    env.emu.pingid_set_signature(SignatureMode::BadKey);
+    account
+}
+
+#[test]
+fn lockserver_login_decides_pingid_logins_as_the_pam_module() {
+    use lockserver_verdict::*;
+    let cases = [
+        Case {
+            name: "PingID push approved",
+            conf: unchanged,
+            setup: approves,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "PingID push rejected",
+            conf: unchanged,
+            setup: rejects,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_AUTH_ERR,
+            verdict: LOCKSERVER_VERDICT_REFUSED,
+        },
+        Case {
+            name: "PingID code wrong, then right",
+            conf: unchanged,
+            setup: asks_a_code,
+            answers: the_right_code,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "PingID code wrong every time",
+            conf: unchanged,
+            setup: asks_a_code,
+            answers: wrong_codes,
+            service: "sshd",
+            pam: PAM_MAXTRIES,
+            verdict: LOCKSERVER_VERDICT_MAX_TRIES,
+        },
+        Case {
+            name: "PingID down, safe: FAIL-OPEN",
+            conf: |c| {
+                c.url = format!("http://127.0.0.1:{}", common::dead_port());
+                c.fail_mode = "safe".into();
+            },
+            setup: rejects,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SUCCESS,
+            verdict: LOCKSERVER_VERDICT_ALLOWED,
+        },
+        Case {
+            name: "PingID answers with a bad signature, safe",
+            conf: |c| c.fail_mode = "safe".into(),
+            setup: bad_signatures,
+            answers: no_answers,
+            service: "sshd",
+            pam: PAM_SERVICE_ERR,
+            verdict: LOCKSERVER_VERDICT_MISCONFIGURED,
+        },
+    ];
+    decide_both_ways(cases, Env::pingid);
+}
+
+/// (priority, message) of each log line: what the PAM module and lockserver_login must agree on. The
+/// prefixes differ on purpose (`pam_lockserver(...)` / `lockserver_login(...)`), as do the user names
+/// of the two runs and the tag.
+fn log_messages(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (pri, rest) = l.split_once('>')?;
+            let (_, after) = rest.split_once(" rhost=")?;
+            let (_, message) = after.split_once(": ")?;
+            Some((format!("{pri}>"), message.to_string()))
+        })
+        .collect()
+}
+
+/// Runs every case twice, through lockserver_login and through the real PAM module, each in a fresh
+/// `new_env()`, and asserts the same verdict, the same texts in the same order, and the same log lines.
+fn decide_both_ways(cases: impl IntoIterator<Item = Case>, new_env: fn() -> Env) {
     for case in cases {
-        let mut env = Env::new();
+        let mut env = new_env();
         // Pair while the config still names the emulator with the right secret.
         let c_account = (case.setup)(&env, "via-c-api");
         let pam_account = (case.setup)(&env, "via-pam");
         env.set_conf(case.conf);
+        env.logs.clear();
         let (verdict, c_seen) = c_api_login(
             &env,
             "via-c-api",
             case.service,
             (case.answers)(&env, c_account.as_deref()),
         );
+        let c_lines = env.logs.lines();
+        env.logs.clear();
         let svc = env.service(case.service, &[]);
         let (code, pam_seen) = env
             .session(&svc, "via-pam")
             .authenticate_with((case.answers)(&env, pam_account.as_deref()));
+        let pam_lines = env.logs.lines();
         assert_eq!(code, case.pam, "{}: the module", case.name);
         assert_eq!(verdict, case.verdict, "{}: lockserver_login", case.name);
         // pam_debug.so, behind the module to tell PAM_IGNORE apart, says its own "auth=..." line.
@@ -680,6 +846,21 @@ fn lockserver_login_decides_as_the_pam_module_with_the_same_texts() {
         assert!(
             !c_seen.is_empty() || case.pam == PAM_SUCCESS || case.pam == PAM_IGNORE,
             "{}: a refusal says why",
+            case.name
+        );
+        assert!(
+            c_lines.iter().all(|l| l.contains(&format!(
+                "lockserver_login({}:auth): user=via-c-api rhost=-: ",
+                case.service
+            ))),
+            "{}: every line of lockserver_login names it, the service and the user: {c_lines:#?}",
+            case.name
+        );
+        assert!(!c_lines.is_empty(), "{}: lockserver_login logs its decision", case.name);
+        assert_eq!(
+            log_messages(&c_lines),
+            log_messages(&pam_lines),
+            "{}: the same log lines as the module",
             case.name
         );
     }
@@ -747,4 +928,145 @@ fn unpaired_users_follow_the_unpaired_policy_and_a_login_never_creates_the_store
         );
     }
     assert!(!db.exists(), "a login never creates the store");
+}
+
+/// Runs an example program with `stdin` as its input; its exit code and what it printed.
+fn run_example(binary: &Path, args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for the example");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+struct Examples {
+    _tmp: tempfile::TempDir,
+    pair: PathBuf,
+    check: PathBuf,
+}
+
+fn examples() -> Examples {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let lib = lib_dir(tmp.path());
+    let pair = compile(tmp.path(), &lib, Path::new("examples/pair_user.c"), "cc", &["-std=c11"]);
+    let check = compile(
+        tmp.path(),
+        &lib,
+        Path::new("examples/check_login.c"),
+        "cc",
+        &["-std=c11"],
+    );
+    Examples { _tmp: tmp, pair, check }
+}
+
+#[test]
+fn the_examples_pair_and_log_in_with_latch() {
+    let ex = examples();
+    let env = Env::new();
+    let conf = env.config_path().display().to_string();
+    // The Latch app shows a code; the program asks for it (the key calls are not Latch's).
+    let code = env.emu.add_code(None).expect("a pairing code");
+    let (status, out) = run_example(&ex.pair, &[&conf, "alice"], &format!("{code}\n"));
+    assert_eq!(status, Some(0), "{out}");
+    assert!(
+        out.contains("Pairing code from the Latch app: alice is now paired"),
+        "{out}"
+    );
+    let account = env
+        .store()
+        .get("alice", Instant::now() + Duration::from_secs(5))
+        .expect("store")
+        .expect("alice is paired")
+        .account_id;
+    let (status, out) = run_example(&ex.check, &[&conf, "alice", "sshd"], "");
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("alice: allowed"), "{out}");
+    env.latch(&account, None, false);
+    let (status, out) = run_example(&ex.check, &[&conf, "alice", "sshd"], "");
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("alice: refused"), "{out}");
+    // A wrong code pairs nobody.
+    let (status, out) = run_example(&ex.pair, &[&conf, "bob"], "ZZZZZZ\n");
+    assert_eq!(status, Some(1), "{out}");
+    let (status, out) = run_example(&ex.check, &[&conf, "bob", "sshd"], "");
+    assert_eq!(status, Some(2), "bob is not paired: {out}");
+}
+
+#[test]
+fn the_examples_pair_and_log_in_with_pingid() {
+    use std::io::BufRead;
+    let ex = examples();
+    let env = Env::pingid();
+    let conf = env.config_path().display().to_string();
+    // The program shows a key and waits; the phone enters it.
+    let mut child = Command::new(&ex.pair)
+        .args([conf.as_str(), "carol", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pair_user");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut key = None;
+    let mut line = String::new();
+    while key.is_none() && stdout.read_line(&mut line).expect("read") > 0 {
+        key = line.strip_prefix("pairing key: ").map(|k| k.trim().to_string());
+        line.clear();
+    }
+    let Some(key) = key else {
+        let _ = child.kill();
+        panic!("pair_user showed no key: {:?}", child.wait_with_output());
+    };
+    let (_, user) = env
+        .emu
+        .pingid_claim(&key, None, None)
+        .expect("the phone claims the key");
+    assert_eq!(user, "carol");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    let status = child.wait().expect("wait for pair_user");
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("carol is now paired"), "{rest}");
+    assert!(
+        env.store()
+            .get("carol", Instant::now() + Duration::from_secs(5))
+            .expect("store")
+            .is_some(),
+        "the pairing is recorded"
+    );
+
+    env.emu.pingid_plan(Some("carol"), Plan::new("approve")).expect("plan");
+    let (status, out) = run_example(&ex.check, &[&conf, "carol", "sshd"], "");
+    assert_eq!(status, Some(0), "{out}");
+    assert!(
+        out.contains("Approve the login on your phone."),
+        "the push is announced: {out}"
+    );
+    assert!(out.contains("carol: allowed"), "{out}");
+    env.emu.pingid_plan(Some("carol"), Plan::new("reject")).expect("plan");
+    let (status, out) = run_example(&ex.check, &[&conf, "carol", "sshd"], "");
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("carol: refused"), "{out}");
+    // The code the service asks for instead of a push is typed at the program's prompt.
+    let mut plan = Plan::new("otp");
+    plan.otp = Some(PINGID_OTP.to_string());
+    env.emu.pingid_plan(Some("carol"), plan).expect("plan");
+    let (status, out) = run_example(&ex.check, &[&conf, "carol", "sshd"], &format!("{PINGID_OTP}\n"));
+    assert_eq!(status, Some(0), "{out}");
 }

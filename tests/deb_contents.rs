@@ -102,6 +102,7 @@ drwxr-xr-x root/root ./usr/share/doc/liblockserver-dev/
 -rw-r--r-- root/root ./usr/share/doc/liblockserver-dev/copyright
 drwxr-xr-x root/root ./usr/share/doc/liblockserver-dev/examples/
 -rw-r--r-- root/root ./usr/share/doc/liblockserver-dev/examples/check_login.c
+-rw-r--r-- root/root ./usr/share/doc/liblockserver-dev/examples/pair_user.c
 -rw-r--r-- root/root ./usr/share/doc/liblockserver-dev/examples/status.cpp
 -rw-r--r-- root/root ./usr/share/doc/liblockserver-dev/examples/totp.c
 ";

@@ -45,6 +45,14 @@ pub enum lockserver_result {
     LOCKSERVER_ERROR_PANIC = 13,
     /// The operation needs TOTP to be on (the TOTP operations flag) or enrolled for the user.
     LOCKSERVER_ERROR_TOTP_DISABLED = 14,
+    /// The config's service does not do this: pairing keys under Latch, code pairing or the service's
+    /// TOTP calls under PingID (lockserver_last_error_message says what to call instead).
+    LOCKSERVER_ERROR_NOT_SUPPORTED = 15,
+    /// The user has not entered the pairing key in the app yet: show it again and ask later.
+    LOCKSERVER_ERROR_NOT_CLAIMED = 16,
+    /// The service does not know it (a pairing key not found in the scope asked; see
+    /// lockserver_last_error_message for the service's text).
+    LOCKSERVER_ERROR_NOT_FOUND = 17,
 }
 
 use lockserver_result::*;
@@ -84,6 +92,9 @@ result_texts! {
     LOCKSERVER_ERROR_STORE => c"the pairing store cannot be used",
     LOCKSERVER_ERROR_PANIC => c"internal error",
     LOCKSERVER_ERROR_TOTP_DISABLED => c"TOTP is off",
+    LOCKSERVER_ERROR_NOT_SUPPORTED => c"not supported by this service",
+    LOCKSERVER_ERROR_NOT_CLAIMED => c"the pairing key has not been entered in the app yet",
+    LOCKSERVER_ERROR_NOT_FOUND => c"not found",
 }
 
 /// Numbers of results that were removed. C programs may still hold them, so they are never given

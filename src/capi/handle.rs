@@ -15,7 +15,7 @@ use crate::store::{self, OpenMode, PairingStore, StoreError};
 use crate::totp;
 use std::collections::HashMap;
 use std::ffi::c_char;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
@@ -29,6 +29,8 @@ pub struct lockserver {
     pub(super) dictionary: Dictionary,
     pub(super) service: SharedService,
     store: Mutex<Option<Arc<dyn PairingStore + Send + Sync>>>,
+    /// Where lockserver_login sends its log lines (lockserver_set_log_socket); `None`: nowhere.
+    pub(super) log_socket: Mutex<Option<PathBuf>>,
 }
 
 /// The answer of a status check.
@@ -99,7 +101,7 @@ unsafe fn handle_and_input<'a>(
 ///
 /// # Safety
 /// `out` is non-null and writable.
-unsafe fn give(out: *mut *mut c_char, s: &str) -> Result<(), Failure> {
+pub(super) unsafe fn give(out: *mut *mut c_char, s: &str) -> Result<(), Failure> {
     let ptr = output(s)?;
     // SAFETY: the caller's guarantee on `out`.
     unsafe { *out = ptr };
@@ -128,6 +130,7 @@ fn open_with(config: Config) -> Result<lockserver, Failure> {
         dictionary,
         service,
         store: Mutex::new(None),
+        log_socket: Mutex::new(Some(PathBuf::from(crate::pam::syslog::DEFAULT_SOCKET))),
     })
 }
 
@@ -166,11 +169,14 @@ impl lockserver {
         Ok(Arc::clone(slot().get_or_insert(opened)))
     }
 
-    fn deadline(&self) -> Instant {
+    pub(super) fn deadline(&self) -> Instant {
         Instant::now() + self.config.timeout
     }
 
-    fn with_accounts<T>(&self, action: impl FnOnce(&Accounts<'_>) -> Result<T, AccountError>) -> Result<T, Failure> {
+    pub(super) fn with_accounts<T>(
+        &self,
+        action: impl FnOnce(&Accounts<'_>) -> Result<T, AccountError>,
+    ) -> Result<T, Failure> {
         let store = self.store()?;
         let accounts = Accounts {
             config: &self.config,
@@ -198,16 +204,16 @@ impl From<AccountError> for Failure {
                 Failure::new(LOCKSERVER_ERROR_TOTP_DISABLED, message)
             }
             AccountError::RateLimited => Failure::new(LOCKSERVER_ERROR_SERVICE, message),
-            AccountError::NoPendingKey | AccountError::NotClaimed { .. } => {
-                Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message)
-            }
+            AccountError::NoPendingKey => Failure::new(LOCKSERVER_ERROR_NOT_PAIRED, message),
+            AccountError::NotClaimed { .. } => Failure::new(LOCKSERVER_ERROR_NOT_CLAIMED, message),
         }
     }
 }
 
 /// What a status answer is for a C caller: the access kind and the one-time password to compare,
-/// if one was issued. A question put to the person (a PingID push) cannot be waited for here: it is
-/// withdrawn and the call fails.
+/// if one was issued. A question put to the person (a push) cannot be waited for here: it is withdrawn
+/// and the call fails (PingID's status calls are refused before they are sent; this is the defence
+/// for any service that asks).
 fn access_parts(access: Access<'_>) -> Result<(lockserver_access, Option<String>), ServiceError> {
     Ok(match access {
         Access::Open => (lockserver_access::LOCKSERVER_ACCESS_OPEN, None),
@@ -312,7 +318,8 @@ pub unsafe extern "C" fn lockserver_close(handle: *mut lockserver) -> lockserver
 ///
 /// `account_id`, `operation_id`: borrowed. `out_access`: required. `out_token`: may be NULL; else it
 /// receives the one-time password when the answer is LOCKSERVER_ACCESS_CODE_REQUIRED (free it with
-/// lockserver_string_free), or NULL. Thread-safe.
+/// lockserver_string_free), or NULL. LOCKSERVER_ERROR_NOT_SUPPORTED under PingID, whose lock check is
+/// a push to the person's phone: run it as a login (lockserver_login). Thread-safe.
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -330,6 +337,7 @@ pub unsafe extern "C" fn lockserver_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (account, operation) = unsafe { (input(account_id)?, optional_input(operation_id)?) };
+        super::supported::status_calls(&h)?;
         let access = access_parts(h.service.status(account, operation, want_code, h.deadline())?)?;
         // SAFETY: out_access checked above; out_token NULL or writable per the contract.
         unsafe { write_access(access, out_access, out_token) }
@@ -353,8 +361,9 @@ pub unsafe extern "C" fn lockserver_pair(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (code, name) = unsafe { (input(code)?, optional_input(common_name)?) };
+        let flow = super::supported::code_flow(&h)?;
         let code = accounts::check_pairing_code(code)?;
-        let account = service::code_pairing(h.service.as_ref())?.pair(code, name, h.deadline())?;
+        let account = flow.pair(code, name, h.deadline())?;
         // SAFETY: checked non-null above.
         unsafe { give(out_account_id, &account) }
     })
@@ -393,7 +402,7 @@ pub unsafe extern "C" fn lockserver_totp_create(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user_id, name) = unsafe { (input(user_id)?, input(common_name)?) };
-        let enrolment = service::totp_api(h.service.as_ref())?.totp_create(user_id, name, h.deadline())?;
+        let enrolment = super::supported::totp_calls(&h)?.totp_create(user_id, name, h.deadline())?;
         let id = output(&enrolment.totp_id)?;
         let qr = match output(&enrolment.qr) {
             Ok(qr) => qr,
@@ -428,7 +437,7 @@ pub unsafe extern "C" fn lockserver_totp_validate(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (id, code) = unsafe { (input(totp_id)?, input(code)?) };
-        let valid = match service::totp_api(h.service.as_ref())?.totp_validate(id, code, h.deadline())? {
+        let valid = match super::supported::totp_calls(&h)?.totp_validate(id, code, h.deadline())? {
             CodeCheck::Valid => true,
             CodeCheck::Invalid(_) => false,
             CodeCheck::Locked(refusal) => return Err(Failure::refused(LOCKSERVER_ERROR_SERVICE, refusal)),
@@ -452,7 +461,7 @@ pub unsafe extern "C" fn lockserver_totp_delete(
     guard(|| {
         // SAFETY: the caller's guarantee on totp_id.
         let (h, id) = unsafe { handle_and_input(handle, totp_id) }?;
-        service::totp_api(h.service.as_ref())?.totp_delete(id, h.deadline())?;
+        super::supported::totp_calls(&h)?.totp_delete(id, h.deadline())?;
         Ok(())
     })
 }
@@ -562,7 +571,8 @@ pub unsafe extern "C" fn lockserver_totp_code(
 }
 
 /// The lock status of a local user through the pairing store, application-wide (`operation_name`
-/// NULL) or for an operation NAME of the config. `out_token` as in lockserver_status. Thread-safe.
+/// NULL) or for an operation NAME of the config. `out_token` as in lockserver_status; under PingID,
+/// LOCKSERVER_ERROR_NOT_SUPPORTED as there. Thread-safe.
 ///
 /// # Safety
 /// String arguments are NULL or NUL-terminated; output pointers are NULL or writable.
@@ -580,6 +590,7 @@ pub unsafe extern "C" fn lockserver_user_status(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user, operation) = unsafe { (input(user)?, optional_input(operation_name)?) };
+        super::supported::status_calls(&h)?;
         let status = h.with_accounts(|a| {
             Ok(match a.status(user, operation, want_code)? {
                 UserStatus::CheckOff => None,
@@ -617,6 +628,7 @@ pub unsafe extern "C" fn lockserver_user_pair(
         let h = lookup(handle)?;
         // SAFETY: the caller's guarantee on the string arguments.
         let (user, code) = unsafe { (input(user)?, input(code)?) };
+        super::supported::code_flow(&h)?;
         h.with_accounts(|a| a.pair(user, code, user))?;
         Ok(())
     })

@@ -8,10 +8,12 @@ use super::conversation::{CallbackPrompter, lockserver_conversation};
 use super::handle::{lockserver, lookup};
 use crate::config::FailMode;
 use crate::login::{Login, Phase, Prompter, Resources, Verdict, system_clock};
+use crate::pam::syslog;
 use crate::service::{LockService, ServiceError};
 use crate::store::{self, PairingStore, StoreError};
 use std::ffi::{c_char, c_void};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Instant;
 
 /// What lockserver_login decided. No verdict is 0, so a variable initialised to 0 and read without
@@ -76,6 +78,80 @@ impl Resources for HandleResources<'_> {
     }
 }
 
+/// The log lines of one lockserver_login: the PAM module's lines for the same decision (the same
+/// words, levels and facility, LOG_AUTHPRIV), to the handle's socket, with the prefix
+/// `lockserver_login(SERVICE:auth): user=USER rhost=-: ` so that they are told apart from the module's.
+/// Without them a FAIL-OPEN of a C program would be seen nowhere. The thread's context before the
+/// call is put back when the scope ends, a panic included.
+struct LogScope {
+    outer: Option<syslog::Context>,
+}
+
+impl LogScope {
+    fn begin(handle: &lockserver, user: &str, service: &str) -> LogScope {
+        let socket = handle.log_socket.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let context = socket.map(|socket| syslog::Context {
+            ident: program_name().to_string(),
+            prefix: format!(
+                "lockserver_login({}:auth): user={} rhost=-: ",
+                syslog::printable(service),
+                syslog::printable(user)
+            ),
+            socket,
+        });
+        LogScope {
+            outer: syslog::swap(context),
+        }
+    }
+}
+
+impl Drop for LogScope {
+    fn drop(&mut self) {
+        syslog::swap(self.outer.take());
+    }
+}
+
+/// The syslog tag: the program's file name (as syslog(3) would take it), printable.
+fn program_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| "lockserver".to_string(), |n| syslog::printable(&n))
+    })
+}
+
+/// Where lockserver_login on this handle sends its log lines: the path of a syslog datagram socket
+/// (the default is /dev/log, as for the PAM module), or NULL for no log lines (a program that keeps
+/// its own audit trail). `socket_path`: borrowed; an absolute path, else
+/// LOCKSERVER_ERROR_INVALID_ARGUMENT. Lines that cannot be written (no daemon) are dropped, counted,
+/// and the count is reported in the next line that gets through; a login never waits more than
+/// 100 ms for a stuck daemon. Thread-safe: logins already running keep the socket they started with.
+///
+/// # Safety
+/// `socket_path` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lockserver_set_log_socket(
+    handle: *const lockserver,
+    socket_path: *const c_char,
+) -> lockserver_result {
+    guard(|| {
+        let h = lookup(handle)?;
+        // SAFETY: the caller's guarantee on socket_path.
+        let path = unsafe { optional_input(socket_path) }?.map(PathBuf::from);
+        if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(Failure::new(
+                LOCKSERVER_ERROR_INVALID_ARGUMENT,
+                "the log socket must be an absolute path",
+            ));
+        }
+        *h.log_socket.lock().unwrap_or_else(PoisonError::into_inner) = path;
+        Ok(())
+    })
+}
+
 /// The decision of the PAM module's auth phase for `user`, `operation` standing where the PAM service
 /// name stands (looked up in `operations`; a name not there gets the application-wide check).
 fn decide(handle: &lockserver, user: &str, operation: &str, prompter: &mut dyn Prompter) -> Verdict {
@@ -112,6 +188,10 @@ fn decide(handle: &lockserver, user: &str, operation: &str, prompter: &mut dyn P
 ///   error text given to `conversation`; free it with lockserver_string_free), or NULL when the verdict
 ///   is ALLOWED or IGNORE or no text was given.
 ///
+/// Writes the log lines the PAM module writes for the same decision (docs/log-lines.md: "access
+/// granted", "FAIL-OPEN: ...", "access denied: ..."), prefixed `lockserver_login(SERVICE:auth)`, to
+/// syslog or to the socket lockserver_set_log_socket chose; no secret, code or token is logged.
+///
 /// Returns LOCKSERVER_OK whenever a verdict was reached, a refusal included: read `*out_verdict`. Any
 /// other result (a bad argument, a closed handle, LOCKSERVER_ERROR_PANIC) means no verdict: nothing is
 /// written, and the login must be treated as refused.
@@ -146,7 +226,10 @@ pub unsafe extern "C" fn lockserver_login(
         // SAFETY: the caller's guarantee on `conversation` and `userdata`; the prompter lives for this
         // call only.
         let mut prompter = unsafe { CallbackPrompter::new(callback, userdata) };
-        let verdict = decide(&h, user, operation.unwrap_or(""), &mut prompter);
+        let verdict = {
+            let _lines = LogScope::begin(&h, user, operation.unwrap_or(""));
+            decide(&h, user, operation.unwrap_or(""), &mut prompter)
+        };
         let message = match verdict {
             Verdict::Allow | Verdict::Ignore => None,
             _ => prompter.into_last_error(),

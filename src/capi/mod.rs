@@ -10,6 +10,8 @@
 //! - A handle may be used from many threads at once; it keeps its HTTP connections alive between calls.
 //! - [`lockserver_login`] runs the PAM module's whole login decision; the program's conversation
 //!   callback shows its texts and answers its prompts into a buffer the library owns and wipes.
+//! - Pairing keys (PingID) and code pairing (Latch) are each their service's: the other's calls answer
+//!   `LOCKSERVER_ERROR_NOT_SUPPORTED`.
 //! - The details of the last failure (the service's error code and message) are kept per thread:
 //!   [`lockserver_last_error_code`], [`lockserver_last_error_message`].
 
@@ -19,8 +21,11 @@ mod boundary;
 mod conversation;
 mod handle;
 mod login;
+mod pairing;
+mod supported;
 
 pub use boundary::*;
 pub use conversation::{lockserver_conversation, lockserver_message_style};
 pub use handle::*;
 pub use login::*;
+pub use pairing::*;

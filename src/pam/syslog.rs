@@ -49,13 +49,20 @@ struct SyslogLogger;
 
 static LOGGER: SyslogLogger = SyslogLogger;
 static INSTALLED: OnceLock<()> = OnceLock::new();
+static LOGGER_INSTALLED: OnceLock<()> = OnceLock::new();
 
-/// Installs the logger (once per load of the module) and sets this thread's context.
-pub fn begin(context: Context, debug: bool) {
-    INSTALLED.get_or_init(|| {
+fn install_logger() {
+    LOGGER_INSTALLED.get_or_init(|| {
         // Another logger may already be installed in a host that links us statically; then our
         // lines go there, which is still better than failing the login.
         let _ = log::set_logger(&LOGGER);
+    });
+}
+
+/// Installs the logger (once per load of the module) and sets this thread's context.
+pub fn begin(context: Context, debug: bool) {
+    install_logger();
+    INSTALLED.get_or_init(|| {
         // A panic is caught at the hook boundary (PAM_ABORT); its report goes to the log, never to
         // the host's stderr (sshd may forward that to the client). This module's std is its own, so
         // the host program's panic hook is not touched.
@@ -72,6 +79,19 @@ pub fn begin(context: Context, debug: bool) {
 /// Clears this thread's context at the end of a hook call.
 pub fn end() {
     CONTEXT.with(|c| *c.borrow_mut() = None);
+}
+
+/// Sets this thread's context for the lines of one C API login (`None`: no lines) and returns the one
+/// it replaces, to be put back with another `swap` when the call ends: a login started from inside
+/// another's conversation callback logs as itself, and the outer one's lines go on as before. Installs
+/// the logger, not the panic hook (a C program's panic output stays where it was), and leaves the
+/// level as a PAM hook in the same process set it (`info` if none did).
+pub fn swap(context: Option<Context>) -> Option<Context> {
+    install_logger();
+    if log::max_level() == log::LevelFilter::Off {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
 }
 
 /// The part of a line that names the module, service, phase, user and remote host.

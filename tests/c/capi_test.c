@@ -16,11 +16,15 @@
  *                    most a login against it may take
  *   LS_WRONG_SECRET_CONFIG LS_CONFIG with a wrong application secret
  *   LS_DICTIONARY    a dictionary file whose <lock><locked> text is "Cerrado: abre tu Latch."
+ *   LS_PINGID_CONFIG a config (TOML text) for the same emulator's PingID side, with a store of its own
+ *                    (empty), timeout_ms 10000, push_timeout_secs 5 and poll_interval_ms 500; the tests
+ *                    play the phone through the emulator's control API (/_emulator/pingid/...)
  * The store of LS_CONFIG holds the users login-open, login-locked, login-otp (their latches as the
  * account names say) and login-totp (open, with local TOTP). The config has no `fail_mode`, `unpaired`
  * or `enabled` key: the tests prepend them.
  * Prints one line per failed check and ends with "N passed, M failed".
  */
+#define _DEFAULT_SOURCE /* mkdtemp under -std=c11 */
 #include <lockserver.h>
 
 #include <arpa/inet.h>
@@ -30,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -286,8 +291,10 @@ static void test_threads(lockserver *h) {
 
 /* ---- lockserver_login ---- */
 
-/* The one-time password the emulator issued last for an account (what the phone shows), into buf. */
-static int emulator_otp(const char *account, char *buf, size_t len) {
+/* One request to the emulator's control API (HTTP/1.0 on 127.0.0.1:LS_EMULATOR_PORT); the whole answer,
+ * status line included, goes into reply. Returns 1 for a 2xx answer. */
+static int emulator_request(const char *method, const char *path, const char *body, char *reply, size_t len) {
+    reply[0] = '\0';
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return 0;
     struct sockaddr_in addr;
@@ -295,25 +302,40 @@ static int emulator_otp(const char *account, char *buf, size_t len) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)atoi(env("LS_EMULATOR_PORT")));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    char request[512];
-    int n = snprintf(request, sizeof request, "GET /_emulator/otp?account=%s HTTP/1.0\r\n\r\n", account);
-    char reply[4096];
+    char request[1024];
+    int n = snprintf(request, sizeof request,
+                     "%s %s HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", method,
+                     path, body ? strlen(body) : 0, body ? body : "");
     size_t got = 0;
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && n > 0 && (size_t)n < sizeof request &&
         write(fd, request, (size_t)n) == n) {
         ssize_t r;
-        while (got < sizeof reply - 1 && (r = read(fd, reply + got, sizeof reply - 1 - got)) > 0) got += (size_t)r;
+        while (got < len - 1 && (r = read(fd, reply + got, len - 1 - got)) > 0) got += (size_t)r;
     }
     close(fd);
     reply[got] = '\0';
-    const char *t = strstr(reply, "\"token\":\"");
+    return strncmp(reply, "HTTP/1.", 7) == 0 && strlen(reply) > 9 && reply[9] == '2';
+}
+
+/* The value of "name":"..." in a JSON answer, into buf. */
+static int json_string(const char *json, const char *name, char *buf, size_t len) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":\"", name);
+    const char *t = strstr(json, needle);
     if (!t) return 0;
-    t += 9;
+    t += strlen(needle);
     size_t tl = strcspn(t, "\"");
     if (tl == 0 || tl >= len) return 0;
     memcpy(buf, t, tl);
     buf[tl] = '\0';
     return 1;
+}
+
+/* The one-time password the emulator issued last for an account (what the phone shows), into buf. */
+static int emulator_otp(const char *account, char *buf, size_t len) {
+    char path[256], reply[4096];
+    snprintf(path, sizeof path, "/_emulator/otp?account=%s", account);
+    return emulator_request("GET", path, NULL, reply, sizeof reply) && json_string(reply, "token", buf, len);
 }
 
 enum answer_mode {
@@ -332,6 +354,7 @@ struct conv {
     const char *script[4];
     const char *otp_account;
     lockserver *reenter;    /* when set, each prompt first calls lockserver_user_status on it */
+    lockserver *reenter_login; /* when set, each prompt first runs a login of login-open on it */
     int prompts, errors, infos, bad_calls, reentered;
     char last_prompt[256];
     char last_error[512];
@@ -365,6 +388,14 @@ static int conversation(void *userdata, lockserver_message_style style, const ch
         lockserver_access a;
         if (lockserver_user_status(c->reenter, "login-open", NULL, false, &a, NULL) == LOCKSERVER_OK &&
             a == LOCKSERVER_ACCESS_OPEN)
+            c->reentered++;
+    }
+    if (c->reenter_login) {
+        struct conv quiet = {.mode = ANSWER_NONE};
+        lockserver_verdict v = 0;
+        if (lockserver_login(c->reenter_login, "login-open", "nested", conversation, &quiet, &v, NULL) ==
+                LOCKSERVER_OK &&
+            v == LOCKSERVER_VERDICT_ALLOWED)
             c->reentered++;
     }
     switch (c->mode) {
@@ -660,6 +691,291 @@ static void test_login_service_down(void) {
     }
 }
 
+/* ---- the other pairing flow's calls are not this service's ---- */
+
+static void test_key_pairing_not_supported(lockserver *h) {
+    char *key = (char *)1;
+    lockserver_key_status st = 0;
+    CHECK_RC(lockserver_pairing_key_create(h, "capi-user", LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK(key == (char *)1);
+    char *why = lockserver_last_error_message();
+    CHECK(why != NULL && strstr(why, "lockserver_user_pair") != NULL);
+    lockserver_string_free(why);
+    CHECK_RC(lockserver_pairing_key_status(h, "123456789012", LOCKSERVER_SCOPE_CONFIGURED, &st),
+             LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK(st == 0);
+    CHECK_RC(lockserver_user_pair_pending(h, "capi-user"), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    /* Argument errors still come first. */
+    CHECK_RC(lockserver_pairing_key_create(h, NULL, 0, &key), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_user_pair_pending(NULL, "capi-user"), LOCKSERVER_ERROR_INVALID_HANDLE);
+    lockserver_access a;
+    CHECK_RC(lockserver_user_status(h, "capi-user", NULL, false, &a, NULL), LOCKSERVER_ERROR_NOT_PAIRED);
+}
+
+/* ---- log lines of lockserver_login ---- */
+
+/* A syslog daemon of our own: a datagram socket in a fresh directory. */
+struct log_daemon {
+    int fd;
+    char dir[48];
+    char path[96];
+};
+
+static int log_daemon_start(struct log_daemon *d) {
+    snprintf(d->dir, sizeof d->dir, "/tmp/lscapi-XXXXXX");
+    if (!mkdtemp(d->dir)) return 0;
+    snprintf(d->path, sizeof d->path, "%s/log.sock", d->dir);
+    d->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", d->path);
+    return d->fd >= 0 && bind(d->fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+}
+
+/* Every line waiting, joined by newlines, into buf; the number of lines. */
+static int log_daemon_read(struct log_daemon *d, char *buf, size_t len) {
+    size_t used = 0;
+    int lines = 0;
+    buf[0] = '\0';
+    char line[4096];
+    ssize_t n;
+    while ((n = recv(d->fd, line, sizeof line - 1, MSG_DONTWAIT)) > 0) {
+        line[n] = '\0';
+        lines++;
+        int w = snprintf(buf + used, len - used, "%s\n", line);
+        if (w > 0 && (size_t)w < len - used) used += (size_t)w;
+    }
+    return lines;
+}
+
+static void log_daemon_stop(struct log_daemon *d) {
+    if (d->fd >= 0) close(d->fd);
+    unlink(d->path);
+    rmdir(d->dir);
+}
+
+static void test_login_log_lines(void) {
+    struct log_daemon d;
+    CHECK(log_daemon_start(&d));
+    lockserver *safe = open_with("fail_mode = \"safe\"\n", env("LS_DOWN_CONFIG"));
+    if (safe) {
+        CHECK_RC(lockserver_set_log_socket(safe, "relative/log.sock"), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+        CHECK_RC(lockserver_set_log_socket(NULL, d.path), LOCKSERVER_ERROR_INVALID_HANDLE);
+        CHECK_RC(lockserver_set_log_socket(safe, "/tmp/\xff"), LOCKSERVER_ERROR_INVALID_UTF8);
+        CHECK_RC(lockserver_set_log_socket(safe, d.path), LOCKSERVER_OK);
+        /* A FAIL-OPEN is in the log, as the PAM module writes it, with the login's own prefix. */
+        struct conv c = {.mode = ANSWER_NONE};
+        struct outcome o = login_as(safe, "login-locked", "sshd", &c);
+        CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED);
+        char lines[16384];
+        int n = log_daemon_read(&d, lines, sizeof lines);
+        CHECK(n >= 1);
+        CHECK(strstr(lines, "lockserver_login(sshd:auth): user=login-locked rhost=-: FAIL-OPEN: access granted "
+                            "without a lock check (fail_mode = safe): ") != NULL);
+        CHECK(strstr(lines, "<84>") != NULL); /* LOG_AUTHPRIV | LOG_WARNING */
+        if (!strstr(lines, "FAIL-OPEN")) fprintf(stderr, "log lines seen:\n%s", lines);
+        /* A name that could forge a field is quoted; no service name reads as "-". */
+        o = login_as(safe, "login locked", NULL, &c);
+        n = log_daemon_read(&d, lines, sizeof lines);
+        CHECK(n >= 1 && strstr(lines, "lockserver_login(-:auth): user=\"login locked\" rhost=-: ") != NULL);
+        /* NULL: no lines at all. */
+        CHECK_RC(lockserver_set_log_socket(safe, NULL), LOCKSERVER_OK);
+        o = login_as(safe, "login-locked", "sshd", &c);
+        CHECK(o.verdict == LOCKSERVER_VERDICT_ALLOWED);
+        CHECK(log_daemon_read(&d, lines, sizeof lines) == 0);
+        CHECK_RC(lockserver_close(safe), LOCKSERVER_OK);
+    }
+    /* A refusal says why in the log too; the one-time password never appears in it. */
+    lockserver *h = open_with("", env("LS_CONFIG"));
+    if (h) {
+        CHECK_RC(lockserver_set_log_socket(h, d.path), LOCKSERVER_OK);
+        struct conv l = {.mode = ANSWER_NONE};
+        CHECK(login_as(h, "login-locked", "sshd", &l).verdict == LOCKSERVER_VERDICT_REFUSED);
+        char lines[16384];
+        log_daemon_read(&d, lines, sizeof lines);
+        CHECK(strstr(lines, "user=login-locked rhost=-: access denied: latch locked") != NULL);
+        struct conv right = {.mode = ANSWER_OTP, .otp_account = env("LS_OTP_ACCOUNT")};
+        CHECK(login_as(h, "login-otp", NULL, &right).verdict == LOCKSERVER_VERDICT_ALLOWED);
+        char otp[64] = "";
+        CHECK(emulator_otp(env("LS_OTP_ACCOUNT"), otp, sizeof otp));
+        log_daemon_read(&d, lines, sizeof lines);
+        CHECK(strstr(lines, "one-time password accepted") != NULL && strstr(lines, "access granted") != NULL);
+        CHECK(otp[0] != '\0' && strstr(lines, otp) == NULL);
+        /* A login run from inside another's conversation logs as itself, and the outer one's lines
+           after it still name the outer login. */
+        struct conv outer = {.mode = ANSWER_OTP, .otp_account = env("LS_OTP_ACCOUNT"), .reenter_login = h};
+        CHECK(login_as(h, "login-otp", NULL, &outer).verdict == LOCKSERVER_VERDICT_ALLOWED);
+        CHECK(outer.reentered == 1);
+        log_daemon_read(&d, lines, sizeof lines);
+        CHECK(strstr(lines, "lockserver_login(nested:auth): user=login-open rhost=-: access granted") != NULL);
+        CHECK(strstr(lines, "lockserver_login(-:auth): user=login-otp rhost=-: one-time password accepted") != NULL);
+        CHECK(strstr(lines, "lockserver_login(-:auth): user=login-otp rhost=-: access granted") != NULL);
+        CHECK_RC(lockserver_close(h), LOCKSERVER_OK);
+    }
+    log_daemon_stop(&d);
+}
+
+/* ---- PingID: pairing keys, the phone, pushes ---- */
+
+static const char *PINGID_USER = "capi-pingid";
+
+/* The emulator's phone: how it answers the next authentications of user (approve, reject, otp, ...). */
+static int phone_plan(const char *user, const char *action, const char *otp) {
+    char body[256], reply[2048];
+    if (otp)
+        snprintf(body, sizeof body, "{\"user\":\"%s\",\"action\":\"%s\",\"otp\":\"%s\"}", user, action, otp);
+    else
+        snprintf(body, sizeof body, "{\"user\":\"%s\",\"action\":\"%s\"}", user, action);
+    return emulator_request("POST", "/_emulator/pingid/plan", body, reply, sizeof reply);
+}
+
+static void test_pingid(void) {
+    lockserver *h = open_with("", env("LS_PINGID_CONFIG"));
+    if (!h) return;
+    const char *user = PINGID_USER;
+    char *key = NULL;
+    lockserver_key_status st = 0;
+
+    /* Bad arguments: their codes, and nothing made or recorded. */
+    CHECK_RC(lockserver_pairing_key_create(h, NULL, LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_create(h, user, LOCKSERVER_SCOPE_CONFIGURED, NULL),
+             LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_create(NULL, user, LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_INVALID_HANDLE);
+    CHECK_RC(lockserver_pairing_key_create(h, "capi-\xff", LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_INVALID_UTF8);
+    CHECK_RC(lockserver_pairing_key_create(h, "capi pingid", LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_create(h, "", LOCKSERVER_SCOPE_CONFIGURED, &key),
+             LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_create(h, user, 7, &key), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK(key == NULL);
+    CHECK_RC(lockserver_pairing_key_status(h, NULL, 0, &st), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_status(h, "123456789012", 0, NULL), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_status(h, "../users", 0, &st), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(lockserver_pairing_key_status(h, "12\xfe", 0, &st), LOCKSERVER_ERROR_INVALID_UTF8);
+    CHECK_RC(lockserver_pairing_key_status(h, "123456789012", 3, &st), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK(st == 0);
+    CHECK_RC(lockserver_user_pair_pending(h, NULL), LOCKSERVER_ERROR_NULL_ARGUMENT);
+    CHECK_RC(lockserver_user_pair_pending(h, "capi\npingid"), LOCKSERVER_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(lockserver_user_pair_pending(h, user), LOCKSERVER_ERROR_NOT_PAIRED); /* no key made */
+    char reply[8192];
+    CHECK(emulator_request("GET", "/_emulator/state", NULL, reply, sizeof reply));
+    CHECK(strstr(reply, user) == NULL); /* the emulator has never heard of the user */
+
+    /* The code flow's calls are not PingID's. */
+    char *account = NULL, *id = NULL, *qr = NULL;
+    CHECK_RC(lockserver_pair(h, "ABCDEF", NULL, &account), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    char *why = lockserver_last_error_message();
+    CHECK(why != NULL && strstr(why, "lockserver_pairing_key_create") != NULL);
+    lockserver_string_free(why);
+    CHECK_RC(lockserver_user_pair(h, user, "ABCDEF"), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK_RC(lockserver_totp_create(h, user, "C API", &id, &qr), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK(account == NULL && id == NULL && qr == NULL);
+    /* A status outside a login would be a push ringing the phone for nothing. */
+    lockserver_access a = LOCKSERVER_ACCESS_CHECK_OFF;
+    CHECK_RC(lockserver_status(h, user, NULL, false, &a, NULL), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK_RC(lockserver_user_status(h, user, NULL, false, &a, NULL), LOCKSERVER_ERROR_NOT_SUPPORTED);
+    CHECK(a == LOCKSERVER_ACCESS_CHECK_OFF);
+
+    /* Create: a key, the user pending. */
+    CHECK_RC(lockserver_pairing_key_create(h, user, LOCKSERVER_SCOPE_CONFIGURED, &key), LOCKSERVER_OK);
+    CHECK(key != NULL && strlen(key) == 12 && strspn(key, "0123456789") == 12);
+    if (!key) {
+        lockserver_close(h);
+        return;
+    }
+    CHECK_RC(lockserver_pairing_key_status(h, key, LOCKSERVER_SCOPE_CONFIGURED, &st), LOCKSERVER_OK);
+    CHECK(st == LOCKSERVER_KEY_NOT_CLAIMED);
+    CHECK_RC(lockserver_pairing_key_status(h, key, LOCKSERVER_SCOPE_APPLICATION, &st), LOCKSERVER_OK);
+    CHECK(st == LOCKSERVER_KEY_NOT_CLAIMED);
+    /* The seed's rule: a key made in the application scope is not found in the organization's. */
+    st = 0;
+    CHECK_RC(lockserver_pairing_key_status(h, key, LOCKSERVER_SCOPE_ORGANIZATION, &st), LOCKSERVER_ERROR_NOT_FOUND);
+    CHECK(st == 0);
+    why = lockserver_last_error_message();
+    CHECK(why != NULL && strstr(why, "not found") != NULL);
+    lockserver_string_free(why);
+    CHECK_RC(lockserver_pairing_key_status(h, "000000000000", LOCKSERVER_SCOPE_CONFIGURED, &st),
+             LOCKSERVER_ERROR_NOT_FOUND);
+    /* Not entered in the app yet: the completion says so, naming the key. */
+    CHECK_RC(lockserver_user_pair_pending(h, user), LOCKSERVER_ERROR_NOT_CLAIMED);
+    why = lockserver_last_error_message();
+    CHECK(why != NULL && strstr(why, key) != NULL);
+    lockserver_string_free(why);
+    /* A pending user logs in as unpaired (unpaired = "ignore" by default): no push. */
+    struct conv c = {.mode = ANSWER_NONE};
+    struct outcome o = login_as(h, user, "sshd", &c);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_IGNORE);
+    CHECK(c.infos == 0 && c.errors == 0);
+
+    /* The phone enters the key. */
+    char body[128];
+    snprintf(body, sizeof body, "{\"key\":\"%s\"}", key);
+    CHECK(emulator_request("POST", "/_emulator/pingid/claim", body, reply, sizeof reply));
+    CHECK(strstr(reply, user) != NULL);
+    CHECK_RC(lockserver_pairing_key_status(h, key, LOCKSERVER_SCOPE_CONFIGURED, &st), LOCKSERVER_OK);
+    CHECK(st == LOCKSERVER_KEY_USED);
+    CHECK_RC(lockserver_user_pair_pending(h, user), LOCKSERVER_OK);
+    CHECK_RC(lockserver_user_pair_pending(h, user), LOCKSERVER_ERROR_ALREADY_PAIRED);
+    CHECK_RC(lockserver_pairing_key_create(h, user, LOCKSERVER_SCOPE_CONFIGURED, &key), LOCKSERVER_ERROR_ALREADY_PAIRED);
+
+    /* Paired: a login pushes, tells the user so, and follows the phone. */
+    CHECK(phone_plan(user, "approve", NULL));
+    struct conv ok = {.mode = ANSWER_NONE};
+    o = login_as(h, user, "sshd", &ok);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED && !o.has_message);
+    CHECK(ok.infos == 1 && ok.errors == 0 && ok.prompts == 0);
+
+    CHECK(phone_plan(user, "reject", NULL));
+    struct conv no = {.mode = ANSWER_NONE};
+    o = login_as(h, user, "sshd", &no);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_REFUSED);
+    CHECK(o.has_message && no.errors == 1 && strcmp(no.last_error, o.message) == 0 && no.infos == 1);
+
+    /* The service asks for a code instead: the right one is in, wrong ones run out of attempts. */
+    CHECK(phone_plan(user, "otp", "246810"));
+    struct conv code = {.mode = ANSWER_SCRIPT, .script = {"246810"}};
+    o = login_as(h, user, "sshd", &code);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_ALLOWED);
+    CHECK(code.prompts == 1 && code.errors == 0);
+    CHECK(phone_plan(user, "otp", "246810"));
+    struct conv wrong = {.mode = ANSWER_SCRIPT, .script = {"111111", "222222", "333333"}};
+    o = login_as(h, user, "sshd", &wrong);
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_MAX_TRIES);
+    CHECK(wrong.prompts == 3 && wrong.errors == 3);
+
+    /* Nobody answers: refused after push_timeout_secs (5), and the push is withdrawn. */
+    CHECK(phone_plan(user, "ignore", NULL));
+    struct conv late = {.mode = ANSWER_NONE};
+    double start = now_ms();
+    o = login_as(h, user, "sshd", &late);
+    double took = now_ms() - start;
+    CHECK(o.rc == LOCKSERVER_OK && o.verdict == LOCKSERVER_VERDICT_REFUSED && o.has_message);
+    if (o.verdict != LOCKSERVER_VERDICT_REFUSED)
+        fprintf(stderr, "no answer: verdict %d after %.0f ms, message '%s'\n", (int)o.verdict, took, o.message);
+    CHECK(took >= 4900);
+    char path[128];
+    snprintf(path, sizeof path, "/_emulator/pingid/authentications?user=%s", user);
+    CHECK(emulator_request("GET", path, NULL, reply, sizeof reply));
+    CHECK(strstr(reply, "CANCELED") != NULL);
+    /* No status call above ever asked the phone: every authentication is one of the logins'. */
+    int auths = 0;
+    for (const char *p = reply; (p = strstr(p, "\"status\"")) != NULL; p++) auths++;
+    CHECK(auths == 5);
+    if (auths != 5) fprintf(stderr, "authentications: %s\n", reply);
+
+    /* Unpaired at PingID and in the store: logs in as unpaired again. */
+    CHECK_RC(lockserver_user_unpair(h, user), LOCKSERVER_OK);
+    struct conv gone = {.mode = ANSWER_NONE};
+    CHECK(login_as(h, user, "sshd", &gone).verdict == LOCKSERVER_VERDICT_IGNORE);
+    lockserver_string_free(key);
+    CHECK_RC(lockserver_close(h), LOCKSERVER_OK);
+}
+
 static void *login_worker(void *arg) {
     struct worker *w = arg;
     for (int i = 0; i < 25; i++) {
@@ -695,12 +1011,15 @@ int main(void) {
     test_open_errors();
     test_totp_local();
     test_login_service_down();
+    test_login_log_lines();
+    test_pingid();
 
     lockserver *h = NULL;
     CHECK_RC(lockserver_open_config_str(env("LS_CONFIG"), &h), LOCKSERVER_OK);
     if (h) {
         test_status(h);
         test_pairing(h);
+        test_key_pairing_not_supported(h);
         test_totp_service(h);
         test_users(h);
         test_threads(h);
