@@ -25,7 +25,7 @@ MAN_SOURCES := $(wildcard docs/man/*.md)
 all: build assets
 
 build:
-	$(CARGO) build -p lockserver -p lockserver-cli $(if $(filter release,$(PROFILE)),--release,)
+	$(CARGO) build -p lockserver-module -p lockserver-cli $(if $(filter release,$(PROFILE)),--release,)
 
 # Man pages and shell completions: lockserver(8) and the completions from the CLI's definition
 # (lockserver-assets), the other pages from their markdown in docs/man/ (go-md2man).

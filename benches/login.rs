@@ -286,86 +286,112 @@ fn module_facts(module: &Path, dir: &Path) -> (u64, Vec<String>) {
     (size, needed)
 }
 
-/// Callgrind's inclusive instruction counts of one cold login, by phase. Each phase is the largest
-/// inclusive count among functions whose name contains one of its patterns (a function LTO inlined
-/// shows in its caller).
-fn phases(driver: &Driver, service: &str, dir: &Path) {
-    const PHASES: &[(&str, &[&str])] = &[
-        ("whole process", &["PROGRAM TOTALS"]),
-        ("  main (all below; the rest: exec, ld.so, libc)", &["???:main "]),
-        ("  pam_start (libpam reads the service file)", &["pam_start_confdir"]),
-        ("  modules loaded (dlopen: map + relocate)", &["dl_open_worker_begin"]),
-        ("    of which relocation", &["_dl_relocate_object"]),
-        ("    of which constructors (Rust runtime)", &["call_init"]),
-        ("  one auth hook (all below)", &["pam_sm_authenticate"]),
-        ("    config read and parse", &["lockserver::config::Config::load"]),
-        ("    store open", &["lockserver::store::open_with_timeout"]),
-        (
-            "    store query",
-            &["SqliteStore as lockserver::store::PairingStore>::get"],
-        ),
-        (
-            "    service client (TLS setup, trust store)",
-            &["lockserver::service::from_config"],
-        ),
-        ("      of which trust store", &["lockserver::service::http::root_certs"]),
-        (
-            "    connect + request + TLS + parse",
-            &["LatchClient as lockserver::service::LockService>::status"],
-        ),
-        (
-            "      of which TLS handshake",
-            &["rustls::conn::ConnectionCommon<Data>::complete_io"],
-        ),
-        ("    log lines", &["SyslogLogger as log::Log>::log"]),
-        ("  account hook (already checked)", &["pam_sm_acct_mgmt"]),
-        ("  modules unloaded (pam_end)", &["_dl_close_worker", "_dl_fini"]),
-    ];
-    let out_file = dir.join(format!("callgrind.{service}.out"));
-    let cmd = driver.command(service, USER, 1);
+/// The phases of a login callgrind counts: each phase is the largest inclusive count among functions whose
+/// name contains one of its patterns (a function LTO inlined shows in its caller).
+const PHASES: &[(&str, &[&str])] = &[
+    ("whole process", &["PROGRAM TOTALS"]),
+    ("  main (all below; the rest: exec, ld.so, libc)", &["???:main "]),
+    ("  pam_start (libpam reads the service file)", &["pam_start_confdir"]),
+    ("  modules loaded (dlopen: map + relocate)", &["dl_open_worker_begin"]),
+    ("    of which relocation", &["_dl_relocate_object"]),
+    ("    of which constructors (Rust runtime)", &["call_init"]),
+    ("  one auth hook (all below)", &["pam_sm_authenticate"]),
+    ("    config read and parse", &["lockserver::config::Config::load"]),
+    ("    store open", &["lockserver::store::open_with_timeout"]),
+    (
+        "    store query",
+        &["SqliteStore as lockserver::store::PairingStore>::get"],
+    ),
+    (
+        "    service client (TLS setup, trust store)",
+        &["lockserver::service::from_config"],
+    ),
+    ("      of which trust store", &["lockserver::service::http::root_certs"]),
+    (
+        "    connect + request + TLS + parse",
+        &["LatchClient as lockserver::service::LockService>::status"],
+    ),
+    (
+        "      of which rustls config (root store of every CA)",
+        &[
+            "ureq::tls::rustls::build_config",
+            "rustls::webpki::anchors::RootCertStore::add_parsable_certificates",
+        ],
+    ),
+    (
+        "      of which TLS handshake",
+        &["rustls::conn::ConnectionCommon<Data>::complete_io"],
+    ),
+    ("    log lines", &["SyslogLogger as log::Log>::log"]),
+    ("  account hook (already checked)", &["pam_sm_acct_mgmt"]),
+    ("  modules unloaded (pam_end)", &["_dl_close_worker", "_dl_fini"]),
+];
+
+/// Callgrind's inclusive instruction counts of `logins` logins in one process: the whole process's, and
+/// each of [`PHASES`] (`None`: not seen). `None` when valgrind is missing or fails.
+fn callgrind(driver: &Driver, service: &str, logins: usize, dir: &Path) -> Option<(u64, Vec<Option<u64>>)> {
+    let out_file = dir.join(format!("callgrind.{service}.{logins}.out"));
+    let cmd = driver.command(service, USER, logins);
     let mut vg = Command::new("valgrind");
     vg.args(["--tool=callgrind", "--quiet"])
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(cmd.get_program())
         .args(cmd.get_args())
         .env_clear();
-    let ran = vg.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ran {
-        println!("(valgrind not installed or it failed: no instruction counts)");
-        return;
+    if !vg.output().map(|o| o.status.success()).unwrap_or(false) {
+        return None;
     }
-    let Ok(annotated) = Command::new("callgrind_annotate")
+    let annotated = Command::new("callgrind_annotate")
         .args(["--inclusive=yes", "--threshold=100"])
         .arg(&out_file)
         .output()
-    else {
-        println!("(callgrind_annotate failed: no instruction counts)");
-        return;
-    };
+        .ok()?;
     let text = String::from_utf8_lossy(&annotated.stdout);
     let count = |l: &str| -> Option<u64> {
         let first = l.split_whitespace().next()?;
         first.replace(',', "").parse().ok()
     };
-    let total = text
-        .lines()
-        .find(|l| l.contains("PROGRAM TOTALS"))
-        .and_then(count)
-        .unwrap_or(0);
-    println!("instructions of one cold login ({service}), callgrind, inclusive:");
-    for (name, patterns) in PHASES {
-        let best = text
-            .lines()
+    let best = |patterns: &[&str]| {
+        text.lines()
             .filter(|l| patterns.iter().any(|p| l.contains(p)))
             .filter_map(count)
-            .max();
-        match best {
+            .max()
+    };
+    let total = best(&["PROGRAM TOTALS"]).unwrap_or(0);
+    Some((total, PHASES.iter().map(|(_, patterns)| best(patterns)).collect()))
+}
+
+/// The instruction counts of one cold login by phase, and with `warm` the cost of one more login in the
+/// same process: the counts of 21 logins minus those of 1, divided by 20 (no first-login work in it).
+fn phases(driver: &Driver, service: &str, dir: &Path, warm: bool) {
+    let Some((total, cold)) = callgrind(driver, service, 1, dir) else {
+        println!("(valgrind not installed or it failed: no instruction counts)");
+        return;
+    };
+    println!("instructions of one cold login ({service}), callgrind, inclusive:");
+    for ((name, _), n) in PHASES.iter().zip(&cold) {
+        match n {
             Some(n) => println!(
                 "  {name:<46} {:>12} Ir  {:>5.1} %",
                 n,
-                100.0 * n as f64 / total.max(1) as f64
+                100.0 * *n as f64 / total.max(1) as f64
             ),
             None => println!("  {name:<46} {:>12}", "(not seen)"),
+        }
+    }
+    println!();
+    if !warm {
+        return;
+    }
+    let Some((_, many)) = callgrind(driver, service, 21, dir) else {
+        return;
+    };
+    println!("instructions of one warm login ({service}: 21 logins minus 1, / 20), callgrind, inclusive:");
+    for (((name, _), one), all) in PHASES.iter().zip(&cold).zip(&many) {
+        match (one, all) {
+            (Some(one), Some(all)) => println!("  {name:<46} {:>12} Ir", all.saturating_sub(*one) / 20),
+            (None, Some(all)) => println!("  {name:<46} {:>12} Ir", all / 20),
+            _ => println!("  {name:<46} {:>12}", "(not seen)"),
         }
     }
     println!();
@@ -386,11 +412,12 @@ fn main() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let uid = common::current_uid();
     // LOCKSERVER_BENCH_MODULE: measure another build of the module (e.g. a copy of an older one).
-    let other_module = std::env::var_os("LOCKSERVER_BENCH_MODULE").map(PathBuf::from);
-    let module: &Path = match &other_module {
-        Some(p) => p,
-        None => common::module_path(),
+    // The release settings with the symbols kept (profile `bench`): callgrind names the phases.
+    let module = match std::env::var_os("LOCKSERVER_BENCH_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => common::build_module("bench"),
     };
+    let module = module.as_path();
     let driver = Driver::build(dir);
 
     // A syslog socket that swallows the lines, as a syslog daemon would.
@@ -579,7 +606,7 @@ fn main() {
     );
 
     for service in ["lock-https", "lock-http", "permit"] {
-        phases(&driver, service, dir);
+        phases(&driver, service, dir, service != "lock-https");
     }
 
     let store_args = format!(

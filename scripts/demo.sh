@@ -18,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== building"
-cargo build --quiet -p lockserver -p lockserver-cli -p lockserver-emulator
+cargo build --quiet -p lockserver-module -p lockserver-cli -p lockserver-emulator
 bin=$PWD/target/debug
 
 D=$(mktemp -d /tmp/lockserver-demo.XXXXXX)

@@ -41,40 +41,40 @@ pub fn current_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// `liblockserver.so` of the build the tests run from. `cargo test` builds the lib target with all its
-/// crate types, so the cdylib sits next to the test binary (`target/<profile>/deps`, and uplifted to
-/// `target/<profile>`); if it is missing, `cargo build --lib` makes it, once per test binary.
+/// `liblockserver.so` of the build the tests run from: the cdylib of the `module/` package (the root
+/// package is an rlib only, so that the module gets LTO; see module/Cargo.toml). Cargo does not build
+/// another package for this one's tests: `cargo build -p lockserver-module` runs once per test binary (a
+/// no-op when it is fresh), so a test never loads a module older than the code it tests.
 pub fn module_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let deps = exe.parent().expect("the test binary's directory").to_path_buf();
-        let profile_dir = deps.parent().expect("the profile directory").to_path_buf();
-        let candidates = [deps.join("liblockserver.so"), profile_dir.join("liblockserver.so")];
-        let newest = |c: &[PathBuf]| {
-            c.iter()
-                .filter_map(|p| {
-                    fs::metadata(p)
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .map(|t| (t, p.clone()))
-                })
-                .max()
-                .map(|(_, p)| p)
-        };
-        if let Some(p) = newest(&candidates) {
-            return p;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--lib"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build --lib");
-        assert!(status.success(), "cargo build --lib failed: {status}");
-        newest(&candidates).unwrap_or_else(|| panic!("liblockserver.so not found in {}", profile_dir.display()))
+        let release = profile_dir().file_name().is_some_and(|n| n == "release");
+        build_module(if release { "release" } else { "dev" })
     })
+}
+
+/// Builds the module with a cargo profile (`dev`, `release`, or `bench`: the release settings with the
+/// symbols kept, for callgrind) and returns its path.
+pub fn build_module(profile: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "lockserver-module", "--profile", profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build -p lockserver-module");
+    assert!(status.success(), "cargo build -p lockserver-module failed: {status}");
+    let module = profile_dir().join("liblockserver.so");
+    assert!(module.is_file(), "{} not found after the build", module.display());
+    module
+}
+
+/// `target/<debug|release>`: where the test binary's profile puts its outputs.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the profile directory")
+        .to_path_buf()
 }
 
 /// The `lockserver` CLI of the build the tests run from. It is a package of its own (`cli/`), so cargo
