@@ -495,6 +495,16 @@ impl Sshd {
     /// Runs `argv` inside the namespace as `user` (through `runuser`), `stdin` as its input, within 30 s.
     /// Returns (exit code, stdout, stderr).
     pub fn run_as(&self, user: &str, argv: &[&str], stdin: &str) -> (i32, String, String) {
+        let out = output_within(&mut self.command_as(user, argv), stdin, Duration::from_secs(30));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `argv` to run inside the namespace as `user` (through `runuser`). Killed with the namespace.
+    pub fn command_as(&self, user: &str, argv: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.args([
             "--target",
@@ -507,12 +517,7 @@ impl Sshd {
             "--",
         ])
         .args(argv);
-        let out = output_within(&mut cmd, stdin, Duration::from_secs(30));
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cmd
     }
 
     /// Every process in the namespace (sshd, its connection children, sudo/su runs), by PID.
@@ -1516,9 +1521,10 @@ fn pingid_key_only_account_hook() {
     let o = sshd.ssh(&Login::key("kim"));
     assert_refused(&o, &sshd, "key, push rejected");
     assert!(o.rounds.is_empty(), "no prompt: {o:#?}");
-    assert!(
-        o.banner.contains(REJECTED_TEXT),
-        "sshd shows the account hook's text: {o:#?}"
+    assert_eq!(
+        o.banner,
+        format!("{APPROVE_TEXT}\n{REJECTED_TEXT}\n"),
+        "sshd shows the account hook's texts as a banner before it closes: {o:#?}"
     );
     expect_log(
         &env,
@@ -1712,5 +1718,96 @@ fn pingid_through_the_openssh_client() {
     assert!(
         elapsed < 3.0 * 2.5,
         "one budget (3 s) plus the connection, not three: {elapsed} s"
+    );
+}
+
+/// sudo shows PAM_TEXT_INFO at once on the user's terminal (sshd holds it, above): the approve text is
+/// there while the module waits for the phone, and the phone's answer then decides. sudo runs on a
+/// terminal of its own (`script`), as a person runs it: without one it writes the text to a buffered
+/// stdout.
+#[test]
+fn pingid_sudo_shows_the_approve_text_while_it_waits() {
+    if !can_run("pingid_sudo_shows_the_approve_text_while_it_waits") {
+        return;
+    }
+    for tool in ["/usr/bin/sudo", "/usr/bin/script"] {
+        assert!(Path::new(tool).exists(), "{tool} is missing: run scripts/test.sh");
+    }
+    let mut env = pingid_env(&["sam"]);
+    env.set_conf(|c| {
+        c.operations = vec!["sudo:sudo-op:true".into()];
+        c.push_timeout_secs = 30;
+    });
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["sam"]));
+    phone(&env, "sam", Plan::new("ignore"));
+
+    let mut child = sshd
+        .command_as("sam", &["script", "-q", "-e", "-c", "sudo -u root id -un", "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sudo on a terminal");
+    let mut input = child.stdin.take().expect("stdin");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = child.stdout.take().map(|mut r| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let mut seen = String::new();
+    let read_until = |needle: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !seen.contains(needle) && Instant::now() < deadline {
+            if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(50)) {
+                seen.push_str(&chunk);
+            }
+        }
+        seen.contains(needle)
+    };
+    // The password at sudo's prompt (echo off), then the push.
+    assert!(
+        read_until("password for sam", &mut seen),
+        "sudo asks for the password: {seen}"
+    );
+    let _ = input.write_all(format!("{PASSWORD}\n").as_bytes());
+    let shown_while_waiting = read_until(APPROVE_TEXT, &mut seen);
+    let waiting = env.emu.pingid_authentications(Some("sam"));
+    // The phone answers only now.
+    let answered = env.emu.pingid_answer("sam", Plan::new("approve"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("wait for sudo");
+    drop(input);
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    seen.extend(rx.try_iter());
+    println!("sudo showed:\n{seen}");
+    assert!(shown_while_waiting, "the text came while the module waited: {seen}");
+    assert!(!seen.contains(PASSWORD), "the password was not echoed: {seen}");
+    assert_eq!(waiting.len(), 1, "one push: {waiting:?}");
+    assert_eq!(
+        waiting[0]["status"], "IN_PROGRESS",
+        "nobody had answered yet: {waiting:?}"
+    );
+    assert_eq!(
+        waiting[0]["client_context"], "sudo-op",
+        "the phone shows which service asks"
+    );
+    answered.expect("the pending push answered");
+    assert!(status.success(), "approved: sudo ran: {seen}");
+    assert!(seen.contains("root"), "{seen}");
+    expect_log(
+        &env,
+        &["pam_lockserver(sudo:auth): user=sam", "PingID open (operation sudo-op)"],
     );
 }
