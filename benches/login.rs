@@ -16,6 +16,9 @@
 //!   certificate, into a `RootCertStore`) for each request;
 //! - warm login (one process, many logins) vs the bare request, and vs a warm `pam_permit` login (what
 //!   libpam itself costs per transaction: reading the service file, audit messages) + the bare request;
+//! - a PingID login over HTTP, the emulator's phone approving at once (one signed POST that starts the
+//!   authentication and answers APPROVED, its signature verified), cold and warm, against the floors
+//!   of the Latch HTTP login (one bare signed request);
 //! - `enabled = false`, and an unpaired user with `unpaired = "ignore"`, vs a cold `pam_permit` stack;
 //! - the module stripped, and what it needs at run time;
 //! - peak RSS of 200 logins in one process, minus that of 200 `pam_permit` logins;
@@ -37,7 +40,7 @@ use lockserver::capi::{
 use lockserver::config::TotpAlgorithm;
 use lockserver::store::{self, OpenMode, Pairing};
 use lockserver::totp;
-use lockserver_emulator::{Emulator, Options, TlsMode, sign};
+use lockserver_emulator::{Emulator, Options, Plan as PhonePlan, TlsMode, sign};
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -482,6 +485,13 @@ fn main() {
         .expect("PAM service");
         configs.push((name, config, account));
     }
+    pingid_service(
+        &driver,
+        module,
+        &http,
+        dir,
+        &format!("trust_owner={uid} log_socket={}", log_socket.display()),
+    );
     std::fs::write(
         driver.confdir.join("permit"),
         "auth required pam_permit.so\naccount required pam_permit.so\n",
@@ -514,15 +524,16 @@ fn main() {
     );
 
     // Cold logins, every case in turn so that the machine's drift hits them alike.
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 6] = [
         ("permit", USER),
         ("lock-http", USER),
         ("lock-https", USER),
         ("lock-off", USER),
         ("lock-http", STRANGER),
+        ("lock-pingid", USER),
     ];
-    let mut cold: [Vec<f64>; 5] = Default::default();
-    let mut faults: [Vec<f64>; 5] = Default::default();
+    let mut cold: [Vec<f64>; 6] = Default::default();
+    let mut faults: [Vec<f64>; 6] = Default::default();
     let mut bare_h = Vec::new();
     let mut bare_s = Vec::new();
     for _ in 0..2 {
@@ -542,7 +553,7 @@ fn main() {
     for _ in plan.cold_runs..plan.bare_requests {
         bare_h.push(bare_http(&http, http_account));
     }
-    let [permit, lock_http, lock_https, lock_off, lock_unpaired] = cold.map(|mut v| median(&mut v));
+    let [permit, lock_http, lock_https, lock_off, lock_unpaired, lock_pingid] = cold.map(|mut v| median(&mut v));
     let faults = faults.map(|mut v| median(&mut v));
     let bare_h = median(&mut bare_h);
     let bare_s = median(&mut bare_s);
@@ -554,6 +565,7 @@ fn main() {
     };
     let warm_us = warm_median("lock-http");
     let warm_permit = warm_median("permit");
+    let warm_pingid = warm_median("lock-pingid");
 
     let rss_lock = driver.run("lock-http", USER, plan.rss_logins).peak_rss_kib;
     let rss_permit = driver.run("permit", USER, plan.rss_logins).peak_rss_kib;
@@ -583,11 +595,25 @@ fn main() {
         "µs",
         1.3,
     );
+    line(
+        "cold login, PingID over HTTP (approved)",
+        lock_pingid,
+        permit + bare_h,
+        "µs",
+        1.3,
+    );
+    line(
+        "warm login, PingID over HTTP (approved)",
+        warm_pingid,
+        bare_h,
+        "µs",
+        1.3,
+    );
     line("cold, enabled = false", lock_off, permit, "µs", 1.5);
     line("cold, unpaired user (ignore)", lock_unpaired, permit, "µs", 1.5);
     println!(
-        "{:<46} permit {:.0}, HTTP {:.0}, HTTPS {:.0}, enabled = false {:.0}, unpaired {:.0}",
-        "page faults of a cold process (median)", faults[0], faults[1], faults[2], faults[3], faults[4]
+        "{:<46} permit {:.0}, HTTP {:.0}, HTTPS {:.0}, enabled = false {:.0}, unpaired {:.0}, PingID {:.0}",
+        "page faults of a cold process (median)", faults[0], faults[1], faults[2], faults[3], faults[4], faults[5]
     );
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
@@ -616,6 +642,48 @@ fn main() {
     stores(&driver, module, &store_args, dir, &configs[0].1, http_account, &plan);
 
     capi_and_totp(&configs[0].1, http_account, &plan);
+}
+
+/// The PAM service `lock-pingid`: the emulator's PingID side with `USER` paired (a user with a device, the
+/// pairing in its own store) and the phone approving every push at once.
+fn pingid_service(driver: &Driver, module: &Path, emu: &Emulator, dir: &Path, args: &str) {
+    emu.pingid_add_user(USER).expect("PingID user");
+    emu.pingid_add_device(USER, None).expect("PingID device");
+    emu.pingid_plan(None, PhonePlan::new("approve"))
+        .expect("the phone's plan");
+    let db = dir.join("pingid.db");
+    let store = store::open(&format!("sqlite://{}", db.display()), OpenMode::Create).expect("store");
+    store
+        .insert(
+            &Pairing {
+                user: USER.into(),
+                account_id: USER.into(),
+                enabled: true,
+                totp_enabled: false,
+                totp_id: None,
+            },
+            store::default_deadline(),
+        )
+        .expect("insert");
+    drop(store);
+    let p = emu.pingid_options();
+    let config = format!(
+        "service = \"pingid\"\nunpaired = \"ignore\"\ntimeout_ms = 3000\nstore = \"sqlite://{}\"\n[pingid]\n\
+         account_id = \"{}\"\napplication_id = \"{}\"\ntoken = \"{}\"\napi_key = \"{}\"\nurl = \"{}/pingid\"\n",
+        db.display(),
+        p.account_id,
+        p.applications[0],
+        p.token,
+        p.api_key_b64,
+        emu.url()
+    );
+    let path = dir.join("pingid.conf");
+    write_private(&path, &config);
+    std::fs::write(
+        driver.confdir.join("lock-pingid"),
+        lock_stack(module, &format!("config={} {args}", path.display())),
+    )
+    .expect("PAM service");
 }
 
 /// The C API on a warm handle, and local TOTP verification.

@@ -322,14 +322,7 @@ impl Login<'_> {
         let answer = budget.spend(|deadline| service.status(&pairing.account_id, operation_id, want_code, deadline));
         let scope = operation_id.map_or_else(|| "application".to_string(), |id| format!("operation {id}"));
         match answer {
-            Ok(access) => {
-                // A wrong one-time code is the user's, and a question on the phone may be answered
-                // otherwise next time: neither is a refusal of the lock to remember.
-                if matches!(access, Access::CodeRequired(_) | Access::Pending(_)) {
-                    *lock_refusal = false;
-                }
-                self.follow(prompter, access, &scope, budget)
-            }
+            Ok(access) => self.follow(prompter, access, &scope, budget, lock_refusal),
             Err(ServiceError::NotPaired { .. }) => self.unpaired_at_service(prompter),
             Err(ServiceError::Api { code, message }) => {
                 // An answer, not an outage: fail_mode does not apply.
@@ -368,7 +361,18 @@ impl Login<'_> {
 
     /// Acts on the service's answer: let in, refuse with its text, ask for a code, or wait for the
     /// person. One path per kind of answer, whatever the service.
-    fn follow(&self, prompter: &mut dyn Prompter, access: Access<'_>, scope: &str, budget: &mut Budget) -> Verdict {
+    ///
+    /// A push the phone refused or left unanswered stays a refusal of the lock (`lock_refusal`): the
+    /// OpenSSH client retries keyboard-interactive by itself, and each retry must not push again nor
+    /// wait `push_timeout_secs` again. Once a code is asked, a refusal is the user's typing.
+    fn follow(
+        &self,
+        prompter: &mut dyn Prompter,
+        access: Access<'_>,
+        scope: &str,
+        budget: &mut Budget,
+        lock_refusal: &mut bool,
+    ) -> Verdict {
         match access {
             Access::Open => {
                 log::info!("{} open ({scope})", self.lock_name());
@@ -386,9 +390,10 @@ impl Login<'_> {
             }
             Access::CodeRequired(challenge) => {
                 log::info!("the service asks for a one-time password ({scope})");
+                *lock_refusal = false;
                 self.one_time_password(prompter, challenge, budget)
             }
-            Access::Pending(approval) => self.wait_for_person(prompter, approval.as_ref(), scope, budget),
+            Access::Pending(approval) => self.wait_for_person(prompter, approval.as_ref(), scope, budget, lock_refusal),
         }
     }
 
@@ -400,6 +405,7 @@ impl Login<'_> {
         approval: &dyn Approval,
         scope: &str,
         budget: &mut Budget,
+        lock_refusal: &mut bool,
     ) -> Verdict {
         log::info!("waiting for the person to answer on the phone ({scope})");
         prompter.info(self.dictionary.get(self.texts(), "approve_on_phone"));
@@ -418,7 +424,7 @@ impl Login<'_> {
             std::thread::sleep(approval.interval().min(give_up - now));
             match budget.spend(|deadline| approval.poll(deadline)) {
                 Ok(None) => {}
-                Ok(Some(access)) => return self.follow(prompter, access, scope, budget),
+                Ok(Some(access)) => return self.follow(prompter, access, scope, budget, lock_refusal),
                 Err(e) => return self.failure_after_asking(prompter, e),
             }
         }

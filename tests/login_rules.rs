@@ -659,3 +659,46 @@ fn remote_codes_try_again_up_to_max_attempts_and_stop_when_refused() {
     assert!(p.prompts.is_empty());
     assert!(p.errors[0].contains("keyboard-interactive"), "{:?}", p.errors);
 }
+
+/// What the PAM module remembers per sshd connection (`Outcome::lock_refusal`): a push refused or left
+/// unanswered is the lock's refusal, so the OpenSSH client's keyboard-interactive retries neither push
+/// again nor wait `push_timeout_secs` again; once a code was asked, a refusal is the user's typing.
+#[test]
+fn a_refused_or_unanswered_push_is_a_lock_refusal_a_code_after_it_is_not() {
+    let c = pingid_config("");
+    let outcome = |access: Access<'static>, answers: &[&str]| {
+        let dict = Dictionary::builtin();
+        let login = Login {
+            config: &c,
+            dictionary: &dict,
+            user: "alice",
+            operation: "sshd",
+            explicit_operation: false,
+            phase: Phase::Auth,
+            clock: || 1_700_000_000,
+        };
+        let mut f = fakes(vec![paired("alice")], FakeService::answering(Ok(access)));
+        let mut p = FakePrompter {
+            answers: answers.iter().map(|a| (*a).to_string()).collect(),
+            ..Default::default()
+        };
+        login.decide_outcome(&mut f, &mut p)
+    };
+    let (rejected, _) = push(vec![Ok(None), Ok(Some(Access::Refused(Text("rejected"))))]);
+    let o = outcome(rejected, &[]);
+    assert_eq!(
+        (o.verdict, o.lock_refusal),
+        (Verdict::Deny, true),
+        "rejected on the phone"
+    );
+    let (unanswered, _) = push(vec![]);
+    let o = outcome(unanswered, &[]);
+    assert_eq!((o.verdict, o.lock_refusal), (Verdict::Deny, true), "no answer in time");
+    let (code_then_nothing, _) = push(vec![Ok(Some(remote(vec![])))]);
+    let o = outcome(code_then_nothing, &[]);
+    assert_eq!(
+        (o.verdict, o.lock_refusal),
+        (Verdict::Deny, false),
+        "the phone offered a code, none was typed"
+    );
+}

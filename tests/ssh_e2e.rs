@@ -5,8 +5,9 @@
 //! (`unshare --mount --propagation private`) where `/etc/pam.d`, `/etc/passwd`, `/etc/shadow`, `/etc/group` and
 //! `/etc/sudoers` are bind-mounted copies with the test users added and `/run` is a tmpfs: the host's
 //! configuration is never touched. sshd runs through a symlink named `sshd-latchtest`, so OpenSSH 9.2 uses
-//! the PAM service `sshd-latchtest` (`__progname`). The Latch emulator runs in this process; the module in sshd
-//! reaches it over loopback and sends its log lines to the test's syslog socket. [`Sshd`]'s `Drop` kills
+//! the PAM service `sshd-latchtest` (`__progname`). The emulator runs in this process, as Latch or as PingID
+//! (its scripted phone approves, rejects, ignores or asks for a code); the module in sshd reaches it over
+//! loopback and sends its log lines to the test's syslog socket. [`Sshd`]'s `Drop` kills
 //! every process of the namespace (by PID) and removes the temp dir, also when a test fails.
 //!
 //! Needs root (sshd with `UsePAM yes`, mount namespaces); as another user every test prints why and passes.
@@ -16,7 +17,7 @@ mod common;
 
 use common::{Env, OP_B, current_uid, write_file_mode};
 use lockserver::totp;
-use lockserver_emulator::Fault;
+use lockserver_emulator::{Fault, Plan};
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::fs;
@@ -47,6 +48,9 @@ const LOGGED_IN: &str = "LOGGED_IN_OK";
 /// module answer of PAM_IGNORE (`unpaired = "ignore"`, `enabled = false`) lets the user in rather than
 /// ending an all-ignore stack in PAM_PERM_DENIED.
 const AUTH_KEY_THEN_LOCKSERVER: &str = "auth required pam_permit.so\nauth required {module}\n";
+/// [`AUTH_KEY_THEN_LOCKSERVER`] with the module's `debug` argument: each service call is logged as it is
+/// sent, which times the module's own waits.
+const AUTH_KEY_THEN_LOCKSERVER_DEBUG: &str = "auth required pam_permit.so\nauth required {module} debug\n";
 /// The same without `pam_permit.so`: what happens to unpaired users when lockserver is alone.
 const AUTH_LOCKSERVER_ALONE: &str = "auth required {module}\n";
 /// `auth` lines for keyboard-interactive alone: the password (Debian's common-auth, written out), then
@@ -118,6 +122,12 @@ fn output_within(cmd: &mut Command, stdin: &str, limit: Duration) -> std::proces
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("wait for the child")
+}
+
+/// A free loopback port to listen on: bound to :0, then released for sshd.
+fn listen_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
 }
 
 /// The mount namespace of a process, as `/proc/PID/ns/mnt` reads (`mnt:[4026…]`).
@@ -346,8 +356,9 @@ impl Sshd {
         fs::write(p("pam.d/sudo"), &su_sudo).expect("write the sudo PAM service");
         fs::write(p("pam.d/su"), &su_sudo).expect("write the su PAM service");
 
-        // sshd.
-        let port = common::dead_port();
+        // sshd, on a free port (`common::dead_port()` names a port nothing may listen on: two sshd
+        // started at once would both get the same one).
+        let port = listen_port();
         std::os::unix::fs::symlink(SSHD, p(SERVICE)).expect("symlink sshd");
         let config = format!(
             "Port {port}\n\
@@ -491,6 +502,16 @@ impl Sshd {
     /// Runs `argv` inside the namespace as `user` (through `runuser`), `stdin` as its input, within 30 s.
     /// Returns (exit code, stdout, stderr).
     pub fn run_as(&self, user: &str, argv: &[&str], stdin: &str) -> (i32, String, String) {
+        let out = output_within(&mut self.command_as(user, argv), stdin, Duration::from_secs(30));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `argv` to run inside the namespace as `user` (through `runuser`). Killed with the namespace.
+    pub fn command_as(&self, user: &str, argv: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.args([
             "--target",
@@ -503,12 +524,7 @@ impl Sshd {
             "--",
         ])
         .args(argv);
-        let out = output_within(&mut cmd, stdin, Duration::from_secs(30));
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cmd
     }
 
     /// Every process in the namespace (sshd, its connection children, sudo/su runs), by PID.
@@ -1267,4 +1283,538 @@ fn what_openssh_users_read() {
         sshd.log()
     );
     println!("sshd log:\n{}", sshd.log());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// PingID: the same sshd, the emulator's PingID side playing the phone
+
+/// The dictionary's `[pingid]` texts, as the ssh user reads them.
+const APPROVE_TEXT: &str = "Approve the login on your phone.";
+const REJECTED_TEXT: &str = "Access denied: the login was rejected on your phone.";
+const PUSH_TIMEOUT_TEXT: &str = "Access denied: the phone did not answer in time.";
+const KEYBOARD_TEXT: &str = "log in with keyboard-interactive authentication";
+
+/// The PingID config beside the Latch one ([`Env::new`]): `service = "pingid"` against the emulator's
+/// account, `push_timeout_secs = 5` (the least allowed) and `poll_interval_ms = 100`, so an unanswered
+/// push costs seconds, not the default 40. Each user is paired as a claimed key leaves them (a PingID
+/// user with a device in the application, the pairing in the store).
+fn pingid_env(users: &[&str]) -> Env {
+    let env = Env::pingid();
+    for user in users {
+        env.pair_pingid(user);
+    }
+    env
+}
+
+/// How `user`'s phone answers the next pushes.
+fn phone(env: &Env, user: &str, plan: Plan) {
+    env.emu
+        .pingid_plan(Some(user), plan)
+        .expect("emulator: set the phone's plan");
+}
+
+fn otp_plan(code: &str) -> Plan {
+    Plan {
+        otp: Some(code.into()),
+        ..Plan::new("otp")
+    }
+}
+
+/// The statuses of `user`'s authentications at the emulator, oldest first.
+fn pushes(env: &Env, user: &str) -> Vec<String> {
+    env.emu
+        .pingid_authentications(Some(user))
+        .iter()
+        .map(|a| a["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn push_timeout(env: &Env) -> f64 {
+    env.conf.push_timeout_secs as f64
+}
+
+/// Like [`expect_log`], returning when the line arrived: the module sends it before its hook returns,
+/// so it times the module's own work, without what sshd adds after a failure (below).
+fn expect_log_at(env: &Env, needles: &[&str]) -> Instant {
+    expect_log(env, needles);
+    env.logs.find_timed(needles).expect("the line just found").1
+}
+
+/// sshd 9.2 pads every failed authentication request to a multiple of a per-user delay of a few
+/// milliseconds, doubled until it exceeds the time the request took (`ensure_minimum_time_since`): a
+/// refusal after waiting `t` seconds in the module reaches the client after between `t` and `2 t`.
+const SSHD_FAILURE_PADDING: f64 = 2.0;
+
+#[test]
+fn pingid_push_approved_rejected_unanswered() {
+    if !can_run("pingid_push_approved_rejected_unanswered") {
+        return;
+    }
+    let env = pingid_env(&["paula"]);
+    let sshd = Sshd::start(
+        &env,
+        &SshdSpec {
+            auth: AUTH_KEY_THEN_LOCKSERVER_DEBUG,
+            ..key_kbd_spec(&["paula"])
+        },
+    );
+    let budget = env.conf.timeout_ms as f64 / 1000.0;
+
+    // Approved a second after the push: in, after waiting for the phone; one push for the login (the
+    // account phase of the same PAM transaction does not ask again).
+    phone(&env, "paula", Plan::new("approve").after(1));
+    let o = sshd.ssh(&Login::key_kbd("paula"));
+    assert_in(&o, &sshd, "push approved");
+    assert!(o.output.contains("paula"), "the command ran as paula: {o:?}");
+    assert!(o.prompts().is_empty(), "a push asks nothing: {o:#?}");
+    assert!(o.elapsed >= 1.0, "it waited for the phone: {o:#?}");
+    assert_eq!(pushes(&env, "paula"), ["APPROVED"], "one push for the whole login");
+    expect_log(
+        &env,
+        &[
+            &format!("{SERVICE}:auth"),
+            "user=paula",
+            "waiting for the person to answer on the phone",
+        ],
+    );
+    expect_log(
+        &env,
+        &[&format!("{SERVICE}:auth"), "user=paula", "PingID open (application)"],
+    );
+    expect_log(
+        &env,
+        &[
+            &format!("{SERVICE}:account"),
+            "user=paula",
+            "lock already checked in the auth phase",
+        ],
+    );
+    // Connection and key for a baseline of what the login costs besides the module.
+    phone(&env, "paula", Plan::new("approve"));
+    let connect = sshd.ssh(&Login::key_kbd("paula"));
+    assert_in(&connect, &sshd, "push approved at once");
+
+    // Rejected: refused after the key, and the ssh user reads why. sshd holds PAM_TEXT_INFO until a
+    // prompt or the end of the PAM conversation, so "Approve the login on your phone" arrives with the
+    // refusal, in one keyboard-interactive round without prompts.
+    env.logs.clear();
+    phone(&env, "paula", Plan::new("reject"));
+    let o = sshd.ssh(&Login::key_kbd("paula"));
+    assert_refused(&o, &sshd, "push rejected");
+    assert_eq!(o.partial, ["keyboard-interactive"], "refused after the key");
+    assert_eq!(
+        o.rounds,
+        [Round {
+            title: String::new(),
+            instructions: format!("{APPROVE_TEXT}\n{REJECTED_TEXT}\n"),
+            prompts: Vec::new(),
+        }],
+        "the user reads both texts, in order: {o:#?}"
+    );
+    expect_log(
+        &env,
+        &[
+            "user=paula",
+            "access denied: refused on the phone (rejected, application)",
+        ],
+    );
+
+    // Nobody answers: the module refuses after push_timeout_secs, within the budget (+ 0.5 s), and
+    // withdraws the question at PingID (the DELETE arrived: the emulator has it as CANCELED).
+    phone(&env, "paula", Plan::new("ignore"));
+    env.logs.clear();
+    let o = sshd.ssh(&Login::key_kbd("paula"));
+    assert_refused(&o, &sshd, "push unanswered");
+    assert!(o.seen().contains(PUSH_TIMEOUT_TEXT), "the user is told why: {o:#?}");
+    let pushed = expect_log_at(&env, &["user=paula", "pingid: POST", "/authentications"]);
+    let refused = expect_log_at(&env, &["user=paula", "no answer on the phone within 5 s"]) - pushed;
+    let limit = push_timeout(&env) + budget + 0.5;
+    assert!(
+        refused.as_secs_f64() >= push_timeout(&env) && refused.as_secs_f64() <= limit,
+        "the module refused after push_timeout_secs, within the budget + 0.5 s ({limit:.1} s): {refused:?}"
+    );
+    assert!(
+        o.elapsed <= (connect.elapsed + limit) * SSHD_FAILURE_PADDING,
+        "the client read it within the connection and sshd's padding of that: {o:#?}"
+    );
+    assert_eq!(
+        pushes(&env, "paula").last().map(String::as_str),
+        Some("CANCELED"),
+        "the unanswered push is withdrawn: {:?}",
+        pushes(&env, "paula")
+    );
+    println!(
+        "push unanswered: the module refused after {refused:?}, the client read it after {:.1} s",
+        o.elapsed
+    );
+}
+
+#[test]
+fn pingid_otp_right_and_wrong() {
+    if !can_run("pingid_otp_right_and_wrong") {
+        return;
+    }
+    let env = pingid_env(&["oscar"]);
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["oscar"]));
+
+    // PingID answers the authentication with OTP: the code is asked with echo off.
+    phone(&env, "oscar", otp_plan("246810"));
+    let o = sshd.ssh(&Login::key_kbd("oscar").answers(&["246810"]));
+    assert_in(&o, &sshd, "right code");
+    assert_eq!(o.prompts(), [CODE_PROMPT.to_string() + ": "], "{o:#?}");
+    assert!(!o.rounds[0].prompts[0].1, "the code is typed with echo off");
+    assert_eq!(pushes(&env, "oscar"), ["APPROVED"]);
+    expect_log(&env, &["user=oscar", "one-time password accepted"]);
+
+    // Wrong codes up to max_attempts: each later prompt carries the dictionary's text.
+    phone(&env, "oscar", otp_plan("246810"));
+    let o = sshd.ssh(&Login::key_kbd("oscar").answers(&["111111", "222222", "333333"]));
+    assert_refused(&o, &sshd, "three wrong codes");
+    let prompts = o.prompts();
+    assert_eq!(prompts.len(), 3, "max_attempts = 3 prompts: {o:#?}");
+    for p in &prompts[1..] {
+        assert_eq!(*p, format!("{WRONG_CODE_TEXT}\n{CODE_PROMPT}: "), "{o:#?}");
+    }
+    expect_log(&env, &["user=oscar", "too many wrong one-time passwords"]);
+
+    // The push first, then the phone offers a code instead: the approve text arrives with the prompt,
+    // and a wrong code then the right one lets in.
+    phone(
+        &env,
+        "oscar",
+        Plan {
+            after_secs: 1,
+            ..otp_plan("135790")
+        },
+    );
+    let o = sshd.ssh(&Login::key_kbd("oscar").answers(&["000000", "135790"]));
+    assert_in(&o, &sshd, "push, then a code: wrong, then right");
+    assert_eq!(
+        o.prompts(),
+        [
+            format!("{APPROVE_TEXT}\n{CODE_PROMPT}: "),
+            format!("{WRONG_CODE_TEXT}\n{CODE_PROMPT}: ")
+        ],
+        "{o:#?}"
+    );
+}
+
+#[test]
+fn pingid_key_only_account_hook() {
+    if !can_run("pingid_key_only_account_hook") {
+        return;
+    }
+    let env = pingid_env(&["kim"]);
+    let sshd = Sshd::start(
+        &env,
+        &SshdSpec {
+            methods: "publickey",
+            auth: AUTH_KEY_THEN_LOCKSERVER,
+            users: &["kim", "lena"],
+        },
+    );
+
+    phone(&env, "kim", Plan::new("approve").after(1));
+    let o = sshd.ssh(&Login::key("kim"));
+    assert_in(&o, &sshd, "key, push approved");
+    assert!(o.elapsed >= 1.0, "it waited for the phone: {o:#?}");
+    assert_eq!(pushes(&env, "kim"), ["APPROVED"]);
+    expect_log(
+        &env,
+        &[&format!("{SERVICE}:account"), "user=kim", "PingID open (application)"],
+    );
+
+    phone(&env, "kim", Plan::new("reject"));
+    let o = sshd.ssh(&Login::key("kim"));
+    assert_refused(&o, &sshd, "key, push rejected");
+    assert!(o.rounds.is_empty(), "no prompt: {o:#?}");
+    assert_eq!(
+        o.banner,
+        format!("{APPROVE_TEXT}\n{REJECTED_TEXT}\n"),
+        "sshd shows the account hook's texts as a banner before it closes: {o:#?}"
+    );
+    expect_log(
+        &env,
+        &[
+            &format!("{SERVICE}:account"),
+            "user=kim",
+            "access denied: refused on the phone (rejected",
+        ],
+    );
+
+    // A code cannot be asked here: refused with the text that says how to log in, the question
+    // withdrawn at PingID.
+    phone(&env, "kim", otp_plan("246810"));
+    let o = sshd.ssh(&Login::key("kim"));
+    assert_refused(&o, &sshd, "key, PingID asks for a code");
+    assert!(o.banner.contains(KEYBOARD_TEXT), "{o:#?}");
+    assert_eq!(pushes(&env, "kim").last().map(String::as_str), Some("CANCELED"));
+
+    assert_in(&sshd.ssh(&Login::key("lena")), &sshd, "unpaired user, ignore");
+    assert!(pushes(&env, "lena").is_empty(), "no push for an unpaired user");
+}
+
+#[test]
+fn pingid_service_hung_or_down() {
+    if !can_run("pingid_service_hung_or_down") {
+        return;
+    }
+    let mut env = pingid_env(&["hugo"]);
+    phone(&env, "hugo", Plan::new("approve"));
+    let sshd = Sshd::start(
+        &env,
+        &SshdSpec {
+            auth: AUTH_KEY_THEN_LOCKSERVER_DEBUG,
+            ..key_kbd_spec(&["hugo"])
+        },
+    );
+    let budget = env.conf.timeout_ms as f64 / 1000.0;
+    let connect = sshd.ssh(&Login::key_kbd("hugo"));
+    assert_in(&connect, &sshd, "healthy");
+
+    for (what, fault) in [
+        (
+            "hang",
+            Some(Fault::Hang {
+                max: Duration::from_secs(30),
+            }),
+        ),
+        ("down", None),
+    ] {
+        let saved_url = env.conf.url.clone();
+        match fault {
+            Some(f) => env.emu.set_fault(f),
+            None => {
+                let port = common::dead_port();
+                env.set_conf(|c| c.url = format!("http://127.0.0.1:{port}"));
+            }
+        }
+        // From the service call sent to the decision: the budget + 0.5 s. The client reads it after
+        // the connection, padded by sshd on a failure.
+        let limit = budget + 0.5;
+        let sent = ["user=hugo", "pingid: POST", "/authentications"];
+        env.set_conf(|c| c.fail_mode = "secure".into());
+        env.logs.clear();
+        let o = sshd.ssh(&Login::key_kbd("hugo"));
+        assert_refused(&o, &sshd, &format!("{what}, secure"));
+        assert!(
+            o.seen().contains(UNAVAILABLE_TEXT),
+            "{what}: the user is told why: {o:#?}"
+        );
+        let decided =
+            expect_log_at(&env, &["user=hugo", "access denied (fail_mode = secure)"]) - expect_log_at(&env, &sent);
+        assert!(
+            decided.as_secs_f64() <= limit,
+            "{what}: the module refused within {limit:.1} s: {decided:?}"
+        );
+        assert!(
+            o.elapsed <= (connect.elapsed + limit) * SSHD_FAILURE_PADDING,
+            "{what}: {o:#?}"
+        );
+
+        env.set_conf(|c| c.fail_mode = "safe".into());
+        env.logs.clear();
+        let o = sshd.ssh(&Login::key_kbd("hugo"));
+        assert_in(&o, &sshd, &format!("{what}, safe"));
+        let decided = expect_log_at(&env, &["user=hugo", "FAIL-OPEN"]) - expect_log_at(&env, &sent);
+        assert!(
+            decided.as_secs_f64() <= limit,
+            "{what}: the module let in within {limit:.1} s: {decided:?}"
+        );
+        // The account phase of the same transaction takes the auth phase's answer: no second wait.
+        assert!(
+            env.logs.find(&[&format!("{SERVICE}:account"), "FAIL-OPEN"]).is_none()
+                && env
+                    .logs
+                    .find(&[&format!("{SERVICE}:account"), "lock already checked"])
+                    .is_some(),
+            "the account phase did not ask again: {:#?}",
+            env.logs.lines()
+        );
+        assert!(
+            o.elapsed <= (connect.elapsed + limit) * SSHD_FAILURE_PADDING,
+            "{what}: {o:#?}"
+        );
+
+        env.emu.set_fault(Fault::None);
+        env.set_conf(|c| {
+            c.url = saved_url;
+            c.fail_mode = "secure".into();
+        });
+        assert_in(&sshd.ssh(&Login::key_kbd("hugo")), &sshd, &format!("after {what}"));
+    }
+}
+
+/// What a PingID user reads in the OpenSSH client itself, and what its keyboard-interactive retries cost.
+#[test]
+fn pingid_through_the_openssh_client() {
+    if !can_run("pingid_through_the_openssh_client") {
+        return;
+    }
+    let mut env = pingid_env(&["rita"]);
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["rita"]));
+
+    phone(&env, "rita", Plan::new("approve"));
+    let (code, stderr, _) = openssh(&sshd, "rita");
+    assert_eq!(code, 0, "approved: {stderr}\nsshd log:\n{}", sshd.log());
+    // An interactive login (a terminal, no command): sshd shows the PAM texts it held after the login.
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-tt")
+        .arg("-i")
+        .arg(sshd.dir.path().join("client_key"))
+        .args(["-p", &sshd.port.to_string()])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("rita@127.0.0.1");
+    let out = output_within(&mut cmd, &format!("echo {LOGGED_IN}; exit\n"), Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "approved, interactive:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "interactive login: {stdout}");
+    assert!(
+        stdout.contains(APPROVE_TEXT),
+        "the held text is shown after the login: {stdout}"
+    );
+
+    phone(&env, "rita", Plan::new("reject"));
+    let before = pushes(&env, "rita").len();
+    let (code, stderr, elapsed) = openssh(&sshd, "rita");
+    println!("push rejected, OpenSSH client ({elapsed:.1} s):\n{stderr}");
+    assert_ne!(code, 0, "refused: {stderr}");
+    assert_eq!(
+        stderr.matches(REJECTED_TEXT).count(),
+        1,
+        "the refusal is shown once: {stderr}"
+    );
+    assert_eq!(pushes(&env, "rita").len() - before, 1, "one push, not one per retry");
+
+    phone(&env, "rita", Plan::new("ignore"));
+    let before = pushes(&env, "rita").len();
+    let (code, stderr, elapsed) = openssh(&sshd, "rita");
+    println!("push unanswered, OpenSSH client ({elapsed:.1} s):\n{stderr}");
+    assert_ne!(code, 0, "refused: {stderr}");
+    assert_eq!(stderr.matches(PUSH_TIMEOUT_TEXT).count(), 1, "{stderr}");
+    assert_eq!(pushes(&env, "rita").len() - before, 1, "one push, not one per retry");
+    // One wait padded by sshd is under 2 × 5 s plus the connection; three waits are over 15 s.
+    assert!(
+        elapsed < push_timeout(&env) * SSHD_FAILURE_PADDING + 3.0,
+        "one wait for the phone, not one per retry: {elapsed} s"
+    );
+
+    // The service hangs: one budget, not one per retry, as for Latch.
+    env.set_conf(|c| c.timeout_ms = 3000);
+    env.emu.set_fault(Fault::Hang {
+        max: Duration::from_secs(30),
+    });
+    let (code, stderr, elapsed) = openssh(&sshd, "rita");
+    env.emu.set_fault(Fault::None);
+    assert_ne!(code, 0, "refused: {stderr}");
+    assert_eq!(stderr.matches(UNAVAILABLE_TEXT).count(), 1, "{stderr}");
+    assert!(
+        elapsed < 3.0 * 2.5,
+        "one budget (3 s) plus the connection, not three: {elapsed} s"
+    );
+}
+
+/// sudo shows PAM_TEXT_INFO at once on the user's terminal (sshd holds it, above): the approve text is
+/// there while the module waits for the phone, and the phone's answer then decides. sudo runs on a
+/// terminal of its own (`script`), as a person runs it: without one it writes the text to a buffered
+/// stdout.
+#[test]
+fn pingid_sudo_shows_the_approve_text_while_it_waits() {
+    if !can_run("pingid_sudo_shows_the_approve_text_while_it_waits") {
+        return;
+    }
+    for tool in ["/usr/bin/sudo", "/usr/bin/script"] {
+        assert!(Path::new(tool).exists(), "{tool} is missing: run scripts/test.sh");
+    }
+    let mut env = pingid_env(&["sam"]);
+    env.set_conf(|c| {
+        c.operations = vec!["sudo:sudo-op:true".into()];
+        c.push_timeout_secs = 30;
+    });
+    let sshd = Sshd::start(&env, &key_kbd_spec(&["sam"]));
+    phone(&env, "sam", Plan::new("ignore"));
+
+    let mut child = sshd
+        .command_as("sam", &["script", "-q", "-e", "-c", "sudo -u root id -un", "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sudo on a terminal");
+    let mut input = child.stdin.take().expect("stdin");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = child.stdout.take().map(|mut r| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let mut seen = String::new();
+    let read_until = |needle: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !seen.contains(needle) && Instant::now() < deadline {
+            if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(50)) {
+                seen.push_str(&chunk);
+            }
+        }
+        seen.contains(needle)
+    };
+    // The password at sudo's prompt (echo off), then the push.
+    assert!(
+        read_until("password for sam", &mut seen),
+        "sudo asks for the password: {seen}"
+    );
+    let _ = input.write_all(format!("{PASSWORD}\n").as_bytes());
+    let shown_while_waiting = read_until(APPROVE_TEXT, &mut seen);
+    let waiting = env.emu.pingid_authentications(Some("sam"));
+    // The phone answers only now.
+    let answered = env.emu.pingid_answer("sam", Plan::new("approve"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("wait for sudo");
+    drop(input);
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    seen.extend(rx.try_iter());
+    println!("sudo showed:\n{seen}");
+    assert!(shown_while_waiting, "the text came while the module waited: {seen}");
+    assert!(!seen.contains(PASSWORD), "the password was not echoed: {seen}");
+    assert_eq!(waiting.len(), 1, "one push: {waiting:?}");
+    assert_eq!(
+        waiting[0]["status"], "IN_PROGRESS",
+        "nobody had answered yet: {waiting:?}"
+    );
+    assert_eq!(
+        waiting[0]["client_context"], "sudo-op",
+        "the phone shows which service asks"
+    );
+    answered.expect("the pending push answered");
+    assert!(status.success(), "approved: sudo ran: {seen}");
+    assert!(seen.contains("root"), "{seen}");
+    expect_log(
+        &env,
+        &["pam_lockserver(sudo:auth): user=sam", "PingID open (operation sudo-op)"],
+    );
 }

@@ -3,7 +3,8 @@
 //! The OpenSSH client retries keyboard-interactive (`NumberOfPasswordPrompts`, three by default), and
 //! sshd 9.2 runs each try in a new PAM child forked from the connection's monitor process: a new PAM
 //! transaction, so `pam_set_data` cannot carry the answer. Without this, a locked user reads the refusal
-//! three times, and with the service hung waits three budgets.
+//! three times, and with the service hung waits three budgets; a PingID user gets three pushes, and
+//! an unanswered one waits `push_timeout_secs` three times.
 //!
 //! One connection is the session sshd's per-connection process creates (`setsid()` after `accept`): its
 //! kbd-int children inherit it, and the session leader is that sshd process. The key is the session id,

@@ -129,7 +129,16 @@ struct Collected {
 #[derive(Default)]
 struct Lines {
     lines: Vec<String>,
+    /// When each line arrived (within the drainer's 2 ms), for tests that time the module itself.
+    arrived: Vec<Instant>,
     buf: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, datagram: &[u8]) {
+        self.lines.push(String::from_utf8_lossy(datagram).into_owned());
+        self.arrived.push(Instant::now());
+    }
 }
 
 impl Collected {
@@ -137,34 +146,37 @@ impl Collected {
     /// locked, so no line can be read but not yet listed.
     fn drain(&self) -> MutexGuard<'_, Lines> {
         let mut guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let Lines { lines, buf } = &mut *guard;
+        let mut buf = std::mem::take(&mut guard.buf);
         if buf.is_empty() {
             buf.resize(256 * 1024, 0);
         }
         loop {
-            match self.sock.recv(buf) {
-                Ok(n) => lines.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            match self.sock.recv(&mut buf) {
+                Ok(n) => guard.push(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => break, // WouldBlock: nothing more waiting
             }
         }
+        guard.buf = buf;
         guard
     }
 
     /// Moves at most one waiting datagram into the line list; whether there was one.
     fn take_one(&self) -> bool {
         let mut guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let Lines { lines, buf } = &mut *guard;
+        let mut buf = std::mem::take(&mut guard.buf);
         if buf.is_empty() {
             buf.resize(256 * 1024, 0);
         }
-        match self.sock.recv(buf) {
+        let got = match self.sock.recv(&mut buf) {
             Ok(n) => {
-                lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                guard.push(&buf[..n]);
                 true
             }
             Err(_) => false,
-        }
+        };
+        guard.buf = buf;
+        got
     }
 }
 
@@ -228,7 +240,9 @@ impl LogCollector {
 
     /// Forgets the lines received so far.
     pub fn clear(&self) {
-        self.inner.drain().lines.clear();
+        let mut lines = self.inner.drain();
+        lines.lines.clear();
+        lines.arrived.clear();
     }
 
     /// The first line holding every needle.
@@ -239,6 +253,17 @@ impl LogCollector {
             .iter()
             .find(|l| needles.iter().all(|n| l.contains(n)))
             .cloned()
+    }
+
+    /// The first line holding every needle, with when it arrived.
+    pub fn find_timed(&self, needles: &[&str]) -> Option<(String, Instant)> {
+        let lines = self.inner.drain();
+        lines
+            .lines
+            .iter()
+            .zip(&lines.arrived)
+            .find(|(l, _)| needles.iter().all(|n| l.contains(n)))
+            .map(|(l, t)| (l.clone(), *t))
     }
 
     /// Like [`Self::find`], failing the test with every line received when none matches.

@@ -21,6 +21,15 @@ import urllib.request
 import paramiko
 
 
+def banner_of(t):
+    """The server's USERAUTH_BANNER, also once the server has closed (get_banner() answers None then): sshd
+    sends the account hook's refusal text as a banner just before it disconnects."""
+    banner = getattr(t.auth_handler, "banner", None) if t.auth_handler is not None else None
+    if isinstance(banner, bytes):
+        return banner.decode("utf-8", "replace")
+    return banner or ""
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
@@ -68,7 +77,7 @@ def main():
             t.auth_interactive(a.user, handler)
         if not t.is_authenticated():
             raise paramiko.AuthenticationException("not authenticated after the requested methods")
-        out["banner"] = (t.get_banner() or b"").decode("utf-8", "replace")
+        out["banner"] = banner_of(t)
         ch = t.open_session(timeout=a.timeout)
         ch.settimeout(a.timeout)
         ch.exec_command(a.command)
@@ -91,7 +100,7 @@ def main():
         if t is not None:
             if not out["banner"]:
                 try:
-                    out["banner"] = (t.get_banner() or b"").decode("utf-8", "replace")
+                    out["banner"] = banner_of(t)
                 except Exception:  # noqa: BLE001
                     pass
             t.close()
