@@ -1,6 +1,7 @@
 //! A throwaway Debian 12 root for the install tests (`tests/deb_install.rs`, `tests/source_install.rs`):
 //! `mmdebstrap --variant=minbase bookworm` plus the packages a test names, cached as a tarball under
-//! `target/deb-root/` for a week (delete it to fetch a fresh one); each [`Root`] unpacks a new copy.
+//! `target/deb-root/` for a week (delete it to fetch a fresh one); each [`Root`] unpacks a new copy in the
+//! temp directory.
 //! Programs run there through `chroot` with an empty environment; the chroot shares the network
 //! namespace, so the module, the CLI and sshd in it reach the emulator a test runs on the host's loopback.
 //! [`Root`]'s `Drop` unmounts what it mounted (`/proc`, bind mounts) and deletes the copy, also when the
@@ -58,9 +59,11 @@ impl Root {
     /// minbase plus `include` (apt package names).
     pub fn new(include: &[&str]) -> Root {
         let tarball = root_tarball(include);
+        // Outside the checkout: `make deb`'s dh_clean walks the source tree, and must never walk (or clean
+        // in) a live root with its /proc and bind mounts.
         let dir = tempfile::Builder::new()
             .prefix("lockserver-deb-root.")
-            .tempdir_in(tarball.parent().expect("the cache directory"))
+            .tempdir()
             .expect("temp dir for the root");
         let mut root = Root {
             dir: Some(dir),
