@@ -372,10 +372,9 @@ fn the_packaged_zsh_completion_loads_and_completes_a_verb() {
         done
         zpty -d z
     "#;
-    let zsh = |fpath_dir: &Path| {
+    let zsh_line = |fpath_dir: &Path, line: &str| {
         let out = Command::new("timeout")
-            .args(["60", "zsh", "-f", "-c", script, "zsh"])
-            .args(["lockserver pa", "lockserver status --us", "lockserver totp c"])
+            .args(["60", "zsh", "-f", "-c", script, "zsh", line])
             .env("FPATH_DIR", fpath_dir)
             .env("HOME", pkg.path())
             .current_dir(pkg.path())
@@ -388,6 +387,14 @@ fn the_packaged_zsh_completion_loads_and_completes_a_verb() {
             String::from_utf8_lossy(&out.stderr)
         );
         candidates_by_line(&String::from_utf8_lossy(&out.stdout))
+    };
+    // One zsh per line: a completion listing left on the terminal cannot change what the next line gets.
+    let zsh = |fpath_dir: &Path| {
+        let mut all = std::collections::BTreeMap::new();
+        for line in ["lockserver pa", "lockserver status --us", "lockserver totp c"] {
+            all.extend(zsh_line(fpath_dir, line));
+        }
+        all
     };
     let got = zsh(&pkg.path().join("usr/share/zsh/vendor-completions"));
     assert_eq!(got["lockserver pa"], words(&["pair", "pairing-key"]), "{got:?}");
