@@ -19,8 +19,8 @@ APT_PACKAGES=(build-essential pkg-config libpam0g-dev pamtester oathtool valgrin
   ca-certificates
   # the PostgreSQL store's tests: a private cluster, and PgBouncer
   postgresql pgbouncer
-  # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the bash completion
-  debhelper lintian mmdebstrap bash-completion
+  # the Debian packages (tests/deb_*.rs): make deb, lintian, the Debian 12 root, the completions in bash, zsh and fish
+  debhelper lintian mmdebstrap bash-completion zsh fish
   # the proxy tests (tests/proxy.rs): a real HTTP CONNECT proxy
   tinyproxy)
 

@@ -1,8 +1,9 @@
 //! The Debian packages (issue 13): `make deb` from the checkout writes `lockserver_<version>_<arch>.deb`
 //! and `liblockserver-dev_<version>_<arch>.deb` into `target/debian/`; their contents (paths, modes, owners,
 //! links), conffiles, control fields and maintainer scripts are what the expected lists below say; lintian
-//! reports no error; every packaged man page renders without a warning; the packaged bash completion loads
-//! and completes; the packaged sshd drop-in wins over Debian's stock sshd_config.
+//! reports no error; every packaged man page renders without a warning; the packaged bash, zsh and fish
+//! completions load in their shell and complete; the packaged sshd drop-in wins over Debian's stock
+//! sshd_config.
 //!
 //! The installed behaviour (install, login, remove, purge in a Debian 12 root) is `tests/deb_install.rs`.
 
@@ -345,6 +346,138 @@ fn the_packaged_bash_completion_loads_and_completes_a_verb() {
     let empty = tempfile::tempdir().expect("temp dir");
     let out = bash(empty.path());
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The packaged zsh completion, found through `fpath` in `usr/share/zsh/vendor-completions` (where Debian's
+/// zsh looks) by `compinit`, completes a verb and a flag: typed with TAB in an interactive zsh on a pseudo
+/// terminal (`zpty`), every candidate zsh's completion system hands to `compadd` printed between `<<` and `>>`.
+#[test]
+fn the_packaged_zsh_completion_loads_and_completes_a_verb() {
+    let pkg = extract(&debs().lockserver);
+    // One interactive zsh -f (no rc files) per run; each line is typed, TAB pressed, the line cleared and a
+    // marker printed (`DO''NE`, so that the echo of the typed command does not match it).
+    let script = r#"
+        zmodload zsh/zpty || exit 2
+        zpty z zsh -f -i
+        zpty -w z "PROMPT= ; RPROMPT= ; unsetopt zle_bracketed_paste"
+        zpty -w z "fpath=(${(q)FPATH_DIR} \$fpath); autoload -U compinit; compinit -u -D"
+        zpty -w z 'compadd () { local -a hits; builtin compadd -O hits "$@"; print -r -- "<<${(j: :)hits}>>"; builtin compadd "$@" }'
+        zpty -w z "print RE''ADY"
+        zpty -r z chunk '*READY*' || exit 3
+        for line in "$@"; do
+          zpty -w -n z "$line"$'\t'
+          zpty -w z $'\C-u'"print DO''NE"
+          zpty -r z chunk '*DONE*' || exit 4
+          print -r -- "== $line"
+          print -r -- "${chunk//$'\r'/}"
+        done
+        zpty -d z
+    "#;
+    let zsh_line = |fpath_dir: &Path, line: &str| {
+        let out = Command::new("timeout")
+            .args(["60", "zsh", "-f", "-c", script, "zsh", line])
+            .env("FPATH_DIR", fpath_dir)
+            .env("HOME", pkg.path())
+            .current_dir(pkg.path())
+            .output()
+            .expect("zsh is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "zsh: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        candidates_by_line(&String::from_utf8_lossy(&out.stdout))
+    };
+    // One zsh per line: a completion listing left on the terminal cannot change what the next line gets.
+    let zsh = |fpath_dir: &Path| {
+        let mut all = std::collections::BTreeMap::new();
+        for line in ["lockserver pa", "lockserver status --us", "lockserver totp c"] {
+            all.extend(zsh_line(fpath_dir, line));
+        }
+        all
+    };
+    let got = zsh(&pkg.path().join("usr/share/zsh/vendor-completions"));
+    assert_eq!(got["lockserver pa"], words(&["pair", "pairing-key"]), "{got:?}");
+    assert_eq!(got["lockserver status --us"], words(&["--user"]), "{got:?}");
+    assert_eq!(got["lockserver totp c"], words(&["create"]), "{got:?}");
+    // Without the package's directory zsh completes only file names: the checks above could fail.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let got = zsh(empty.path());
+    assert!(!got["lockserver pa"].contains("pair"), "{got:?}");
+}
+
+/// The packaged fish completion, found by fish's own loader in `usr/share/fish/vendor_completions.d`
+/// (through `XDG_DATA_DIRS`, as Debian's fish looks below /usr/share), completes a verb and a flag
+/// (`complete -C`). fish loads a command's completions only when the command is on `PATH`: the package's
+/// own `usr/sbin/lockserver` is.
+#[test]
+fn the_packaged_fish_completion_loads_and_completes_a_verb() {
+    let pkg = extract(&debs().lockserver);
+    let script = r#"
+        for line in $argv
+            echo "== $line"
+            for candidate in (complete -C "$line")
+                echo "<<"(string split -f1 \t -- $candidate)">>"
+            end
+        end
+    "#;
+    let fish = |data_dirs: &Path| {
+        let path = format!("{}:/usr/bin:/bin", pkg.path().join("usr/sbin").display());
+        let out = Command::new("timeout")
+            .args(["60", "fish", "-c", script])
+            .args(["lockserver pa", "lockserver status --us", "lockserver totp c"])
+            .env("XDG_DATA_DIRS", data_dirs)
+            .env("HOME", pkg.path())
+            .env("PATH", path)
+            .current_dir(pkg.path())
+            .output()
+            .expect("fish is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "fish: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        candidates_by_line(&String::from_utf8_lossy(&out.stdout))
+    };
+    let got = fish(&pkg.path().join("usr/share"));
+    assert_eq!(got["lockserver pa"], words(&["pair", "pairing-key"]), "{got:?}");
+    assert_eq!(got["lockserver status --us"], words(&["--user"]), "{got:?}");
+    assert_eq!(got["lockserver totp c"], words(&["create"]), "{got:?}");
+    // Without the package's directory fish completes only file names: the checks above could fail.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let got = fish(empty.path());
+    assert!(!got["lockserver pa"].contains("pair"), "{got:?}");
+}
+
+/// `== LINE` headers, each followed by output holding `<<candidate candidate …>>` groups: the set of
+/// candidates per line.
+fn candidates_by_line(out: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut map = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if let Some(head) = line.strip_prefix("== ") {
+            current = Some(head.to_string());
+            map.insert(head.to_string(), BTreeSet::new());
+            continue;
+        }
+        let Some(key) = &current else { continue };
+        let mut rest = line;
+        while let Some(start) = rest.find("<<") {
+            let Some(len) = rest[start + 2..].find(">>") else { break };
+            let group = &rest[start + 2..start + 2 + len];
+            if let Some(set) = map.get_mut(key) {
+                set.extend(group.split_whitespace().map(str::to_string));
+            }
+            rest = &rest[start + 2 + len + 2..];
+        }
+    }
+    map
+}
+
+fn words(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|w| (*w).to_string()).collect()
 }
 
 /// Debian's stock sshd_config (`/usr/share/openssh/sshd_config`, the file openssh-server installs) with

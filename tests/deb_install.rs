@@ -2,195 +2,23 @@
 //! root's programs, then removed and purged.
 //!
 //! The root is `mmdebstrap --variant=minbase bookworm` plus pamtester, pkg-config, gcc and libc6-dev
-//! (installed by apt inside it). Its tarball is cached under `target/deb-root/` for a week (delete it to
-//! fetch a fresh one); each run unpacks a new copy. Programs run there through `chroot` with an empty
-//! environment; the chroot shares the network namespace, so the module and the CLI in it reach the Latch
-//! emulator this test runs on the host's loopback. [`Root`]'s `Drop` unmounts `/proc` and deletes the copy,
-//! also when the test fails.
+//! (`deb_support::root`: cached for a week, a fresh copy per run, programs run through `chroot` with an
+//! empty environment, the emulator on the host's loopback).
 //!
 //! Needs root (chroot, mount) and Debian's package mirror; as another user the test prints why and passes.
 //! Run it alone with `cargo test --test deb_install`.
 
 mod deb_support;
 
-use deb_support::{VERSION, current_uid, debs, repo_root, run};
+use deb_support::root::{Root, can_run, text};
+use deb_support::{VERSION, debs};
 use lockserver_emulator::{Emulator, Options};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime};
 
 /// What the root gets besides minbase: the PAM test program and a C toolchain for the example.
 const INCLUDE: &[&str] = &["pamtester", "pkg-config", "gcc", "libc6-dev"];
-const MIRROR: &str = "http://deb.debian.org/debian";
-const CACHE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const LOCKED_TEXT: &str = "Access denied: your Latch is locked";
 const PASSWORD: &str = "deb-Test-Password-1";
-
-/// The cached root tarball, made by mmdebstrap when missing or older than a week.
-fn root_tarball() -> PathBuf {
-    let cache = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from)
-        .join("deb-root");
-    fs::create_dir_all(&cache).expect("create target/deb-root");
-    let tarball = cache.join(format!("bookworm-minbase+{}.tar", INCLUDE.join("+")));
-    let fresh = fs::metadata(&tarball)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age < CACHE_MAX_AGE);
-    if !fresh {
-        let partial = tarball.with_extension("tar.partial");
-        let _ = fs::remove_file(&partial);
-        run(Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--quiet", "--format=tar"])
-            .arg(format!("--include={}", INCLUDE.join(",")))
-            .arg("bookworm")
-            .arg(&partial)
-            .arg(MIRROR)
-            .stdin(Stdio::null()));
-        fs::rename(&partial, &tarball).expect("store the root tarball");
-    }
-    tarball
-}
-
-/// A Debian 12 root unpacked from the cached tarball, with `/proc` mounted.
-struct Root {
-    dir: Option<tempfile::TempDir>,
-    proc_mounted: bool,
-}
-
-impl Root {
-    fn new() -> Root {
-        let tarball = root_tarball();
-        let dir = tempfile::Builder::new()
-            .prefix("lockserver-deb-root.")
-            .tempdir_in(tarball.parent().expect("the cache directory"))
-            .expect("temp dir for the root");
-        let mut root = Root {
-            dir: Some(dir),
-            proc_mounted: false,
-        };
-        run(Command::new("tar")
-            .args(["--extract", "--same-owner", "--numeric-owner", "--file"])
-            .arg(&tarball)
-            .arg("--directory")
-            .arg(root.path()));
-        run(Command::new("mount")
-            .args(["-t", "proc", "proc"])
-            .arg(root.path().join("proc")));
-        root.proc_mounted = true;
-        root
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.as_ref().expect("the root is there until dropped").path()
-    }
-
-    /// A host path for a path inside the root.
-    fn file(&self, inside: &str) -> PathBuf {
-        self.path().join(inside.trim_start_matches('/'))
-    }
-
-    /// Runs `sh -c SCRIPT` inside the root with an empty environment (PATH, HOME and a C locale only).
-    fn sh_with_input(&self, script: &str, input: &str) -> Output {
-        let mut child = Command::new("chroot")
-            .arg(self.path())
-            .args(["/usr/bin/env", "-i"])
-            .args([
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME=/root",
-                "LC_ALL=C.UTF-8",
-                "DEBIAN_FRONTEND=noninteractive",
-            ])
-            .args(["/bin/sh", "-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run chroot");
-        if let Some(mut stdin) = child.stdin.take() {
-            std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("write stdin");
-        }
-        child.wait_with_output().expect("wait for chroot")
-    }
-
-    fn sh(&self, script: &str) -> Output {
-        self.sh_with_input(script, "")
-    }
-
-    /// Runs a script that must succeed; returns its stdout.
-    fn ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "in the root: `{script}` failed ({}):\n{}",
-            out.status,
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `pamtester SERVICE USER OPS...` with INPUT typed at the prompts.
-    fn pamtester(&self, service: &str, user: &str, ops: &str, input: &str) -> Output {
-        self.sh_with_input(&format!("pamtester -v {service} {user} {ops}"), input)
-    }
-
-    fn exists(&self, inside: &str) -> bool {
-        self.file(inside).symlink_metadata().is_ok()
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        if self.proc_mounted {
-            let proc = self.file("/proc");
-            let unmounted = Command::new("umount").arg(&proc).status().is_ok_and(|s| s.success())
-                || Command::new("umount")
-                    .arg("-l")
-                    .arg(&proc)
-                    .status()
-                    .is_ok_and(|s| s.success());
-            if !unmounted {
-                // Never delete a tree with a mount inside it: leave it for the admin.
-                if let Some(dir) = self.dir.take() {
-                    eprintln!(
-                        "cannot unmount {}: left {} in place",
-                        proc.display(),
-                        dir.keep().display()
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn can_run() -> bool {
-    if current_uid() != 0 {
-        println!("SKIPPED: the Debian 12 root needs root (mmdebstrap, chroot, mount)");
-        return false;
-    }
-    for tool in ["mmdebstrap", "chroot", "tar", "mount"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} is missing: run scripts/test.sh, which installs mmdebstrap"
-        );
-    }
-    true
-}
 
 #[test]
 fn install_use_remove_and_purge_in_a_debian_12_root() {
@@ -198,7 +26,7 @@ fn install_use_remove_and_purge_in_a_debian_12_root() {
         return;
     }
     let debs = debs();
-    let root = Root::new();
+    let root = Root::new(INCLUDE);
     let triplet = &debs.triplet;
 
     // Install both packages with apt, from files: their dependencies are all in minbase.

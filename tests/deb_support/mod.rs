@@ -2,6 +2,8 @@
 //! packages it wrote, and small command helpers that report a failure with the command's output.
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 
+pub mod root;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
