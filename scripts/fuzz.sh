@@ -16,7 +16,7 @@
 # Everything builds in fuzz/target (its own workspace), never in the main target/.
 #
 #   scripts/fuzz.sh                          # every target, 20 s each (the test command's budget)
-#   FUZZ_SECONDS=600 scripts/fuzz.sh config  # one target, longer
+#   FUZZ_SECONDS=600 scripts/fuzz.sh config  # one target, longer (several: name them)
 #   FUZZ_MODE=replay scripts/fuzz.sh         # the stable replay only
 # Extra libFuzzer options: FUZZ_ARGS="-jobs=2 -workers=2" (see `-help=1`).
 set -euo pipefail
@@ -61,20 +61,23 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
-# One build for all targets (they share the library); `fuzz run` below finds it up to date.
+# One build for all targets (they share the library; cargo-fuzz's default: optimized, debug assertions,
+# AddressSanitizer), then each binary runs as `cargo fuzz run` would run it.
+mkdir -p target
 start=$SECONDS
-cargo +nightly fuzz build >/dev/null
+cargo +nightly fuzz build >target/build.log 2>&1 || { tail -n 40 target/build.log; exit 1; }
 echo "fuzz: built ${#targets[@]} targets in $((SECONDS - start)) s"
+bin_dir="target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 
 failed=()
 for t in "${targets[@]}"; do
   [ -d "corpus/$t" ] || { echo "fuzz: no corpus/$t"; failed+=("$t"); continue; }
-  mkdir -p "target/live-corpus/$t"
+  mkdir -p "target/live-corpus/$t" "artifacts/$t"
   log="target/live-corpus/$t.log"
   # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
-  if cargo +nightly fuzz run "$t" "target/live-corpus/$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048 \
-    -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1; then
+  if ASAN_OPTIONS=detect_odr_violation=0 "$bin_dir/$t" -artifact_prefix="artifacts/$t/" \
+    -max_total_time="$seconds" -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1 \
+    ${FUZZ_ARGS:-} "target/live-corpus/$t" "corpus/$t" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1)
     echo "fuzz: $t: ${runs:-?} runs in ${seconds} s, ${cov:-cov: ?}, no finding"

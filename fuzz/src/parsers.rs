@@ -2,6 +2,7 @@
 
 use lockserver::config::Config;
 use lockserver::dictionary::{Dictionary, Section};
+use lockserver::service::Access;
 use lockserver::service::http::Reply;
 use lockserver::service::latch::response;
 
@@ -98,8 +99,10 @@ pub fn latch_answer(data: &[u8]) {
     };
     match response::envelope(&reply) {
         Ok(data) => {
-            let _ = response::status(data.clone(), "OperationA0000000001");
-            let _ = response::status(data.clone(), "abcdefghijklmnopqrst");
+            for queried in ["OperationA0000000001", "abcdefghijklmnopqrst"] {
+                let access = response::status(data.clone(), queried);
+                agrees_with_serde_json(body, queried, access.as_ref().ok());
+            }
             let _ = response::account_id(data.clone());
             let _ = response::operation_ids(data.clone());
             let _ = response::totp_enrolment(data);
@@ -109,5 +112,27 @@ pub fn latch_answer(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(body) {
         let _ = response::is_id(text);
         let _ = response::map_error(u32::from(status), text.to_string()).to_string();
+    }
+}
+
+/// What the Latch reading made of a status answer must be what any JSON reader makes of it: an
+/// opening only for `"on"`, a lock only for `"off"` (a strict reader and serde_json can disagree only
+/// on a repeated key, which the strict one refuses).
+fn agrees_with_serde_json(body: &[u8], queried: &str, access: Option<&Access<'_>>) {
+    let Some(access) = access else { return };
+    let value: serde_json::Value = serde_json::from_slice(body).expect("an accepted answer is JSON");
+    let status = &value["data"]["operations"][queried]["status"];
+    match access {
+        Access::Open | Access::CodeRequired(_) => assert_eq!(status, "on", "opened on {status}"),
+        Access::Locked => assert_eq!(status, "off", "locked on {status}"),
+        other => panic!("a Latch status answer read as {other:?}"),
+    }
+    if matches!(access, Access::Open) {
+        assert!(
+            value["data"]["operations"][queried]
+                .get("two_factor")
+                .is_none_or(serde_json::Value::is_null),
+            "opened without asking the two_factor token"
+        );
     }
 }
