@@ -13,7 +13,7 @@ mod parsers;
 mod pingid;
 
 pub use capi::capi_strings;
-pub use parsers::{config, dictionary, latch_answer, operations};
+pub use parsers::{config, dictionary, escape, latch_answer, operations};
 pub use pingid::{pingid_answer, pingid_http};
 
 /// Every target: its name (the binary and the `corpus/` directory) and its body.
@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("config", config),
     ("operations", operations),
     ("dictionary", dictionary),
+    ("escape", escape),
     ("latch_answer", latch_answer),
     ("pingid_answer", pingid_answer),
     ("pingid_http", pingid_http),

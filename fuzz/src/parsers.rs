@@ -136,3 +136,43 @@ fn agrees_with_serde_json(body: &[u8], queried: &str, access: Option<&Access<'_>
         );
     }
 }
+
+/// The one escaping function for log lines and terminal texts: whatever a server, a certificate, a
+/// user name or a config value holds, the escaped text has no control, line-separator, bidi or format
+/// character, stays within its length cap, and a quoted field has no bare quote inside.
+pub fn escape(data: &[u8]) {
+    use lockserver::escape::{MAX_FIELD_CHARS, escape, field, for_log_line, for_terminal, is_unsafe, quoted};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The cap, plus the "...[N more bytes]" marker, and each kept character escaped (at most
+    // `\u{10ffff}`, 10 characters).
+    let bound = |max: usize| max * 10 + 40;
+    for (out, max, newlines) in [
+        (escape(text), MAX_FIELD_CHARS, false),
+        (quoted(text), MAX_FIELD_CHARS, false),
+        (field(text), MAX_FIELD_CHARS, false),
+        (for_log_line(text, 80), 80, false),
+        (for_terminal(text, 80), 80, true),
+    ] {
+        assert!(
+            out.chars().all(|c| !is_unsafe(c) || (newlines && c == '\n')),
+            "an unsafe character kept in {out:?}"
+        );
+        assert!(
+            out.chars().count() <= bound(max),
+            "{} characters for a cap of {max}",
+            out.chars().count()
+        );
+    }
+    let q = quoted(text);
+    let inner = &q[1..q.len() - 1];
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => drop(chars.next()),
+            '"' => panic!("a bare quote inside {q:?}"),
+            _ => {}
+        }
+    }
+}
