@@ -27,6 +27,9 @@ export CARGO_INCREMENTAL=0
 seconds=${FUZZ_SECONDS:-20}
 mode=${FUZZ_MODE:-live}
 
+# The fuzz crate is outside the workspace, so the test command's `cargo fmt --all` does not see it.
+cargo fmt --check || { echo "fuzz: fuzz/ is not formatted (cd fuzz && cargo fmt)"; exit 1; }
+
 replay() {
   echo "fuzz: live fuzzing SKIPPED ($1); replaying every committed input of fuzz/corpus/ on stable instead"
   mkdir -p target

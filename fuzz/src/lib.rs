@@ -16,8 +16,11 @@ pub use capi::capi_strings;
 pub use parsers::{config, dictionary, escape, latch_answer, operations};
 pub use pingid::{pingid_answer, pingid_http};
 
+/// A target's body: one input, no result (a finding panics or crashes).
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the binary and the `corpus/` directory) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("config", config),
     ("operations", operations),
     ("dictionary", dictionary),
