@@ -390,10 +390,19 @@ fn the_packaged_zsh_completion_loads_and_completes_a_verb() {
         candidates_by_line(&String::from_utf8_lossy(&out.stdout))
     };
     // One zsh per line: a completion listing left on the terminal cannot change what the next line gets.
+    // A line that got no candidate at all is typed again in a new zsh, twice at most: once in a full
+    // test run, a pseudo terminal's output was read empty (the same line passed alone, every time).
     let zsh = |fpath_dir: &Path| {
         let mut all = std::collections::BTreeMap::new();
         for line in ["lockserver pa", "lockserver status --us", "lockserver totp c"] {
-            all.extend(zsh_line(fpath_dir, line));
+            let mut got = zsh_line(fpath_dir, line);
+            for _ in 0..2 {
+                if got.get(line).is_some_and(|c| !c.is_empty()) {
+                    break;
+                }
+                got = zsh_line(fpath_dir, line);
+            }
+            all.extend(got);
         }
         all
     };
