@@ -31,7 +31,7 @@ impl Tinyproxy {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = common::dead_port();
+        let port = common::listen_port();
         let conf = dir.path().join("tinyproxy.conf");
         // tinyproxy drops root for `User`; it logs to stderr in the foreground (-d).
         std::fs::write(

@@ -124,12 +124,6 @@ fn output_within(cmd: &mut Command, stdin: &str, limit: Duration) -> std::proces
     child.wait_with_output().expect("wait for the child")
 }
 
-/// A free loopback port to listen on: bound to :0, then released for sshd.
-fn listen_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
 /// The mount namespace of a process, as `/proc/PID/ns/mnt` reads (`mnt:[4026…]`).
 fn mount_ns(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
@@ -358,7 +352,7 @@ impl Sshd {
 
         // sshd, on a free port (`common::dead_port()` names a port nothing may listen on: two sshd
         // started at once would both get the same one).
-        let port = listen_port();
+        let port = common::listen_port();
         std::os::unix::fs::symlink(SSHD, p(SERVICE)).expect("symlink sshd");
         let config = format!(
             "Port {port}\n\

@@ -632,6 +632,13 @@ impl Default for Env {
     }
 }
 
+/// A free loopback port for a server the test starts itself (sshd, tinyproxy): bound to :0, then
+/// released for it. Not [`dead_port`], which names the same port to every caller.
+pub fn listen_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
 /// A loopback port where nothing listens, and nothing will while the test runs: a port that was free
 /// a moment ago (bind to :0, then close) can be handed to another test's listener at once, which then
 /// answers in its place. Ports below 1024 are never handed out by `bind(:0)` (they are outside
