@@ -417,6 +417,19 @@ fn exports_are_exactly_the_api_and_the_pam_hooks() {
         "SONAME liblockserver.so.0:\n{dynamic}"
     );
     assert!(dynamic.contains("NODELETE"), "linked with -z nodelete:\n{dynamic}");
+    // DESIGN §10: no run-time dependency beyond libc and libpam (ld-linux is glibc's loader). The
+    // unwinder is linked in statically (module/build.rs).
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    for lib in &needed {
+        assert!(
+            lib.starts_with("libc.so") || lib.starts_with("libpam.so") || lib.starts_with("ld-linux"),
+            "unexpected run-time dependency {lib}: {needed:?}"
+        );
+    }
 }
 
 /// A scripted person for lockserver_login's conversation: answers from a queue (none left: no answer,
