@@ -143,6 +143,36 @@ fn a_changed_config_is_followed_at_once() {
 }
 
 #[test]
+fn a_changed_secret_file_is_followed_with_the_config_unchanged() {
+    let _one = serial();
+    let (env, proxy, svc, _) = setup();
+    // The application secret in a file of its own: the config's bytes stay the same below.
+    let secret_file = env.dir.path().join("latch.secret");
+    common::write_file_mode(&secret_file, &env.conf.secret, 0o600);
+    let text = env.conf.render().replace(
+        &format!("secret = \"{}\"", env.conf.secret),
+        &format!("secret_file = \"{}\"", secret_file.display()),
+    );
+    assert!(text.contains("secret_file"), "the config names the secret file");
+    common::write_file_mode(&env.config_path(), &text, 0o600);
+    cached(&env, &proxy, &svc);
+
+    let wrong: String = env.conf.secret.chars().rev().collect();
+    assert_ne!(wrong, env.conf.secret);
+    common::write_file_mode(&secret_file, &wrong, 0o600);
+    assert_ne!(
+        login(&env, &svc),
+        PAM_SUCCESS,
+        "the new (wrong) secret in the file is used"
+    );
+    common::write_file_mode(&secret_file, &env.conf.secret, 0o600);
+    assert_eq!(login(&env, &svc), PAM_SUCCESS, "the right one again");
+    // A secret file others may read is refused as at load.
+    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(login(&env, &svc), PAM_SERVICE_ERR, "a secret file readable by others");
+}
+
+#[test]
 fn a_store_replaced_by_rename_is_opened_afresh() {
     let _one = serial();
     let (env, proxy, svc, _) = setup();
