@@ -230,8 +230,12 @@ impl CachedStore {
             }
         }
         // Opening refuses an older or newer schema; a migration in place since is seen here. For
-        // PostgreSQL this round trip also proves the connection still alive.
-        self.inner.schema_version(deadline).ok() == Some(store::wanted_schema_version(location))
+        // PostgreSQL this round trip also proves the connection still alive. It may take half of what
+        // is left, so that a server that stopped answering still leaves the reopen its own time, and an
+        // unreachable store is reported as unreachable (`store_fail_mode`), not as a spent budget.
+        let now = Instant::now();
+        let half = now + deadline.saturating_duration_since(now) / 2;
+        self.inner.schema_version(half).ok() == Some(store::wanted_schema_version(location))
     }
 
     fn watch<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
