@@ -223,6 +223,10 @@ pub struct Config {
     pub exempt_groups: Vec<String>,
     /// When not empty, only members of these groups are checked.
     pub require_groups: Vec<String>,
+    /// The other files loading it read or checked (empty for a config given as a string).
+    pub files: Vec<FileInput>,
+    /// The text holds a secret inline (then group and others may not read the file).
+    pub holds_inline_secrets: bool,
 }
 
 /// A configuration problem: where it is and what is wrong.
@@ -254,7 +258,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// How strictly [`Config::load`] checks the file's owner.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Also accept files owned by this uid (besides root). Only for tests and for a root-run CLI that
     /// was told so explicitly; the module takes it from its own `trust_owner=` argument, never silently.
@@ -486,53 +490,7 @@ impl Checker<'_> {
 impl Config {
     /// Reads and validates the file at `path`, with the permission checks of DESIGN §3.
     pub fn load(path: &Path, options: LoadOptions) -> Result<Config, ConfigError> {
-        let whole = |message: String| ConfigError {
-            path: Some(path.to_path_buf()),
-            line: None,
-            key: None,
-            message,
-        };
-        // The directories on the way by path (root's, not writable by others), then one open, checked and
-        // read through the same descriptor: no symbolic link, no swap between the permission check and
-        // the read, nothing but a small regular file.
-        // (A missing file is reported by the open below.)
-        match crate::safe_path::check_ancestors(path, options.trusted_owner) {
-            Err(p) if !p.not_found => return Err(whole(p.to_string())),
-            _ => {}
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => whole("is a symbolic link: point config= at the file itself".into()),
-                _ => whole(format!("cannot read: {e}")),
-            })?;
-        let meta = file.metadata().map_err(|e| whole(format!("cannot read: {e}")))?;
-        if !meta.is_file() {
-            return Err(whole("is not a regular file".into()));
-        }
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(whole(format!("is larger than {MAX_CONFIG_BYTES} bytes")));
-        }
-        // The text may hold the application secret: read into one buffer of the file's size (no copy
-        // left behind by growing it) and wiped when the config is built.
-        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
-            .map_err(|e| whole(format!("cannot read: {e}")))?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| whole("is not valid UTF-8".into()))?;
-        // Parsed once: the same document says whether it holds a secret and becomes the config.
-        let (spans, raw) = read_raw(Some(path), text)?;
-        let checker = Checker {
-            path: Some(path),
-            spans,
-            trusted_owner: options.trusted_owner,
-            check_files: true,
-        };
-        let holds_secrets = holds_inline_secrets(&raw);
-        let config = build(&checker, raw)?;
-        check_metadata(path, &meta, holds_secrets, options.trusted_owner).map_err(whole)?;
-        Ok(config)
+        ConfigFile::read(path, options)?.parse()
     }
 
     /// Parses a config given as a string (the C API's `lockserver_open_config_str`). No file is
@@ -599,6 +557,13 @@ fn read_raw<'a>(path: Option<&Path>, text: &'a str) -> Result<(Spans<'a>, RawCon
 
 /// Validates the document into a [`Config`].
 fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+    let holds_inline_secrets = holds_inline_secrets(&raw);
+    // (A config given as a string reads no file.)
+    let files = if c.check_files {
+        referenced_files(&raw)
+    } else {
+        Vec::new()
+    };
     let service = raw.service.ok_or_else(|| ConfigError {
         path: c.path.map(Path::to_path_buf),
         line: None,
@@ -759,7 +724,37 @@ fn build(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         totp,
         exempt_groups,
         require_groups,
+        files,
+        holds_inline_secrets,
     })
+}
+
+/// Every file besides the config that [`build`] reads or checks, and the dictionary (read by
+/// [`crate::dictionary::Dictionary::for_config`]).
+fn referenced_files(raw: &RawConfig) -> Vec<FileInput> {
+    let mut files = Vec::new();
+    let mut add = |path: &Option<PathBuf>, holds_secrets: bool| {
+        if let Some(path) = path {
+            files.push(FileInput {
+                path: path.clone(),
+                holds_secrets,
+            });
+        }
+    };
+    add(&raw.dictionary, false);
+    add(&raw.store_ca_file, false);
+    // Read only for a networked store (refused otherwise); listing it anyway costs one more check.
+    add(&raw.store_password_file, true);
+    if let Some(l) = &raw.latch {
+        add(&l.secret_file, true);
+        add(&l.ca_file, false);
+    }
+    if let Some(p) = &raw.pingid {
+        add(&p.token_file, true);
+        add(&p.api_key_file, true);
+        add(&p.ca_file, false);
+    }
+    files
 }
 
 fn parse_pingid(c: &Checker<'_>, p: RawPingId) -> Result<PingIdConfig, ConfigError> {
@@ -899,6 +894,105 @@ fn parse_operations<'a>(c: &Checker<'_>, items: impl Iterator<Item = &'a str>) -
         });
     }
     Ok(out)
+}
+
+/// A config file read, not yet parsed: the bytes and the descriptor's metadata. The PAM layer's cache
+/// compares the bytes with those its parsed config came from, and parses only when they differ.
+pub struct ConfigFile {
+    path: PathBuf,
+    options: LoadOptions,
+    meta: fs::Metadata,
+    /// The text may hold the application secret: wiped when dropped.
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl ConfigFile {
+    /// Reads the file at `path` through one descriptor: the directories on the way are checked by path
+    /// (root's, not writable by others), then one open, checked and read through the same descriptor: no
+    /// symbolic link, no swap between the permission check and the read, nothing but a small regular
+    /// file. The owner and mode are judged by [`ConfigFile::parse`] or [`ConfigFile::check_owner_and_mode`]
+    /// (whether group/other may read it depends on whether it holds a secret).
+    pub fn read(path: &Path, options: LoadOptions) -> Result<ConfigFile, ConfigError> {
+        let whole = |message: String| whole_file(path, message);
+        // (A missing file is reported by the open below.)
+        match crate::safe_path::check_ancestors(path, options.trusted_owner) {
+            Err(p) if !p.not_found => return Err(whole(p.to_string())),
+            _ => {}
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => whole("is a symbolic link: point config= at the file itself".into()),
+                _ => whole(format!("cannot read: {e}")),
+            })?;
+        let meta = file.metadata().map_err(|e| whole(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(whole("is not a regular file".into()));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(whole(format!("is larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        // Read into one buffer of the file's size (no copy left behind by growing it).
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
+            .map_err(|e| whole(format!("cannot read: {e}")))?;
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            options,
+            meta,
+            bytes,
+        })
+    }
+
+    /// The bytes read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Parses and validates the text, then checks the file's owner and mode (readable by group/other
+    /// only when it holds no inline secret).
+    pub fn parse(&self) -> Result<Config, ConfigError> {
+        let path = self.path.as_path();
+        let text = std::str::from_utf8(&self.bytes).map_err(|_| whole_file(path, "is not valid UTF-8".into()))?;
+        // Parsed once: the same document says whether it holds a secret and becomes the config.
+        let (spans, raw) = read_raw(Some(path), text)?;
+        let checker = Checker {
+            path: Some(path),
+            spans,
+            trusted_owner: self.options.trusted_owner,
+            check_files: true,
+        };
+        let config = build(&checker, raw)?;
+        self.check_owner_and_mode(config.holds_inline_secrets)?;
+        Ok(config)
+    }
+
+    /// The owner and mode check [`ConfigFile::parse`] ends with, for a text already parsed (the same
+    /// bytes as before: `holds_secrets` is what that parse found).
+    pub fn check_owner_and_mode(&self, holds_secrets: bool) -> Result<(), ConfigError> {
+        check_metadata(&self.path, &self.meta, holds_secrets, self.options.trusted_owner)
+            .map_err(|m| whole_file(&self.path, m))
+    }
+}
+
+fn whole_file(path: &Path, message: String) -> ConfigError {
+    ConfigError {
+        path: Some(path.to_path_buf()),
+        line: None,
+        key: None,
+        message,
+    }
+}
+
+/// A file other than the config itself that loading it read or checked (a `*_file` secret, a CA file,
+/// the dictionary). The config is only as current as these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInput {
+    pub path: PathBuf,
+    /// Checked as a secret (no access for group or others).
+    pub holds_secrets: bool,
 }
 
 /// Refuses a file that someone other than root (or the trusted uid) could have written or put in place

@@ -10,15 +10,16 @@
 //! pam-bindings catches panics at the boundary (→ PAM_ABORT) and checks argc/argv; nothing here writes
 //! to stdout or stderr, and the environment is never read (sshd's keyboard-interactive child has none).
 
+mod cache;
 pub mod groups;
 mod memory;
 pub mod syslog;
 
 use crate::config::{Config, LoadOptions};
-use crate::dictionary::Dictionary;
 use crate::login::{Login, Outcome, Phase, Prompter, Resources, Verdict};
-use crate::service::{self, LockService, ServiceError, SharedService};
-use crate::store::{self, OpenMode, PairingStore, StoreError};
+use crate::service::{self, LockService, ServiceError};
+use crate::store::{self, PairingStore, StoreError};
+use cache::{CachedStore, WatchedService};
 use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::{RHost, Service, User};
@@ -168,24 +169,28 @@ fn run(
         log::info!("lock already checked in the auth phase of this transaction: access granted");
         return PamResultCode::PAM_SUCCESS;
     }
-    let config = match Config::load(
-        &path,
-        LoadOptions {
-            trusted_owner: args.trust_owner,
-        },
-    ) {
-        Ok(c) => c,
-        Err(e) => {
+    // The config, dictionary, store and service the previous transaction of this process built, when
+    // still valid (see `cache`), or built now.
+    let mut slot = cache::slot();
+    let options = LoadOptions {
+        trusted_owner: args.trust_owner,
+    };
+    let cache::Entry {
+        config,
+        dictionary,
+        store,
+        service,
+        ..
+    } = match cache::load(&mut slot, &path, options) {
+        Ok(entry) => entry,
+        Err(cache::LoadError::Config(e)) => {
             log::error!(
                 "configuration error: {}; denying",
                 crate::escape::escape(&e.to_string())
             );
             return PamResultCode::PAM_SERVICE_ERR;
         }
-    };
-    let dictionary = match Dictionary::for_config(&config, args.trust_owner) {
-        Ok(d) => d,
-        Err(e) => {
+        Err(cache::LoadError::Dictionary(e)) => {
             log::error!("configuration error: dictionary {}; denying", crate::escape::escape(&e));
             return PamResultCode::PAM_SERVICE_ERR;
         }
@@ -201,8 +206,8 @@ fn run(
     };
 
     let login = Login {
-        config: &config,
-        dictionary: &dictionary,
+        config,
+        dictionary,
         user,
         operation,
         explicit_operation: args.operation.is_some(),
@@ -226,11 +231,17 @@ fn run(
         };
         return to_pam_code(&verdict, phase);
     }
-    let mut resources = LazyResources::new(&config);
+    let mut resources = LazyResources {
+        config,
+        store,
+        service,
+        store_checked: false,
+    };
     let Outcome { verdict, lock_refusal } = {
         let mut prompter = ConvPrompter::new(pamh);
         login.decide_outcome(&mut resources, &mut prompter)
     };
+    resources.drop_failed();
     if let Some(key) = connection.as_deref().filter(|_| lock_refusal) {
         match verdict {
             Verdict::Deny => memory::remember(key, memory::Refusal::Denied),
@@ -266,35 +277,43 @@ fn to_pam_code(verdict: &Verdict, phase: Phase) -> PamResultCode {
     }
 }
 
-/// Opens the store and builds the service client on first use.
+/// The store and the service client: the cached ones (the store checked once per transaction), or
+/// opened and built on first use and kept in the cache's slots.
 struct LazyResources<'c> {
     config: &'c Config,
-    store: Option<Box<dyn PairingStore + Send + Sync>>,
-    service: Option<SharedService>,
+    store: &'c mut Option<CachedStore>,
+    service: &'c mut Option<WatchedService>,
+    /// Whether this transaction has checked the cached store yet.
+    store_checked: bool,
 }
 
-impl<'c> LazyResources<'c> {
-    fn new(config: &'c Config) -> Self {
-        LazyResources {
-            config,
-            store: None,
-            service: None,
+impl LazyResources<'_> {
+    /// What failed (unavailable, unreachable) in this transaction is not kept for the next.
+    fn drop_failed(&mut self) {
+        if self.store.as_ref().is_some_and(CachedStore::failed) {
+            *self.store = None;
+        }
+        if self.service.as_ref().is_some_and(WatchedService::failed) {
+            *self.service = None;
         }
     }
 }
 
 impl Resources for LazyResources<'_> {
     fn store(&mut self, deadline: std::time::Instant) -> Result<&dyn PairingStore, StoreError> {
+        let location = store::Location::of(self.config);
+        if !self.store_checked {
+            self.store_checked = true;
+            if self.store.as_ref().is_some_and(|s| !s.still_valid(&location, deadline)) {
+                *self.store = None;
+            }
+        }
         if self.store.is_none() {
             // Opening (a busy SQLite file, a PostgreSQL connect) is charged to the login's budget.
-            self.store = Some(store::open_at(
-                &store::Location::of(self.config),
-                OpenMode::Existing,
-                deadline,
-            )?);
+            *self.store = Some(CachedStore::open(&location, deadline)?);
         }
-        match &self.store {
-            Some(s) => Ok(s.as_ref()),
+        match self.store.as_ref() {
+            Some(s) => Ok(s),
             None => Err(StoreError::Unavailable("store not opened".into())),
         }
     }
@@ -309,10 +328,10 @@ impl Resources for LazyResources<'_> {
 
     fn service(&mut self) -> Result<&dyn LockService, ServiceError> {
         if self.service.is_none() {
-            self.service = Some(service::from_config(self.config)?);
+            *self.service = Some(WatchedService::new(service::from_config(self.config)?));
         }
-        match &self.service {
-            Some(s) => Ok(s.as_ref()),
+        match self.service.as_ref() {
+            Some(s) => Ok(s),
             None => Err(ServiceError::Unavailable("service not built".into())),
         }
     }

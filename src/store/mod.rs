@@ -312,6 +312,17 @@ pub fn open_at(
     )))
 }
 
+/// The schema version opening a store at `location` for a login accepts: this build's.
+pub fn wanted_schema_version(location: &Location<'_>) -> u32 {
+    #[cfg(feature = "postgres")]
+    if location.is_networked() {
+        return postgres::SCHEMA_VERSION;
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = location; // (without the feature a networked store cannot be opened at all)
+    sqlite::SCHEMA_VERSION
+}
+
 /// Applies the pending schema migrations of the store (`lockserver migrate`); creates a SQLite store
 /// that does not exist yet.
 pub fn migrate(location: &Location<'_>, deadline: Instant) -> Result<Migrated, StoreError> {

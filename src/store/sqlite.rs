@@ -748,7 +748,7 @@ fn build_new_store(tmp: &Path, path: &Path) -> Result<(), StoreError> {
 /// Refuses a store that someone other than root (or the process's own uid) could change or put in place:
 /// the file, its directories and its side files ([`crate::safe_path::check_store_file`]). A missing file
 /// is [`StoreError::Missing`].
-fn check_permissions(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn check_permissions(path: &Path) -> Result<(), StoreError> {
     let own_uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
     crate::safe_path::check_store_file(path, Some(own_uid)).map_err(|p| {
         if p.not_found {
