@@ -22,11 +22,58 @@ use std::time::Duration;
 pub const SEND_WAIT: Duration = Duration::from_millis(100);
 /// Longest line sent (in characters); the fields in it are capped too, this is the last bound.
 const MAX_LINE_CHARS: usize = 2048;
-/// Per socket: lines that could not be written since the last one that was (present: the last send
-/// failed). Per socket, so a host (or a test) with several never reports one socket's losses in another.
-/// Held during a send, so this process's lines queue here, in order, and each send waits only for its
-/// own slot in the socket's queue.
-static LOST: LazyLock<Mutex<HashMap<PathBuf, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Per syslog socket: lines that could not be written since the last one that was (present: the last
+/// send failed). Per socket, so a host (or a test) with several never reports one socket's losses in
+/// another. Held during a send, so this process's lines queue here, in order, and each send waits only
+/// for its own slot in the socket's queue.
+static SENDER: LazyLock<Mutex<Sender>> = LazyLock::new(|| Mutex::new(Sender::default()));
+
+/// What [`send`] keeps between lines: the lost-line counts, and one unbound datagram socket for every
+/// line of this process (a socket, a timeout and a close per line were most of a warm login's log cost).
+#[derive(Default)]
+struct Sender {
+    lost: HashMap<PathBuf, u64>,
+    socket: Option<Socket>,
+}
+
+/// The socket, the process that made it and its mode. A forked child makes its own: the file
+/// description, and with it the blocking mode, would otherwise be shared with the parent.
+struct Socket {
+    sock: UnixDatagram,
+    pid: u32,
+    nonblocking: bool,
+}
+
+impl Sender {
+    /// This process's socket in the mode asked for; `None` if no socket can be made.
+    fn socket(&mut self, nonblocking: bool) -> Option<&UnixDatagram> {
+        let pid = std::process::id();
+        if self.socket.as_ref().is_some_and(|s| s.pid != pid) {
+            // Inherited through fork: the parent still owns it. Never closed here.
+            std::mem::forget(self.socket.take());
+        }
+        if self.socket.is_none() {
+            let sock = UnixDatagram::unbound().ok()?;
+            sock.set_write_timeout(Some(SEND_WAIT)).ok()?;
+            self.socket = Some(Socket {
+                sock,
+                pid,
+                nonblocking: false,
+            });
+        }
+        let switched = match self.socket.as_mut() {
+            Some(s) if s.nonblocking != nonblocking => {
+                s.nonblocking = nonblocking;
+                s.sock.set_nonblocking(nonblocking).is_ok()
+            }
+            _ => true,
+        };
+        if !switched {
+            self.socket = None;
+        }
+        self.socket.as_ref().map(|s| &s.sock)
+    }
+}
 
 const LOG_AUTHPRIV: u8 = 10 << 3;
 pub const DEFAULT_SOCKET: &str = "/dev/log";
@@ -150,8 +197,8 @@ impl log::Log for SyslogLogger {
 /// Sends one line (escaped, capped), waiting at most [`SEND_WAIT`] for room; counts it as lost if it
 /// cannot go, and tells in it how many earlier lines were lost. Logging never fails a login.
 fn send(text: &str, socket: &std::path::Path) {
-    let mut lost_lines = LOST.lock().unwrap_or_else(PoisonError::into_inner);
-    let lost = lost_lines.remove(socket).unwrap_or(0);
+    let mut sender = SENDER.lock().unwrap_or_else(PoisonError::into_inner);
+    let lost = sender.lost.remove(socket).unwrap_or(0);
     let mut line = escape::for_log_line(text, MAX_LINE_CHARS);
     if lost > 0 {
         line.push_str(&format!(" ({lost} earlier log lines were lost)"));
@@ -160,18 +207,11 @@ fn send(text: &str, socket: &std::path::Path) {
     // (SO_SNDTIMEO applies to a full datagram queue), and gives up after SEND_WAIT. While the line
     // before was lost (a daemon that stopped reading), no wait: a stuck daemon costs this process one
     // SEND_WAIT, not one per line.
-    let sent = UnixDatagram::unbound()
-        .and_then(|sock| {
-            if lost > 0 {
-                sock.set_nonblocking(true)?;
-            } else {
-                sock.set_write_timeout(Some(SEND_WAIT))?;
-            }
-            sock.send_to(line.as_bytes(), socket)
-        })
-        .is_ok();
+    let sent = sender
+        .socket(lost > 0)
+        .is_some_and(|sock| sock.send_to(line.as_bytes(), socket).is_ok());
     if !sent {
-        lost_lines.insert(socket.to_path_buf(), lost + 1);
+        sender.lost.insert(socket.to_path_buf(), lost + 1);
     }
 }
 
@@ -214,6 +254,28 @@ mod tests {
         send("and then", &path);
         let n = daemon.recv(&mut buf).expect("line");
         assert_eq!(&buf[..n], b"and then");
+    }
+
+    #[test]
+    fn every_line_of_a_process_goes_through_one_socket() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("log.sock");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        let fd = || {
+            let sender = SENDER.lock().unwrap_or_else(PoisonError::into_inner);
+            sender.socket.as_ref().map(|s| (s.sock.as_raw_fd(), s.pid))
+        };
+        send("one", &path);
+        let first = fd();
+        send("two", &path);
+        assert!(first.is_some(), "a socket is kept");
+        assert_eq!(fd(), first, "the second line reuses it");
+        let mut buf = vec![0u8; 64];
+        for want in [&b"one"[..], b"two"] {
+            let n = daemon.recv(&mut buf).expect("line");
+            assert_eq!(&buf[..n], want);
+        }
     }
 
     #[test]
