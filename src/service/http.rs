@@ -397,7 +397,12 @@ fn parse_pem_certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     let mut certs = Vec::new();
     let mut base64 = Vec::with_capacity(4096);
     let mut section: Option<&[u8]> = None;
-    for line in pem.split(|&b| b == b'\n') {
+    // The lines, as `pem.split(|&b| b == b'\n')` gives them, but found with memchr: the byte-by-byte
+    // split was ~1.2 M instructions of a cold HTTPS login (the system bundle is ~3,400 lines).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', pem).chain([pem.len()]) {
+        let line = &pem[start..end];
+        start = end + 1;
         // Markers start at the line's start (as the library reads them); line ends may be CRLF.
         let line = line.trim_ascii_end();
         match section {
