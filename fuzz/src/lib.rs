@@ -13,7 +13,7 @@ mod parsers;
 mod pingid;
 
 pub use capi::capi_strings;
-pub use parsers::{config, dictionary, escape, latch_answer, operations};
+pub use parsers::{certificate_names, config, dictionary, escape, latch_answer, operations};
 pub use pingid::{pingid_answer, pingid_http};
 
 /// A target's body: one input, no result (a finding panics or crashes).
@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("pingid_http", pingid_http),
     ("http_answer", http_answer),
     ("capi_strings", capi_strings),
+    ("certificate_names", certificate_names),
 ];
 
 /// The HTTP answer framing: the input is sent, as it is, as a whole HTTP response by a server on a

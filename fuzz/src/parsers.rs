@@ -176,3 +176,13 @@ pub fn escape(data: &[u8]) {
         }
     }
 }
+
+/// The DER walk that reads a certificate's issuer and subject names (the TLS verifier picks trust
+/// anchors by them): any bytes give two names or none, and names are pieces of the input.
+pub fn certificate_names(data: &[u8]) {
+    if let Some((issuer, subject)) = lockserver::service::tls::issuer_and_subject(data) {
+        let inside = |part: &[u8]| data.as_ptr_range().contains(&part.as_ptr()) || part.is_empty();
+        assert!(inside(issuer) && inside(subject), "a name outside the input");
+        assert!(issuer.len() + subject.len() < data.len(), "names longer than the input");
+    }
+}

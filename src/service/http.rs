@@ -12,7 +12,8 @@
 
 #![forbid(unsafe_code)]
 
-use super::ServiceError;
+use super::{ServiceError, tls};
+use rustls::pki_types::CertificateDer;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 use ureq::Agent;
 use ureq::config::Config;
 use ureq::http::Uri;
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, NextTimeout, TcpConnector};
 
 /// Answers larger than this are refused without being read into memory (DESIGN §10).
 pub const MAX_ANSWER_BYTES: u64 = 1 << 20;
@@ -42,7 +43,7 @@ const IO_BUFFER_BYTES: usize = 16 * 1024;
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Where Linux distributions keep the system CA bundle, most common first (the same list openssl
-/// and rustls-native-certs probe). Only read when `ca_file` is given; see [`root_certs`].
+/// and rustls-native-certs probe); see [`trusted_certificates`].
 const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -156,15 +157,23 @@ impl Transport {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|_| local_error("the proxy URL is not valid"))?),
             None => None,
         };
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(if plain {
-                RootCerts::Specific(Arc::new(Vec::new()))
-            } else {
-                root_certs(options.ca_file)?
-            })
-            .build();
-        let config = agent_config(tls, proxy);
+        if proxy
+            .as_ref()
+            .is_some_and(|p| !matches!(p.protocol(), ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https))
+        {
+            // This build of ureq has no SOCKS support: refuse here rather than connect around the proxy.
+            return Err(local_error(
+                "the proxy must be an http:// or https:// URL (no SOCKS support)",
+            ));
+        }
+        let tls = if plain {
+            None
+        } else {
+            let config = tls::client_config(trusted_certificates(options.ca_file)?)
+                .map_err(|e| local_error(format!("TLS set-up: {e}")))?;
+            Some(config)
+        };
+        let config = agent_config(proxy);
         if plain {
             // The host only: a URL may carry credentials. At debug level: every login (and each of its
             // phases) builds a client, and the warning belongs to `check-config`, which says it once.
@@ -174,7 +183,12 @@ impl Transport {
                 crate::escape::escape(host)
             );
         }
-        let agent = Agent::with_parts(config, DefaultConnector::default(), CachingResolver::default());
+        // ureq's default chain minus SOCKS, with our TLS (see `super::tls`) instead of ureq's.
+        let connector =
+            ().chain(ConnectProxyConnector::default())
+                .chain(TcpConnector::default())
+                .chain(tls::TlsConnector { config: tls });
+        let agent = Agent::with_parts(config, connector, CachingResolver::default());
         Ok(Transport { agent, base_url })
     }
 
@@ -299,7 +313,7 @@ impl Transport {
 }
 
 /// The agent settings every service call shares.
-fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
+fn agent_config(proxy: Option<ureq::Proxy>) -> Config {
     Agent::config_builder()
         // 4xx/5xx bodies are answers the caller maps (Latch puts its errors in 200 bodies anyway).
         .http_status_as_error(false)
@@ -317,7 +331,13 @@ fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
         .output_buffer_size(IO_BUFFER_BYTES)
         .max_response_header_size(IO_BUFFER_BYTES)
         .user_agent(concat!("lockserver/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
+        // TLS is `super::tls`'s connector, which reads nothing of this; should ureq's own connector ever
+        // run, it trusts nothing (ureq's default would be its built-in webpki roots).
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::Specific(Arc::new(Vec::new())))
+                .build(),
+        )
         .build()
 }
 
@@ -328,7 +348,7 @@ fn agent_config(tls: TlsConfig, proxy: Option<ureq::Proxy>) -> Config {
 /// and su and sudo run PAM in a setuid process with the caller's environment — a caller could make the
 /// module trust nothing (then `fail_mode = "safe"` lets them in) or trust their own CA. The places read
 /// here are fixed.
-fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
+fn trusted_certificates(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, ServiceError> {
     let mut certs = match ca_file {
         Some(ca_file) => {
             let certs = pem_certificates(ca_file)?;
@@ -355,7 +375,7 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
             "no trusted CA: install ca-certificates or set latch.ca_file",
         ));
     }
-    Ok(RootCerts::Specific(Arc::new(certs)))
+    Ok(certs)
 }
 
 /// The certificates of a PEM file; other sections (keys, CRLs, `TRUSTED CERTIFICATE`) and text
@@ -366,18 +386,23 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, ServiceError> {
 /// instructions, most of a cold login; data-encoding's decoder does it in a small fraction of that
 /// (callgrind figures in the README's performance section). Certificates are public: no constant-time
 /// decoding is needed.
-fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, ServiceError> {
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServiceError> {
     let pem = std::fs::read(path).map_err(|e| local_error(format!("cannot read {}: {e}", path.display())))?;
     parse_pem_certificates(&pem).ok_or_else(|| local_error(format!("{}: malformed PEM", path.display())))
 }
 
 /// [`pem_certificates`] on bytes: `None` when a section is cut short, its end line does not match its
 /// begin line, or a certificate's base64 is not valid.
-fn parse_pem_certificates(pem: &[u8]) -> Option<Vec<Certificate<'static>>> {
+fn parse_pem_certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     let mut certs = Vec::new();
     let mut base64 = Vec::with_capacity(4096);
     let mut section: Option<&[u8]> = None;
-    for line in pem.split(|&b| b == b'\n') {
+    // The lines, as `pem.split(|&b| b == b'\n')` gives them, but found with memchr: the byte-by-byte
+    // split was ~1.2 M instructions of a cold HTTPS login (the system bundle is ~3,400 lines).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', pem).chain([pem.len()]) {
+        let line = &pem[start..end];
+        start = end + 1;
         // Markers start at the line's start (as the library reads them); line ends may be CRLF.
         let line = line.trim_ascii_end();
         match section {
@@ -393,8 +418,7 @@ fn parse_pem_certificates(pem: &[u8]) -> Option<Vec<Certificate<'static>>> {
                         return None;
                     }
                     if label == b"CERTIFICATE" {
-                        let der = data_encoding::BASE64.decode(&base64).ok()?;
-                        certs.push(Certificate::from_der(&der).to_owned());
+                        certs.push(CertificateDer::from(data_encoding::BASE64.decode(&base64).ok()?));
                     }
                     section = None;
                 }
@@ -883,16 +907,16 @@ BQCnU7lIVg/zhm2IvnI=
     #[test]
     fn ca_file_is_added_to_the_system_bundle() {
         assert!(
-            matches!(root_certs(None), Ok(RootCerts::Specific(c)) if !c.is_empty()),
+            matches!(trusted_certificates(None), Ok(c) if !c.is_empty()),
             "the system bundle"
         );
         let dir = std::env::temp_dir().join(format!("lockserver-ca-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, TEST_CA).unwrap();
-        let roots = root_certs(Some(&ca));
+        let roots = trusted_certificates(Some(&ca));
         let _ = std::fs::remove_dir_all(&dir);
-        let Ok(RootCerts::Specific(certs)) = roots else {
+        let Ok(certs) = roots else {
             panic!("expected specific roots, got {roots:?}");
         };
         let system = SYSTEM_CA_BUNDLES.iter().any(|p| Path::new(p).is_file());
@@ -999,8 +1023,8 @@ BQCnU7lIVg/zhm2IvnI=
         Some(out)
     }
 
-    fn ders(certs: Option<Vec<Certificate<'static>>>) -> Option<Vec<Vec<u8>>> {
-        certs.map(|c| c.iter().map(|c| c.der().to_vec()).collect())
+    fn ders(certs: Option<Vec<CertificateDer<'static>>>) -> Option<Vec<Vec<u8>>> {
+        certs.map(|c| c.iter().map(|c| c.to_vec()).collect())
     }
 
     fn pem_section(label: &str, der: &[u8], eol: &str) -> String {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod json;
 pub mod latch;
 pub mod pingid;
+pub mod tls;
 
 use crate::config::Secret;
 use std::fmt;
