@@ -299,8 +299,11 @@ const PHASES: &[(&str, &[&str])] = &[
     ("    of which relocation", &["_dl_relocate_object"]),
     ("    of which constructors (Rust runtime)", &["call_init"]),
     ("  one auth hook (all below)", &["pam_sm_authenticate"]),
-    ("    config read and parse", &["lockserver::config::Config::load"]),
-    ("    store open", &["lockserver::store::open_with_timeout"]),
+    (
+        "    config read and parse (+ dictionary)",
+        &["lockserver::config::Config::load", "lockserver::pam::cache::load"],
+    ),
+    ("    store open", &["lockserver::store::open_at", "CachedStore::open"]),
     (
         "    store query",
         &["SqliteStore as lockserver::store::PairingStore>::get"],
@@ -309,17 +312,20 @@ const PHASES: &[(&str, &[&str])] = &[
         "    service client (TLS setup, trust store)",
         &["lockserver::service::from_config"],
     ),
-    ("      of which trust store", &["lockserver::service::http::root_certs"]),
+    (
+        "      of which trust store (PEM read)",
+        &[
+            "lockserver::service::http::pem_certificates",
+            "lockserver::service::http::trusted_certificates",
+        ],
+    ),
     (
         "    connect + request + TLS + parse",
         &["LatchClient as lockserver::service::LockService>::status"],
     ),
     (
-        "      of which rustls config (root store of every CA)",
-        &[
-            "ureq::tls::rustls::build_config",
-            "rustls::webpki::anchors::RootCertStore::add_parsable_certificates",
-        ],
+        "      of which certificate check (the anchors it names)",
+        &["ServerCertVerifier>::verify_server_cert"],
     ),
     (
         "      of which TLS handshake",
