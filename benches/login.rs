@@ -38,7 +38,7 @@ use lockserver::capi::{
     lockserver_status,
 };
 use lockserver::config::TotpAlgorithm;
-use lockserver::store::{self, OpenMode, Pairing};
+use lockserver::store::{self, OpenMode, Pairing, PairingStore};
 use lockserver::totp;
 use lockserver_emulator::{Emulator, Options, Plan as PhonePlan, TlsMode, sign};
 use std::ffi::CString;
@@ -100,6 +100,18 @@ fn line(name: &str, figure: f64, floor: f64, unit: &str, target: f64) {
 fn write_private(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// Pairs [`USER`] with `account` in `store` (the benchmark's every store starts with that one row).
+fn pair_bench_user(store: &dyn PairingStore, account: &str) {
+    let pairing = Pairing {
+        user: USER.into(),
+        account_id: account.into(),
+        enabled: true,
+        totp_enabled: false,
+        totp_id: None,
+    };
+    store.insert(&pairing, store::default_deadline()).expect("insert");
 }
 
 /// A signed Latch status request, as the wire carries it.
@@ -456,18 +468,7 @@ fn main() {
         let account = emu.pair(USER).unwrap_or_else(|_| emu.account_id_for(USER));
         let db = dir.join(format!("{name}.db"));
         let store = store::open(&format!("sqlite://{}", db.display()), OpenMode::Create).expect("store");
-        store
-            .insert(
-                &Pairing {
-                    user: USER.into(),
-                    account_id: account.clone(),
-                    enabled: true,
-                    totp_enabled: false,
-                    totp_id: None,
-                },
-                store::default_deadline(),
-            )
-            .expect("insert");
+        pair_bench_user(store.as_ref(), &account);
         drop(store);
         let config = format!(
             "service = \"latch\"\n{extra_top}unpaired = \"ignore\"\ntimeout_ms = 3000\nstore = \"sqlite://{}\"\n\
@@ -665,18 +666,7 @@ fn pingid_service(driver: &Driver, module: &Path, emu: &Emulator, dir: &Path, ar
         .expect("the phone's plan");
     let db = dir.join("pingid.db");
     let store = store::open(&format!("sqlite://{}", db.display()), OpenMode::Create).expect("store");
-    store
-        .insert(
-            &Pairing {
-                user: USER.into(),
-                account_id: USER.into(),
-                enabled: true,
-                totp_enabled: false,
-                totp_id: None,
-            },
-            store::default_deadline(),
-        )
-        .expect("insert");
+    pair_bench_user(store.as_ref(), USER);
     drop(store);
     let p = emu.pingid_options();
     let config = format!(
@@ -819,18 +809,7 @@ fn stores(driver: &Driver, module: &Path, module_args: &str, dir: &Path, config:
             store::default_deadline(),
         )
         .expect("PostgreSQL store");
-        pairing_store
-            .insert(
-                &Pairing {
-                    user: USER.into(),
-                    account_id: account.to_string(),
-                    enabled: true,
-                    totp_enabled: false,
-                    totp_id: None,
-                },
-                store::default_deadline(),
-            )
-            .expect("insert");
+        pair_bench_user(pairing_store.as_ref(), account);
         drop(pairing_store);
         let sqlite_line = config.lines().find(|l| l.starts_with("store = ")).expect("store line");
         for (i, (name, url)) in urls.into_iter().enumerate() {
